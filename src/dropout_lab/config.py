@@ -1,0 +1,288 @@
+"""The typed schema of one training run, and the checks that run before any work.
+
+Hydra composes `config/train.yaml` with the groups under `config/` on top of
+`RunConfig`; OmegaConf rejects unknown keys and wrong types. `validate` then
+checks ranges and combinations and returns the per-slot dropout rates, raising
+`ConfigError` with one line that names the bad value and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
+
+from dropout_lab.data import SPECS
+from dropout_lab.gates import GATES
+
+CONFIG_DIR = os.environ.get("DROPOUT_LAB_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "config"))
+MODELS = ("mlp", "cnn")
+SCHEDULES = ("constant", "cosine")
+
+
+class ConfigError(ValueError):
+    """An invalid setting; the message is one line naming the key, the value and the fix."""
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    mirror: Optional[str] = None  # http(s) URL or local folder tried before the official mirrors
+    train_fraction: float = 1.0  # a fixed subset, the same for every run and seed
+    test_fraction: float = 1.0
+    checksums: Dict[str, str] = field(default_factory=dict)  # FILE -> SHA-256 replacing a pinned digest
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    # MLP
+    depth: Optional[int] = None  # hidden layers
+    width: Optional[int] = None
+    # CNN
+    channels: Optional[List[int]] = None  # one conv block per entry
+    kernel_size: Optional[int] = None
+    fc_depth: Optional[int] = None
+    fc_width: Optional[int] = None
+    # both
+    max_norm: Optional[float] = None  # cap on each unit's incoming weight norm
+
+
+@dataclass
+class GateConfig:
+    name: str = MISSING
+
+
+@dataclass
+class DropoutConfig:
+    """Drop rates (1 - retain probability). A slot group takes one rate or a list, one per layer."""
+
+    input: float = 0.0
+    hidden: Any = 0.0  # MLP hidden layers
+    conv: Any = 0.0  # CNN conv blocks
+    fc: Any = 0.0  # CNN fully connected hidden layers
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+
+
+@dataclass
+class EvalConfig:
+    mc_samples: int = 20  # masks averaged for the Monte-Carlo test accuracy; 0 skips it
+    batch_size: int = 1000
+
+
+@dataclass
+class RunConfig:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    dropout: DropoutConfig = field(default_factory=DropoutConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    out: str = MISSING  # the run directory; the caller (Snakemake) owns it
+    data_dir: str = "data"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: Optional[int] = None  # CPU threads; None keeps torch's default
+    progress: bool = True  # a progress bar when stderr is a terminal
+
+
+ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+@dataclass(frozen=True)
+class Rates:
+    input: float
+    hidden: tuple[float, ...] = ()
+    conv: tuple[float, ...] = ()
+    fc: tuple[float, ...] = ()
+
+
+def compose_config(overrides: Sequence[str] = (), config_dir: str = CONFIG_DIR) -> DictConfig:
+    """Compose config/train.yaml with Hydra overrides, as the command line does."""
+    with initialize_config_dir(config_dir, version_base="1.3"):
+        return compose("train", list(overrides))
+
+
+def _schema_keys(dotted: str) -> list[str]:
+    node: Any = RunConfig
+    for part in filter(None, dotted.split(".")):
+        node = {f.name: f for f in fields(node)}[part].default_factory
+    return [f.name for f in fields(node)] if is_dataclass(node) else []
+
+
+def describe_composition_error(err: Exception) -> str:
+    """One line for a Hydra or OmegaConf composition error, naming the key and what is allowed."""
+    options, missing = getattr(err, "options", None), getattr(err, "missing_cfg_file", None)
+    if options and missing and "/" in missing:
+        group, choice = missing.rsplit("/", 1)
+        return f"{group}={choice} is unknown; choose one of {', '.join(options)} (files in config/{group}/)"
+    cause = err.__cause__
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, OmegaConfBaseException) and key:
+        if isinstance(cause, ConfigAttributeError):
+            parent = key.rsplit(".", 1)[0] if "." in key else ""
+            try:
+                allowed = ", ".join(_schema_keys(parent))
+            except (KeyError, TypeError):
+                allowed = "see dropout_lab.config.RunConfig"
+            return f"{key} is not a setting; {parent or 'the top level'} has: {allowed}"
+        override = str(err).splitlines()[0].removeprefix("Error merging override ")
+        return f"{override}: {str(cause).splitlines()[0]} (key {key})"
+    return " ".join(str(err).split())
+
+
+COMPOSITION_ERRORS = (HydraException, OmegaConfBaseException)
+
+
+def _fail(msg: str) -> None:
+    raise ConfigError(msg)
+
+
+def _check_rate(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(f"{key}={value!r} is not a number; give a drop rate in [0, 1) such as 0.5")
+    if not 0.0 <= value < 1.0:
+        _fail(f"{key}={value} is outside [0, 1); a drop rate is 1 - retain probability, e.g. 0.2 or 0.5")
+    return float(value)
+
+
+def _layer_rates(key: str, value: Any, layers: int) -> tuple[float, ...]:
+    """One rate for every layer, or a list with exactly one rate per layer."""
+    if isinstance(value, (list, tuple, ListConfig)):
+        if len(value) != layers:
+            _fail(f"{key} lists {len(value)} rates but the model has {layers} such layers; give {layers} rates or one")
+        return tuple(_check_rate(f"{key}[{i}]", v) for i, v in enumerate(value))
+    return (_check_rate(key, value),) * layers
+
+
+def _is_zero(value: Any) -> bool:
+    if isinstance(value, (list, tuple, ListConfig)):
+        return all(v == 0 for v in value)
+    return value == 0
+
+
+def _positive_int(key: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(f"{key}={value!r} must be an integer >= {minimum}")
+    return value
+
+
+def _check_model(model: DictConfig) -> None:
+    mlp_keys = ("depth", "width")
+    cnn_keys = ("channels", "kernel_size", "fc_depth", "fc_width")
+    own, other = (mlp_keys, cnn_keys) if model.name == "mlp" else (cnn_keys, mlp_keys)
+    for key in other:
+        if model[key] is not None:
+            _fail(f"model.{key} does not apply to model={model.name}; it sets {', '.join(own)}")
+    for key in own:
+        if model[key] is None:
+            _fail(f"model.{key} is not set for model={model.name}; pick model=mlp or model=cnn from config/model/")
+    if model.name == "mlp":
+        _positive_int("model.depth", model.depth, minimum=0)
+        _positive_int("model.width", model.width)
+    else:
+        if len(model.channels) == 0:
+            _fail("model.channels is empty; give one width per conv block, e.g. [32,64,128]")
+        for i, c in enumerate(model.channels):
+            _positive_int(f"model.channels[{i}]", c)
+        k = _positive_int("model.kernel_size", model.kernel_size)
+        if k % 2 == 0:
+            _fail(f"model.kernel_size={k} must be odd so 'same' padding keeps the image size, e.g. 3 or 5")
+        _positive_int("model.fc_depth", model.fc_depth, minimum=0)
+        _positive_int("model.fc_width", model.fc_width)
+    if model.max_norm is not None and not model.max_norm > 0:
+        _fail(f"model.max_norm={model.max_norm} must be positive (Srivastava et al. use 3 to 4), or null for none")
+
+
+def _check_device(device: str) -> None:
+    if device in ("auto", "cpu"):
+        return
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        _fail(f"device={device!r} is not one of auto, cpu, cuda, cuda:N")
+    if not torch.cuda.is_available():
+        _fail(f"device={device} was asked for but no CUDA device is available; use device=cpu or device=auto")
+
+
+def validate(cfg: DictConfig) -> Rates:
+    """Check every setting of one run; return its dropout rates per slot."""
+    for section in ("", "dataset", "model", "gate", "dropout", "train", "eval"):
+        node = cfg[section] if section else cfg
+        allowed = _schema_keys(section)
+        for key in node.keys():
+            if key not in allowed:
+                where = f"{section}.{key}" if section else key
+                _fail(f"{where} is not a setting; {section or 'the top level'} has: {', '.join(allowed)}")
+    if OmegaConf.is_missing(cfg, "out"):
+        _fail("out is not set; pass out=PATH, the folder that receives metrics.json")
+    if not str(cfg.out).strip():
+        _fail("out is empty; pass out=PATH, the folder that receives metrics.json")
+    if cfg.dataset.name not in SPECS:
+        _fail(f"dataset={cfg.dataset.name!r} is unknown; choose one of {sorted(SPECS)}")
+    if cfg.model.name not in MODELS:
+        _fail(f"model={cfg.model.name!r} is unknown; choose one of {list(MODELS)}")
+    if cfg.gate.name not in GATES:
+        _fail(f"gate={cfg.gate.name!r} is unknown; choose one of {list(GATES)}")
+    for key in ("train_fraction", "test_fraction"):
+        value = cfg.dataset[key]
+        if not 0.0 < value <= 1.0:
+            _fail(f"dataset.{key}={value} must be in (0, 1]; 1.0 uses the whole split")
+    _check_model(cfg.model)
+
+    drop = cfg.dropout
+    if cfg.model.name == "mlp":
+        for key in ("conv", "fc"):
+            if not _is_zero(drop[key]):
+                _fail(f"dropout.{key}={drop[key]} applies to model=cnn; for model=mlp set dropout.input and dropout.hidden")
+        rates = Rates(
+            input=_check_rate("dropout.input", drop.input),
+            hidden=_layer_rates("dropout.hidden", drop.hidden, cfg.model.depth),
+        )
+    else:
+        if not _is_zero(drop.hidden):
+            _fail(f"dropout.hidden={drop.hidden} applies to model=mlp; for model=cnn set dropout.conv and dropout.fc")
+        rates = Rates(
+            input=_check_rate("dropout.input", drop.input),
+            conv=_layer_rates("dropout.conv", drop.conv, len(cfg.model.channels)),
+            fc=_layer_rates("dropout.fc", drop.fc, cfg.model.fc_depth),
+        )
+    if cfg.gate.name == "none":
+        nonzero = [r for r in (rates.input, *rates.hidden, *rates.conv, *rates.fc) if r]
+        if nonzero:
+            _fail(f"gate=none cannot drop, but a dropout rate is {nonzero[0]}; add dropout=none or pick gate=bernoulli")
+
+    train = cfg.train
+    _positive_int("train.epochs", train.epochs)
+    _positive_int("train.batch_size", train.batch_size)
+    if not train.lr > 0:
+        _fail(f"train.lr={train.lr} must be positive, e.g. 0.05")
+    if not 0.0 <= train.momentum < 1.0:
+        _fail(f"train.momentum={train.momentum} must be in [0, 1), e.g. 0.9")
+    if train.weight_decay < 0:
+        _fail(f"train.weight_decay={train.weight_decay} must be >= 0")
+    if train.schedule not in SCHEDULES:
+        _fail(f"train.schedule={train.schedule!r} is unknown; choose one of {list(SCHEDULES)}")
+    _positive_int("eval.mc_samples", cfg.eval.mc_samples, minimum=0)
+    _positive_int("eval.batch_size", cfg.eval.batch_size)
+    _positive_int("seed", cfg.seed, minimum=0)
+    if cfg.threads is not None:
+        _positive_int("threads", cfg.threads)
+    _check_device(cfg.device)
+    return rates

@@ -1,0 +1,352 @@
+"""MNIST and CIFAR-10: fetch from an ordered list of sources, verify, cache as tensors.
+
+Every file is checked against a pinned SHA-256 before anything reads it. For
+MNIST the digest is that of the decompressed IDX file, so the official .gz
+files and a re-compressed copy both pass. The CIFAR-10 archive holds pickles:
+it is unpickled only after its digest matches, and then only through an
+unpickler that admits the few numpy types the archive uses.
+
+Downloads and the cache are written atomically, so an interrupted or failed
+fetch leaves nothing that a later run could take for good data.
+
+Command line (used by the workflow's data rule):
+    python -m dropout_lab.data mnist --data-dir data --mirror ../shared/data/mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import pickle
+import sys
+import tarfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import torch
+
+from dropout_lab.atomic import atomic_path, write_json
+
+CACHE_FORMAT = 1
+DOWNLOAD_TIMEOUT_S = 60
+
+
+class DataError(RuntimeError):
+    """A dataset could not be obtained or verified; the message is one line."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    files: Mapping[str, str]  # file name -> pinned SHA-256 (of the decompressed bytes if gzipped)
+    official_mirrors: tuple[str, ...]
+    gzipped: bool  # sources may hold NAME.gz (decompressed on arrival) as well as NAME
+    mirror_env: str  # environment variable that names a user mirror
+
+
+MNIST = DatasetSpec(
+    name="mnist",
+    files={
+        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
+    official_mirrors=(
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
+    gzipped=True,
+    mirror_env="DROPOUT_LAB_MNIST_MIRROR",
+)
+
+CIFAR10 = DatasetSpec(
+    name="cifar10",
+    files={"cifar-10-python.tar.gz": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"},
+    official_mirrors=("https://www.cs.toronto.edu/~kriz/",),
+    gzipped=False,
+    mirror_env="DROPOUT_LAB_CIFAR10_MIRROR",
+)
+
+SPECS = {spec.name: spec for spec in (MNIST, CIFAR10)}
+
+
+@dataclass
+class Splits:
+    """Images as uint8 (N, H, W) or (N, C, H, W), labels as int64."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {"train_x": self.train_x, "train_y": self.train_y, "test_x": self.test_x, "test_y": self.test_y}
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+class _NotFound(Exception):
+    pass
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _open_source(location: str):
+    """Open a URL or a local path for reading bytes; raise _NotFound if it is absent."""
+    if location.startswith(("http://", "https://")):
+        try:
+            return urllib.request.urlopen(location, timeout=DOWNLOAD_TIMEOUT_S)
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                raise _NotFound from err
+            raise OSError(f"HTTP {err.code}") from err
+        except urllib.error.URLError as err:
+            raise OSError(f"unreachable: {err.reason}") from err
+    path = Path(location.removeprefix("file://")).expanduser()
+    if not path.is_file():
+        raise _NotFound
+    return open(path, "rb")
+
+
+def _join(source: str, name: str) -> str:
+    if source.startswith(("http://", "https://")):
+        return source.rstrip("/") + "/" + name
+    return str(Path(source.removeprefix("file://")).expanduser() / name)
+
+
+def _fetch_one(name: str, expected: str, sources: Iterable[str], dest_dir: Path, gzipped: bool) -> Path:
+    """Put a copy of `name` whose digest is `expected` at dest_dir/name, or raise DataError."""
+    dest = dest_dir / name
+    if dest.is_file():
+        if sha256_file(dest) == expected:
+            return dest
+        dest.unlink()  # never leave a file that does not verify where a later run looks
+    tried: list[str] = []
+    for source in sources:
+        candidates = [name + ".gz", name] if gzipped else [name]
+        for candidate in candidates:
+            location = _join(source, candidate)
+            try:
+                with _open_source(location) as stream, atomic_path(dest) as tmp:
+                    reader = gzip.GzipFile(fileobj=stream) if candidate.endswith(".gz") and gzipped else stream
+                    digest = hashlib.sha256()
+                    with open(tmp, "wb") as out:
+                        while block := reader.read(1 << 20):
+                            digest.update(block)
+                            out.write(block)
+                    if digest.hexdigest() != expected:
+                        raise ValueError(f"SHA-256 {digest.hexdigest()[:16]}... is not the pinned {expected[:16]}...")
+                return dest
+            except _NotFound:
+                tried.append(f"{location} (not found)")
+            except (OSError, EOFError, zlib.error, ValueError) as err:
+                reason = str(err) or type(err).__name__
+                tried.append(f"{location} ({reason})")
+    raise DataError(
+        f"could not get a verified {name}: tried " + "; ".join(tried) if tried else f"no sources for {name}"
+    )
+
+
+def sources_for(spec: DatasetSpec, mirror: str | None) -> list[str]:
+    """The user's mirror first (if any), then the official mirrors."""
+    return ([mirror] if mirror else []) + list(spec.official_mirrors)
+
+
+def fetch(spec: DatasetSpec, data_dir: Path, mirror: str | None, checksums: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """Fetch and verify every file of `spec` into data_dir/NAME/raw; return their paths."""
+    pins = dict(spec.files)
+    unknown = set(checksums or {}) - set(pins)
+    if unknown:
+        raise DataError(f"dataset.checksums names unknown file(s) {sorted(unknown)}; {spec.name} has {sorted(pins)}")
+    pins.update(checksums or {})
+    raw_dir = Path(data_dir) / spec.name / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    sources = sources_for(spec, mirror)
+    paths = {}
+    for name, expected in pins.items():
+        try:
+            paths[name] = _fetch_one(name, expected, sources, raw_dir, spec.gzipped)
+        except DataError as err:
+            hint = (
+                f" Point dataset.mirror (or ${spec.mirror_env}) at an http(s) URL or a local folder "
+                f"that holds the {spec.name} files."
+            )
+            raise DataError(str(err) + "." + hint) from None
+    return paths
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (the MNIST format: big-endian header, then uint8 data)."""
+    raw = path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != int(np.prod(shape)):
+        raise DataError(f"{path} holds {len(raw) - offset} bytes of data; its header says {shape}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape)
+
+
+def _parse_mnist(paths: Mapping[str, Path]) -> Splits:
+    def tensor(name: str, dtype: torch.dtype) -> torch.Tensor:
+        return torch.from_numpy(read_idx(paths[name]).copy()).to(dtype)
+
+    return Splits(
+        train_x=tensor("train-images-idx3-ubyte", torch.uint8),
+        train_y=tensor("train-labels-idx1-ubyte", torch.int64),
+        test_x=tensor("t10k-images-idx3-ubyte", torch.uint8),
+        test_y=tensor("t10k-labels-idx1-ubyte", torch.int64),
+    )
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admit only what the CIFAR-10 batches contain: builtins and numpy arrays."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"CIFAR-10 batch refers to {module}.{name}, which is not allowed")
+        return super().find_class(module, name)
+
+
+CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+
+def _parse_cifar10(paths: Mapping[str, Path]) -> Splits:
+    archive = paths["cifar-10-python.tar.gz"]
+
+    def batch(tar: tarfile.TarFile, member: str) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            fh = tar.extractfile(f"cifar-10-batches-py/{member}")
+        except KeyError:
+            raise DataError(f"{archive} has no cifar-10-batches-py/{member}") from None
+        entry = _CifarUnpickler(io.BytesIO(fh.read()), encoding="bytes").load()
+        data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(entry[b"labels"], dtype=np.int64)
+        if len(data) != len(labels):
+            raise DataError(f"{archive}: {member} has {len(data)} images but {len(labels)} labels")
+        return data, labels
+
+    with tarfile.open(archive, "r:gz") as tar:
+        train = [batch(tar, name) for name in CIFAR_TRAIN_BATCHES]
+        test_x, test_y = batch(tar, "test_batch")
+    return Splits(
+        train_x=torch.from_numpy(np.concatenate([x for x, _ in train])),
+        train_y=torch.from_numpy(np.concatenate([y for _, y in train])),
+        test_x=torch.from_numpy(test_x),
+        test_y=torch.from_numpy(test_y),
+    )
+
+
+PARSERS = {"mnist": _parse_mnist, "cifar10": _parse_cifar10}
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def cache_paths(data_dir: Path, name: str) -> tuple[Path, Path]:
+    folder = Path(data_dir) / name
+    return folder / f"{name}.pt", folder / f"{name}.manifest.json"
+
+
+def _cache_is_valid(cache: Path, manifest: Path, pins: Mapping[str, str]) -> bool:
+    if not (cache.is_file() and manifest.is_file()):
+        return False
+    try:
+        meta = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        meta.get("format") == CACHE_FORMAT
+        and meta.get("raw_sha256") == dict(pins)
+        and meta.get("cache_sha256") == sha256_file(cache)
+    )
+
+
+def load(
+    name: str,
+    data_dir: str | Path = "data",
+    mirror: str | None = None,
+    checksums: Mapping[str, str] | None = None,
+) -> Splits:
+    """Return the verified dataset, fetching and caching it on first use."""
+    if name not in SPECS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {sorted(SPECS)}")
+    spec = SPECS[name]
+    pins = {**spec.files, **(checksums or {})}
+    cache, manifest = cache_paths(Path(data_dir), name)
+    if not _cache_is_valid(cache, manifest, pins):
+        paths = fetch(spec, Path(data_dir), mirror, checksums)
+        splits = PARSERS[name](paths)
+        with atomic_path(cache) as tmp:
+            torch.save(splits.as_dict(), tmp)
+        write_json(
+            manifest,
+            {"format": CACHE_FORMAT, "raw_sha256": pins, "cache_sha256": sha256_file(cache)},
+        )
+    tensors = torch.load(cache, weights_only=True)
+    return Splits(**tensors)
+
+
+def raw_checksums(name: str, checksums: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The digests a run's data was verified against (recorded in its metrics)."""
+    return {**SPECS[name].files, **(checksums or {})}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Fetch, verify and cache a dataset.")
+    parser.add_argument("dataset", choices=sorted(SPECS))
+    parser.add_argument("--data-dir", default="data", help="folder for raw files and the cache (default: data)")
+    parser.add_argument("--mirror", default=None, help="http(s) URL or local folder tried before the official mirrors")
+    parser.add_argument("--sha256", action="append", default=[], metavar="FILE=DIGEST",
+                        help="verify FILE against DIGEST instead of the pinned digest (a private re-packed copy)")
+    args = parser.parse_args(argv)
+    spec = SPECS[args.dataset]
+    mirror = args.mirror or _env_mirror(spec)
+    try:
+        checksums = dict(item.split("=", 1) for item in args.sha256)
+    except ValueError:
+        parser.error("--sha256 takes FILE=DIGEST")
+    try:
+        splits = load(args.dataset, args.data_dir, mirror, checksums)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    cache, _ = cache_paths(Path(args.data_dir), args.dataset)
+    print(f"{args.dataset}: {len(splits.train_y)} train, {len(splits.test_y)} test images, cached in {cache}")
+    return 0
+
+
+def _env_mirror(spec: DatasetSpec) -> str | None:
+    return os.environ.get(spec.mirror_env) or None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

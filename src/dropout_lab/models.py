@@ -1,0 +1,110 @@
+"""The two networks: an MLP for MNIST and a small CNN for CIFAR-10, with dropout slots.
+
+Dropout placement is given per slot as a drop rate:
+- MLP: `input` (on the pixels) and one rate per hidden layer (after its ReLU);
+- CNN: `input`, one rate per conv block (after its pooling) and one per fully
+  connected hidden layer (after its ReLU), as in Srivastava et al. (2014), Table 4.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from dropout_lab.gates import make_gate
+
+
+class MLP(nn.Module):
+    """in_features -> len(hidden_rates) x width (ReLU) -> classes."""
+
+    def __init__(
+        self,
+        in_features: int,
+        classes: int,
+        width: int,
+        gate: str,
+        input_rate: float,
+        hidden_rates: Sequence[float],
+    ) -> None:
+        super().__init__()
+        self.input_gate = make_gate(gate, input_rate)
+        layers: list[nn.Module] = []
+        fan_in = in_features
+        for rate in hidden_rates:
+            layers += [nn.Linear(fan_in, width), nn.ReLU(), make_gate(gate, rate)]
+            fan_in = width
+        self.hidden = nn.Sequential(*layers)
+        self.output = nn.Linear(fan_in, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.hidden(self.input_gate(x.flatten(1))))
+
+
+class CNN(nn.Module):
+    """len(conv_rates) x [conv k x k, ReLU, 2x2 max-pool] -> len(fc_rates) x fc_width (ReLU) -> classes."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        classes: int,
+        channels: Sequence[int],
+        kernel_size: int,
+        fc_width: int,
+        gate: str,
+        input_rate: float,
+        conv_rates: Sequence[float],
+        fc_rates: Sequence[float],
+    ) -> None:
+        super().__init__()
+        if len(channels) != len(conv_rates):
+            raise ValueError(f"{len(channels)} conv blocks but {len(conv_rates)} conv dropout rates")
+        self.input_gate = make_gate(gate, input_rate)
+        blocks: list[nn.Module] = []
+        size, fan_in = image_size, in_channels
+        for width, rate in zip(channels, conv_rates):
+            blocks += [
+                nn.Conv2d(fan_in, width, kernel_size, padding=kernel_size // 2),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                make_gate(gate, rate),
+            ]
+            fan_in, size = width, size // 2
+        self.features = nn.Sequential(*blocks)
+        fc: list[nn.Module] = []
+        fan_in = fan_in * size * size
+        for rate in fc_rates:
+            fc += [nn.Linear(fan_in, fc_width), nn.ReLU(), make_gate(gate, rate)]
+            fan_in = fc_width
+        self.classifier = nn.Sequential(*fc)
+        self.output = nn.Linear(fan_in, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(self.input_gate(x))
+        return self.output(self.classifier(x.flatten(1)))
+
+
+def weight_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Every Linear and Conv2d layer by its dotted name, in forward order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+
+
+@torch.no_grad()
+def apply_max_norm(model: nn.Module, max_norm: float) -> None:
+    """Rescale each unit's incoming weight vector to L2 norm <= max_norm (Srivastava et al. 2014, 5.1)."""
+    for layer in weight_layers(model).values():
+        weight = layer.weight
+        norms = weight.flatten(1).norm(dim=1).clamp_(min=max_norm)
+        weight.mul_((max_norm / norms).view(-1, *([1] * (weight.dim() - 1))))
+
+
+@torch.no_grad()
+def effective_weight_norms(model: nn.Module) -> dict[str, float]:
+    """Frobenius norm of the weights each layer uses at inference.
+
+    With mean-1 gates (inverted Bernoulli, Gaussian) the stored weights are the
+    inference weights, so no scaling by the retain probability applies.
+    """
+    return {name: float(layer.weight.norm()) for name, layer in weight_layers(model).items()}
