@@ -39,7 +39,7 @@ class DatasetConfig:
     mirror: Optional[str] = None  # http(s) URL or local folder tried before the official mirrors
     train_fraction: float = 1.0  # a fixed subset, the same for every run and seed
     test_fraction: float = 1.0
-    checksums: Dict[str, str] = field(default_factory=dict)  # FILE -> SHA-256 replacing a pinned digest
+    checksums: Any = None  # {FILE: SHA-256} replacing pinned digests (a mapping; Any so overrides can set it)
 
 
 @dataclass
@@ -212,6 +212,20 @@ def _check_model(model: DictConfig) -> None:
         _fail(f"model.max_norm={model.max_norm} must be positive (Srivastava et al. use 3 to 4), or null for none")
 
 
+def _check_checksums(dataset: DictConfig) -> None:
+    checksums = dataset.checksums
+    if checksums is None:
+        return
+    files = sorted(SPECS[dataset.name].files)
+    if not isinstance(checksums, DictConfig):
+        _fail(f"dataset.checksums={checksums!r} must be a mapping {{FILE: SHA-256}} with FILE in {files}")
+    for name, digest in checksums.items():
+        if name not in files:
+            _fail(f"dataset.checksums names {name!r}, which is not a file of {dataset.name}; its files are {files}")
+        if not re.fullmatch(r"[0-9a-f]{64}", str(digest)):
+            _fail(f"dataset.checksums[{name}]={digest!r} is not a SHA-256 (64 lowercase hex digits)")
+
+
 def _check_device(device: str) -> None:
     if device in ("auto", "cpu"):
         return
@@ -244,6 +258,7 @@ def validate(cfg: DictConfig) -> Rates:
         value = cfg.dataset[key]
         if not 0.0 < value <= 1.0:
             _fail(f"dataset.{key}={value} must be in (0, 1]; 1.0 uses the whole split")
+    _check_checksums(cfg.dataset)
     _check_model(cfg.model)
 
     drop = cfg.dropout

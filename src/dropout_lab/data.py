@@ -164,12 +164,18 @@ def _fetch_one(name: str, expected: str, sources: Iterable[str], dest_dir: Path,
     )
 
 
-def sources_for(spec: DatasetSpec, mirror: str | None) -> list[str]:
-    """The user's mirror first (if any), then the official mirrors."""
-    return ([mirror] if mirror else []) + list(spec.official_mirrors)
+def sources_for(spec: DatasetSpec, mirror: str | None, official: bool = True) -> list[str]:
+    """The user's mirror first (if any), then the official mirrors (unless official=False)."""
+    return ([mirror] if mirror else []) + (list(spec.official_mirrors) if official else [])
 
 
-def fetch(spec: DatasetSpec, data_dir: Path, mirror: str | None, checksums: Mapping[str, str] | None = None) -> dict[str, Path]:
+def fetch(
+    spec: DatasetSpec,
+    data_dir: Path,
+    mirror: str | None,
+    checksums: Mapping[str, str] | None = None,
+    official: bool = True,
+) -> dict[str, Path]:
     """Fetch and verify every file of `spec` into data_dir/NAME/raw; return their paths."""
     pins = dict(spec.files)
     unknown = set(checksums or {}) - set(pins)
@@ -178,7 +184,7 @@ def fetch(spec: DatasetSpec, data_dir: Path, mirror: str | None, checksums: Mapp
     pins.update(checksums or {})
     raw_dir = Path(data_dir) / spec.name / "raw"
     raw_dir.mkdir(parents=True, exist_ok=True)
-    sources = sources_for(spec, mirror)
+    sources = sources_for(spec, mirror, official)
     paths = {}
     for name, expected in pins.items():
         try:
@@ -228,6 +234,7 @@ class _CifarUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
     }
 
     def find_class(self, module: str, name: str):
@@ -247,16 +254,22 @@ def _parse_cifar10(paths: Mapping[str, Path]) -> Splits:
             fh = tar.extractfile(f"cifar-10-batches-py/{member}")
         except KeyError:
             raise DataError(f"{archive} has no cifar-10-batches-py/{member}") from None
-        entry = _CifarUnpickler(io.BytesIO(fh.read()), encoding="bytes").load()
-        data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        labels = np.asarray(entry[b"labels"], dtype=np.int64)
+        try:
+            entry = _CifarUnpickler(io.BytesIO(fh.read()), encoding="bytes").load()
+            data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            labels = np.asarray(entry[b"labels"], dtype=np.int64)
+        except (pickle.UnpicklingError, KeyError, TypeError, ValueError, EOFError) as err:
+            raise DataError(f"{archive}: {member} is not a CIFAR-10 batch ({err})") from None
         if len(data) != len(labels):
             raise DataError(f"{archive}: {member} has {len(data)} images but {len(labels)} labels")
         return data, labels
 
-    with tarfile.open(archive, "r:gz") as tar:
-        train = [batch(tar, name) for name in CIFAR_TRAIN_BATCHES]
-        test_x, test_y = batch(tar, "test_batch")
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            train = [batch(tar, name) for name in CIFAR_TRAIN_BATCHES]
+            test_x, test_y = batch(tar, "test_batch")
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise DataError(f"{archive} is not a readable tar.gz archive ({err})") from None
     return Splits(
         train_x=torch.from_numpy(np.concatenate([x for x, _ in train])),
         train_y=torch.from_numpy(np.concatenate([y for _, y in train])),
@@ -295,6 +308,7 @@ def load(
     data_dir: str | Path = "data",
     mirror: str | None = None,
     checksums: Mapping[str, str] | None = None,
+    official: bool = True,
 ) -> Splits:
     """Return the verified dataset, fetching and caching it on first use."""
     if name not in SPECS:
@@ -303,7 +317,7 @@ def load(
     pins = {**spec.files, **(checksums or {})}
     cache, manifest = cache_paths(Path(data_dir), name)
     if not _cache_is_valid(cache, manifest, pins):
-        paths = fetch(spec, Path(data_dir), mirror, checksums)
+        paths = fetch(spec, Path(data_dir), mirror, checksums, official)
         splits = PARSERS[name](paths)
         with atomic_path(cache) as tmp:
             torch.save(splits.as_dict(), tmp)
@@ -325,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dataset", choices=sorted(SPECS))
     parser.add_argument("--data-dir", default="data", help="folder for raw files and the cache (default: data)")
     parser.add_argument("--mirror", default=None, help="http(s) URL or local folder tried before the official mirrors")
+    parser.add_argument("--mirror-only", action="store_true", help="never try the official mirrors")
     parser.add_argument("--sha256", action="append", default=[], metavar="FILE=DIGEST",
                         help="verify FILE against DIGEST instead of the pinned digest (a private re-packed copy)")
     args = parser.parse_args(argv)
@@ -335,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         parser.error("--sha256 takes FILE=DIGEST")
     try:
-        splits = load(args.dataset, args.data_dir, mirror, checksums)
+        splits = load(args.dataset, args.data_dir, mirror, checksums, official=not args.mirror_only)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

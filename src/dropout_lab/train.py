@@ -75,7 +75,7 @@ def prepare_images(x: torch.Tensor, dataset: str) -> torch.Tensor:
 
 
 def load_tensors(cfg: DictConfig, device: torch.device) -> tuple[torch.Tensor, ...]:
-    splits = data.load(cfg.dataset.name, cfg.data_dir, cfg.dataset.mirror, dict(cfg.dataset.checksums))
+    splits = data.load(cfg.dataset.name, cfg.data_dir, cfg.dataset.mirror, dict(cfg.dataset.checksums or {}))
     tensors = []
     for x, y, fraction in (
         (splits.train_x, splits.train_y, cfg.dataset.train_fraction),
@@ -274,7 +274,7 @@ def main(cfg: DictConfig) -> dict:
         "config": OmegaConf.to_container(cfg, resolve=True),
         "seed": cfg.seed,
         "stream_seeds": seeds,
-        "rates": asdict(rates),
+        "rates": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(rates).items()},
         "train_samples": len(y_train),
         "test_samples": len(y_test),
         "history": history,
@@ -292,7 +292,7 @@ def main(cfg: DictConfig) -> dict:
         "device": device_info(device),
         "versions": library_versions(),
         "git": git_commit(),
-        "data_sha256": data.raw_checksums(cfg.dataset.name, dict(cfg.dataset.checksums)),
+        "data_sha256": data.raw_checksums(cfg.dataset.name, dict(cfg.dataset.checksums or {})),
     }
     write_json(Path(cfg.out) / "metrics.json", metrics)
     return metrics

@@ -1,0 +1,25 @@
+# The two commands: `make paper` (the whole workflow) and `make test`.
+# Both build the virtual environment first if it is missing or out of date.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SCALE ?= paper
+CORES ?= all
+
+.PHONY: env test paper bench clean-env
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[workflow,dev]'
+	touch $@
+
+test: env
+	$(BIN)/python -m pytest
+
+bench: env
+	$(BIN)/python bench/epoch_bench.py
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,108 @@
+"""Bad settings end with one line naming the key, before any data is touched."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from dropout_lab.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error, validate
+
+# (overrides, text the one-line error must contain)
+BAD = [
+    (["dropout.input=1.2"], "dropout.input=1.2 is outside [0, 1)"),
+    (["dropout.input=-0.1"], "dropout.input=-0.1"),
+    (["dropout.hidden=1.0"], "dropout.hidden=1.0"),
+    (["dropout.hidden=[0.5]"], "dropout.hidden lists 1 rates"),
+    (["dropout.hidden=[0.5,1.5]"], "dropout.hidden[1]=1.5"),
+    (["dropout.hidden=abc"], "dropout.hidden='abc' is not a number"),
+    (["dropout.input=abc"], "dropout.input=abc"),
+    (["gate=uniform"], "gate=uniform is unknown; choose one of bernoulli, gaussian, none"),
+    (["dataset=imagenet"], "dataset=imagenet is unknown; choose one of cifar10, mnist"),
+    (["model=resnet"], "model=resnet is unknown; choose one of cnn, mlp"),
+    (["gate.name=uniform"], "gate='uniform' is unknown"),
+    (["model.width=-3"], "model.width=-3"),
+    (["model.width=0"], "model.width=0"),
+    (["model.depth=-1"], "model.depth=-1"),
+    (["model.channels=[8,16]"], "model.channels does not apply to model=mlp"),
+    (["model=cnn", "dataset=cifar10", "model.channels=[]"], "model.channels is empty"),
+    (["model=cnn", "dataset=cifar10", "model.kernel_size=4"], "model.kernel_size=4 must be odd"),
+    (["model=cnn", "dataset=cifar10", "dropout=both"], "dropout.hidden=0.5 applies to model=mlp"),
+    (["dropout=fc-only"], "dropout.fc=0.5 applies to model=cnn"),
+    (["gate=none", "dropout=both"], "gate=none cannot drop"),
+    (["model.max_norm=0"], "model.max_norm=0.0 must be positive"),
+    (["train.epochs=0"], "train.epochs=0"),
+    (["train.batch_size=0"], "train.batch_size=0"),
+    (["train.lr=0"], "train.lr=0.0 must be positive"),
+    (["train.momentum=1.0"], "train.momentum=1.0"),
+    (["train.schedule=step"], "train.schedule='step' is unknown"),
+    (["train.lrr=0.1"], "train.lrr is not a setting; train has: epochs, batch_size, lr"),
+    (["+colour=red"], "colour is not a setting"),
+    (["seed=-1"], "seed=-1"),
+    (["seed=abc"], "seed=abc"),
+    (["eval.mc_samples=-5"], "eval.mc_samples=-5"),
+    (["dataset.train_fraction=0"], "dataset.train_fraction=0.0 must be in (0, 1]"),
+    (["dataset.test_fraction=1.5"], "dataset.test_fraction=1.5"),
+    (["device=tpu"], "device='tpu' is not one of auto, cpu, cuda, cuda:N"),
+    (["out="], "out is empty"),
+    (["dataset.checksums={train-images: abc}"], "dataset.checksums names 'train-images'"),
+    (["dataset.checksums={train-labels-idx1-ubyte: abc}"], "is not a SHA-256"),
+    (["dataset.checksums=3"], "dataset.checksums=3 must be a mapping"),
+]
+
+
+def error_for(overrides: list[str], out: str = "out=somewhere") -> str:
+    try:
+        validate(compose_config([out, *overrides]))
+    except ConfigError as err:
+        return str(err)
+    except COMPOSITION_ERRORS as err:
+        return describe_composition_error(err)
+    raise AssertionError(f"{overrides} was accepted")
+
+
+@pytest.mark.parametrize("overrides, expected", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_setting_is_named_in_one_line(overrides, expected):
+    message = error_for(overrides)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_out_is_named():
+    assert "out is not set" in error_for([], out="seed=0")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["dropout=both", "gate=gaussian"],
+        ["model=cnn", "dataset=cifar10", "dropout=all-layers"],
+        ["model.depth=0"],
+        ["dropout.hidden=[0.1,0.9]"],
+        ["gate=none"],
+    ],
+)
+def test_good_settings_pass(overrides):
+    validate(compose_config(["out=somewhere", *overrides]))
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["dropout.input=1.2"], "error: dropout.input=1.2 is outside [0, 1)"),
+        (["gate=uniform"], "error: gate=uniform is unknown"),
+        (["train.lrr=1"], "error: train.lrr is not a setting"),
+    ],
+)
+def test_cli_fails_with_one_line_before_touching_data(tmp_path, overrides, expected):
+    data_dir = tmp_path / "data"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dropout_lab.train", f"out={tmp_path / 'run'}", f"data_dir={data_dir}", *overrides],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith(expected)
+    assert not data_dir.exists() and not (tmp_path / "run").exists()

@@ -1,0 +1,108 @@
+"""One configured run end to end: it learns real MNIST, records what it should, and repeats bit for bit."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from dropout_lab import train
+from dropout_lab.config import compose_config
+
+TIMING_KEYS = {"wall_seconds", "train_seconds"}
+
+SMALL_MLP = [
+    "dataset=mnist", "model=mlp", "model.width=256", "dropout=both",
+    "dataset.train_fraction=0.25", "dataset.test_fraction=0.3",
+    "train.epochs=2", "eval.mc_samples=8", "progress=false",
+]
+
+
+def run(tmp_path, mnist_data_dir, mnist_mirror, *overrides: str, name: str = "run") -> dict:
+    cfg = compose_config([
+        f"out={tmp_path / name}", f"data_dir={mnist_data_dir}", f"dataset.mirror={mnist_mirror or 'null'}",
+        *SMALL_MLP, *overrides,
+    ])
+    return train.main(cfg)
+
+
+def without_timing(value):
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items() if k not in TIMING_KEYS and k != "out"}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value
+
+
+@pytest.mark.slow
+def test_mlp_learns_real_mnist_and_records_metrics(tmp_path, mnist_data_dir, mnist_mirror):
+    metrics = run(tmp_path, mnist_data_dir, mnist_mirror, "seed=1")
+    final = metrics["final"]
+    assert final["test_acc"] > 0.90, final  # chance is 0.10
+    assert metrics["mc"]["samples"] == 8 and metrics["mc"]["test_acc"] > 0.90
+    assert abs(metrics["mc"]["test_acc"] - final["test_acc"]) < 0.03
+    assert metrics["train_samples"] == 15000 and metrics["test_samples"] == 3000
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["history"][1]["train_loss"] < metrics["history"][0]["train_loss"]
+    assert final["gap_acc"] == pytest.approx(final["train_acc"] - final["test_acc"])
+    assert set(metrics["weight_norms"]) == {"hidden.0", "hidden.3", "output"}
+    assert all(v > 0 and math.isfinite(v) for v in metrics["weight_norms"].values())
+    assert metrics["rates"] == {"input": 0.2, "hidden": [0.5, 0.5], "conv": [], "fc": []}
+    assert metrics["device"]["type"] == "cpu"
+    assert {"python", "torch", "numpy", "hydra"} <= set(metrics["versions"])
+    assert "commit" in metrics["git"] and metrics["wall_seconds"] > 0
+    assert metrics["config"]["gate"]["name"] == "bernoulli"
+    on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.json"]
+
+
+@pytest.mark.slow
+def test_same_seed_is_bit_identical_and_other_seeds_differ(tmp_path, mnist_data_dir, mnist_mirror):
+    quick = ["train.epochs=1", "dataset.train_fraction=0.1", "gate=gaussian"]
+    a = run(tmp_path, mnist_data_dir, mnist_mirror, "seed=5", *quick, name="a")
+    b = run(tmp_path, mnist_data_dir, mnist_mirror, "seed=5", *quick, name="b")
+    c = run(tmp_path, mnist_data_dir, mnist_mirror, "seed=6", *quick, name="c")
+    assert without_timing(a) == without_timing(b)
+    assert a["final"]["test_loss"] != c["final"]["test_loss"]
+    # The command line in a fresh process gives the same numbers.
+    proc = subprocess.run(
+        [sys.executable, "-m", "dropout_lab.train", f"out={tmp_path / 'cli'}", f"data_dir={mnist_data_dir}",
+         f"dataset.mirror={mnist_mirror or 'null'}", *SMALL_MLP, "seed=5", *quick],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    cli = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert without_timing(cli) == without_timing(json.loads(json.dumps(a)))
+
+
+@pytest.mark.slow
+def test_failed_run_writes_no_metrics(tmp_path, mnist_data_dir, mnist_mirror, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(train, "evaluate_mc", broken)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run(tmp_path, mnist_data_dir, mnist_mirror, "train.epochs=1", "dataset.train_fraction=0.05")
+    assert not (tmp_path / "run").exists() or list((tmp_path / "run").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_cnn_trains_on_cifar_format_data_over_http(tmp_path, cifar_mirror):
+    url, contents = cifar_mirror
+    cfg = compose_config([
+        f"out={tmp_path / 'cnn'}", f"data_dir={tmp_path / 'data'}", "dataset=cifar10", f"dataset.mirror={url}",
+        f"dataset.checksums={{cifar-10-python.tar.gz: {contents['sha256']}}}",
+        "model=cnn", "model.channels=[8,16,16]", "model.kernel_size=3", "model.fc_width=32",
+        "dropout=all-layers", "model.max_norm=3.0", "train.epochs=40", "train.batch_size=16", "train.lr=0.005",
+        "eval.mc_samples=4", "progress=false",
+    ])
+    metrics = train.main(cfg)
+    assert metrics["train_samples"] == 300 and metrics["test_samples"] == 100
+    assert metrics["rates"]["conv"] == [0.25, 0.25, 0.25] and metrics["rates"]["fc"] == [0.5, 0.5]
+    # Each class has its own brightness: a working CNN beats chance (0.1) by far (0.62 when written).
+    assert metrics["final"]["test_acc"] > 0.35, metrics["history"]
+    assert metrics["data_sha256"] == {"cifar-10-python.tar.gz": contents["sha256"]}
