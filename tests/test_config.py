@@ -27,6 +27,8 @@ BAD = [
     (["model.depth=-1"], "model.depth=-1"),
     (["model.channels=[8,16]"], "model.channels does not apply to model=mlp"),
     (["model=cnn", "dataset=cifar10", "model.channels=[]"], "model.channels is empty"),
+    (["model=cnn", "model.channels=3"], "model.channels=3 must be a list"),
+    (["scale=huge"], "scale=huge is unknown; choose one of paper, quick, smoke"),
     (["model=cnn", "dataset=cifar10", "model.kernel_size=4"], "model.kernel_size=4 must be odd"),
     (["model=cnn", "dataset=cifar10", "dropout=both"], "dropout.hidden=0.5 applies to model=mlp"),
     (["dropout=fc-only"], "dropout.fc=0.5 applies to model=cnn"),
@@ -82,6 +84,8 @@ def test_missing_out_is_named():
         ["model.depth=0"],
         ["dropout.hidden=[0.1,0.9]"],
         ["gate=none"],
+        ["scale=paper", "model=cnn", "dataset=cifar10"],
+        ["scale=smoke"],
     ],
 )
 def test_good_settings_pass(overrides):

@@ -96,6 +96,7 @@ def test_cnn_trains_on_cifar_format_data_over_http(tmp_path, cifar_mirror):
     cfg = compose_config([
         f"out={tmp_path / 'cnn'}", f"data_dir={tmp_path / 'data'}", "dataset=cifar10", f"dataset.mirror={url}",
         f"dataset.checksums={{cifar-10-python.tar.gz: {contents['sha256']}}}",
+        "dataset.train_fraction=1.0", "dataset.test_fraction=1.0",
         "model=cnn", "model.channels=[8,16,16]", "model.kernel_size=3", "model.fc_width=32",
         "dropout=all-layers", "model.max_norm=3.0", "train.epochs=40", "train.batch_size=16", "train.lr=0.005",
         "eval.mc_samples=4", "progress=false",

@@ -49,7 +49,7 @@ class ModelConfig:
     depth: Optional[int] = None  # hidden layers
     width: Optional[int] = None
     # CNN
-    channels: Optional[List[int]] = None  # one conv block per entry
+    channels: Any = None  # one conv block per entry (Any: the scale fills it in by interpolation)
     kernel_size: Optional[int] = None
     fc_depth: Optional[int] = None
     fc_width: Optional[int] = None
@@ -89,6 +89,30 @@ class EvalConfig:
 
 
 @dataclass
+class ModelScale:
+    """How big and how long one model trains at a scale (config/scale/)."""
+
+    epochs: int = MISSING
+    lr: float = MISSING
+    train_fraction: float = MISSING
+    test_fraction: float = MISSING
+    mc_samples: int = MISSING
+    depth: Optional[int] = None
+    width: Optional[int] = None
+    channels: Optional[List[int]] = None
+    kernel_size: Optional[int] = None
+    fc_depth: Optional[int] = None
+    fc_width: Optional[int] = None
+
+
+@dataclass
+class ScaleConfig:
+    name: str = MISSING
+    mlp: ModelScale = field(default_factory=ModelScale)
+    cnn: ModelScale = field(default_factory=ModelScale)
+
+
+@dataclass
 class RunConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -96,6 +120,7 @@ class RunConfig:
     dropout: DropoutConfig = field(default_factory=DropoutConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
     seed: int = 0
     out: str = MISSING  # the run directory; the caller (Snakemake) owns it
     data_dir: str = "data"
@@ -199,6 +224,8 @@ def _check_model(model: DictConfig) -> None:
         _positive_int("model.depth", model.depth, minimum=0)
         _positive_int("model.width", model.width)
     else:
+        if not isinstance(model.channels, (list, tuple, ListConfig)):
+            _fail(f"model.channels={model.channels!r} must be a list with one width per conv block, e.g. [32,64,128]")
         if len(model.channels) == 0:
             _fail("model.channels is empty; give one width per conv block, e.g. [32,64,128]")
         for i, c in enumerate(model.channels):
@@ -237,7 +264,7 @@ def _check_device(device: str) -> None:
 
 def validate(cfg: DictConfig) -> Rates:
     """Check every setting of one run; return its dropout rates per slot."""
-    for section in ("", "dataset", "model", "gate", "dropout", "train", "eval"):
+    for section in ("", "dataset", "model", "gate", "dropout", "train", "eval", "scale"):
         node = cfg[section] if section else cfg
         allowed = _schema_keys(section)
         for key in node.keys():
