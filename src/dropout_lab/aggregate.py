@@ -1,0 +1,97 @@
+"""Gather every run's metrics.json into tidy tables: one row per run, one per run-epoch."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+SWEEP_COLUMNS = {"hidden_sweep": "in_hidden_sweep", "input_sweep": "in_input_sweep", "gate_parity": "in_gate_parity"}
+SLOTS = ("input", "hidden", "conv", "fc")
+
+
+def _uniform(rates: list[float]) -> float:
+    """The rate of a slot group: its value when all layers share it (as in every grid), else NaN."""
+    if not rates:
+        return math.nan
+    return rates[0] if all(r == rates[0] for r in rates) else math.nan
+
+
+def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, Any]:
+    cfg, final, mc = metrics["config"], metrics["final"], metrics.get("mc") or {}
+    rates = metrics["rates"]
+    row: dict[str, Any] = {
+        "run": str(Path(record["path"]).parent),
+        "experiment": record["experiment"],
+        "dataset": cfg["dataset"]["name"],
+        "model": cfg["model"]["name"],
+        "gate": cfg["gate"]["name"],
+        "cell": record["cell"],
+        "seed": metrics["seed"],
+        "placement": record.get("placement") or "",
+        "input_rate": rates["input"],
+        **{f"{slot}_rate": _uniform(rates[slot]) for slot in ("hidden", "conv", "fc")},
+        "test_acc": final["test_acc"],
+        "test_loss": final["test_loss"],
+        "train_acc": final["train_acc"],
+        "train_loss": final["train_loss"],
+        "gap_acc": final["gap_acc"],
+        "gap_loss": final["gap_loss"],
+        "test_error_pct": 100.0 * (1.0 - final["test_acc"]),
+        "mc_test_acc": mc.get("test_acc", math.nan),
+        "mc_samples": mc.get("samples", 0),
+        "weight_norm": math.sqrt(sum(v * v for v in metrics["weight_norms"].values())),
+        "epochs": cfg["train"]["epochs"],
+        "train_samples": metrics["train_samples"],
+        "test_samples": metrics["test_samples"],
+        "scale": cfg["scale"]["name"],
+        "wall_seconds": metrics["wall_seconds"],
+        "device_type": metrics["device"]["type"],
+        "device_name": metrics["device"]["name"],
+        "torch": metrics["versions"]["torch"],
+        "commit": metrics["git"]["commit"] or "",
+    }
+    for sweep, column in SWEEP_COLUMNS.items():
+        row[column] = sweep in record["sweeps"]
+    return row
+
+
+def curve_rows(row: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    keys = ("run", "experiment", "gate", "cell", "seed", "input_rate", "hidden_rate", "conv_rate", "fc_rate")
+    return [{**{k: row[k] for k in keys}, **epoch} for epoch in metrics["history"]]
+
+
+def collect(records: Iterable[Mapping[str, Any]], root: Path = Path(".")) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read each record's metrics.json; return (runs, curves)."""
+    runs, curves = [], []
+    for record in records:
+        metrics = json.loads((root / record["path"]).read_text())
+        row = run_row(record, metrics)
+        runs.append(row)
+        curves.extend(curve_rows(row, metrics))
+    return pd.DataFrame(runs), pd.DataFrame(curves)
+
+
+def provenance(records: Iterable[Mapping[str, Any]], root: Path = Path(".")) -> dict[str, Any]:
+    """What the report states about where the numbers come from: data digests, versions, hardware, commits."""
+    data, versions, devices, commits, dirty, wall = {}, {}, set(), set(), False, 0.0
+    for record in records:
+        metrics = json.loads((root / record["path"]).read_text())
+        data[metrics["config"]["dataset"]["name"]] = metrics["data_sha256"]
+        versions = metrics["versions"]
+        devices.add(f"{metrics['device']['type']}: {metrics['device']['name']}")
+        if metrics["git"]["commit"]:
+            commits.add(metrics["git"]["commit"])
+        dirty = dirty or bool(metrics["git"]["dirty"])
+        wall += metrics["wall_seconds"]
+    return {
+        "data_sha256": data,
+        "versions": versions,
+        "devices": sorted(devices),
+        "commits": sorted(commits),
+        "dirty": dirty,
+        "train_wall_seconds": wall,
+    }

@@ -1,0 +1,171 @@
+"""Expand the workflow's grids (config/config.yaml) into the runs that exist.
+
+Each run is one (experiment, gate, dropout rates, seed); a run that several
+sweeps need (say hidden 0.5 with no input dropout) exists once and is tagged
+with every sweep it belongs to. The Snakemake rules ask this module for the
+run list, each run's output path and the Hydra overrides that train it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from omegaconf import OmegaConf
+
+from dropout_lab.config import CONFIG_DIR
+
+SLOTS = {"mlp": ("input", "hidden"), "cnn": ("input", "conv", "fc")}
+SWEEPS = ("hidden_sweep", "input_sweep", "gate_parity")
+DEFAULT_GATE = "bernoulli"
+
+
+class GridError(ValueError):
+    """An invalid grid or claims setting; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class Run:
+    experiment: str
+    dataset: str
+    model: str
+    gate: str
+    rates: tuple[tuple[str, float], ...]  # (slot, rate) in the model's slot order
+    seed: int
+    sweeps: frozenset[str] = field(default=frozenset(), compare=False)
+    placement: str | None = field(default=None, compare=False)
+
+    @property
+    def cell(self) -> str:
+        return "_".join(f"{slot}{rate:g}" for slot, rate in self.rates)
+
+    @property
+    def folder(self) -> str:
+        return f"results/runs/{self.experiment}/{self.gate}/{self.cell}/seed{self.seed}"
+
+    def overrides(self, settings: Mapping[str, Any]) -> list[str]:
+        """Hydra overrides for this run; `settings` holds scale, device, threads and data."""
+        data = settings["data"]
+        mirror = (data.get("mirrors") or {}).get(self.dataset)
+        checksums = (data.get("checksums") or {}).get(self.dataset)
+        args = [
+            f"dataset={self.dataset}", f"model={self.model}", f"gate={self.gate}", "dropout=none",
+            *(f"dropout.{slot}={rate:g}" for slot, rate in self.rates),
+            f"seed={self.seed}", f"scale={settings['scale']}", f"device={settings['device']}",
+            f"threads={settings['threads_per_run']}", f"data_dir={data['dir']}",
+            f"dataset.mirror={mirror if mirror else 'null'}", "progress=false", f"out={self.folder}",
+        ]
+        if checksums:
+            args.append("dataset.checksums={" + ", ".join(f"{k}: {v}" for k, v in checksums.items()) + "}")
+        return args
+
+    def command_line(self, settings: Mapping[str, Any]) -> str:
+        return " ".join(shlex.quote(arg) for arg in self.overrides(settings))
+
+
+def preset_rates(preset: str, model: str, config_dir: str = CONFIG_DIR) -> tuple[tuple[str, float], ...]:
+    """The rates a config/dropout/ preset gives the model's slots; reject a preset that does not fit."""
+    path = Path(config_dir) / "dropout" / f"{preset}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise GridError(f"placement preset {preset!r} does not exist; choose from {known} (config/dropout/)")
+    values = OmegaConf.to_container(OmegaConf.load(path))
+    unused = [slot for slot, rate in values.items() if rate and slot not in SLOTS[model]]
+    if unused:
+        raise GridError(f"placement preset {preset!r} sets dropout.{unused[0]}, which model={model} does not have")
+    return tuple((slot, float(values.get(slot, 0.0))) for slot in SLOTS[model])
+
+
+def _rates(model: str, fixed: Mapping[str, float], vary: str, rate: float) -> tuple[tuple[str, float], ...]:
+    values = {slot: 0.0 for slot in SLOTS[model]}
+    values.update({k: float(v) for k, v in fixed.items()})
+    values[vary] = float(rate)
+    return tuple((slot, values[slot]) for slot in SLOTS[model])
+
+
+def _check_grid(name: str, grid: Mapping[str, Any]) -> None:
+    model = grid["model"]
+    for sweep in SWEEPS:
+        spec = grid.get(sweep)
+        if spec is None:
+            continue
+        slots = [spec["vary"], *spec.get("fixed", {})]
+        for slot in slots:
+            if slot not in SLOTS[model]:
+                raise GridError(
+                    f"grids.{name}.{sweep} uses slot {slot!r}; model={model} has slots {list(SLOTS[model])}"
+                )
+        rates = spec["rates"]
+        if len(set(rates)) != len(rates):
+            raise GridError(f"grids.{name}.{sweep}.rates repeats a rate: {rates}")
+        for value in [*rates, *spec.get("fixed", {}).values()]:
+            if not 0.0 <= value < 1.0:
+                raise GridError(f"grids.{name}.{sweep} has rate {value}, outside [0, 1)")
+    if "gate_parity" in grid and len(set(grid["gate_parity"].get("gates", []))) != 2:
+        raise GridError(f"grids.{name}.gate_parity.gates must name two different gates, e.g. [bernoulli, gaussian]")
+
+
+def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list[Run]:
+    """Every run of the chosen experiments at the chosen scale, each once, in a stable order."""
+    scale = config["scale"]
+    seeds = range(int(config["seeds"][scale]))
+    found: dict[Run, set[str]] = {}
+    placements: dict[Run, str] = {}
+    for experiment in config["experiments"]:
+        if experiment not in config["grids"]:
+            raise GridError(f"experiments lists {experiment!r}, which is not in grids (has {sorted(config['grids'])})")
+        grid = config["grids"][experiment]
+        _check_grid(experiment, grid)
+        model = grid["model"]
+
+        def add(gate: str, rates, seed: int, tag: str, placement: str | None = None) -> None:
+            run = Run(experiment, grid["dataset"], model, gate, rates, seed)
+            found.setdefault(run, set()).add(tag)
+            if placement:
+                placements[run] = placement
+
+        for sweep in SWEEPS:
+            spec = grid.get(sweep)
+            if spec is None:
+                continue
+            for gate in spec.get("gates", [DEFAULT_GATE]):
+                for rate in spec["rates"]:
+                    for seed in seeds:
+                        add(gate, _rates(model, spec.get("fixed", {}), spec["vary"], rate), seed, sweep)
+        for preset in grid.get("placement", []):
+            rates = preset_rates(preset, model, config_dir)
+            for seed in seeds:
+                add(DEFAULT_GATE, rates, seed, f"placement:{preset}", preset)
+    return [
+        Run(r.experiment, r.dataset, r.model, r.gate, r.rates, r.seed, frozenset(tags), placements.get(r))
+        for r, tags in found.items()
+    ]
+
+
+def check_claims(config: Mapping[str, Any]) -> None:
+    """Each claim must point at a chosen experiment that has the sweep it needs (or be skipped)."""
+    needs = {"optimum": "hidden_sweep", "input_rate": "input_sweep", "gaussian_parity": "gate_parity"}
+    for claim, sweep in needs.items():
+        experiment = config["claims"][claim]["experiment"]
+        if experiment not in config["grids"]:
+            raise GridError(f"claims.{claim}.experiment={experiment!r} is not in grids")
+        if sweep not in config["grids"][experiment]:
+            raise GridError(f"claims.{claim} needs grids.{experiment}.{sweep}, which is not set")
+
+
+def run_table(runs: list[Run]) -> list[dict[str, Any]]:
+    """One JSON-able record per run: its coordinates and sweep membership (for aggregation)."""
+    return [
+        {
+            "path": f"{r.folder}/metrics.json",
+            "experiment": r.experiment,
+            "gate": r.gate,
+            "cell": r.cell,
+            "seed": r.seed,
+            "sweeps": sorted(r.sweeps),
+            "placement": r.placement,
+        }
+        for r in runs
+    ]

@@ -1,0 +1,125 @@
+"""The claims code on synthetic tables whose verdict is known in advance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dropout_lab import claims
+
+ALPHA, SAMPLES = 0.05, 2000
+OPTIMUM = {"claimed_rate": 0.5, "sharp_window": 0.1, "published_band": [0.2, 0.6]}
+RATES = [round(0.1 * i, 1) for i in range(10)]
+
+
+def sweep_table(accuracy, seeds: int = 5, noise: float = 0.001, seed: int = 0, col: str = "hidden_rate"):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for rate in RATES if col == "hidden_rate" else [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]:
+        for s in range(seeds):
+            acc = accuracy(rate) + rng.normal(0, noise)
+            rows.append({col: rate, "seed": s, "test_acc": acc, "gap_acc": 0.05 - 0.04 * rate + rng.normal(0, noise)})
+    return pd.DataFrame(rows)
+
+
+def test_sharp_optimum_at_half_is_supported():
+    df = sweep_table(lambda r: 0.98 - 0.2 * (r - 0.5) ** 2 - (0.01 if r != 0.5 else 0.0))
+    result = claims.optimum_claim(df, "hidden_rate", OPTIMUM, ALPHA, SAMPLES)
+    assert result["best"] == 0.5 and result["set"] == [0.5]
+    assert result["verdict"] == claims.SUPPORTED
+    assert result["argmax_frequency"]["0.5"] > 0.95
+
+
+def test_optimum_elsewhere_is_not_supported():
+    df = sweep_table(lambda r: 0.98 - 0.5 * (r - 0.8) ** 2)
+    result = claims.optimum_claim(df, "hidden_rate", OPTIMUM, ALPHA, SAMPLES)
+    assert result["best"] == 0.8
+    assert result["verdict"] == claims.NOT_SUPPORTED
+
+
+def test_flat_band_is_inconclusive_and_matches_the_published_band():
+    # Flat from 0.2 to 0.6, clearly worse outside (the shape of Srivastava et al., Fig. 9).
+    df = sweep_table(lambda r: 0.98 if 0.2 <= r <= 0.6 else 0.95, noise=0.002)
+    result = claims.optimum_claim(df, "hidden_rate", OPTIMUM, ALPHA, SAMPLES)
+    assert result["verdict"] == claims.INCONCLUSIVE
+    assert min(result["set"]) >= 0.2 and max(result["set"]) <= 0.6 and len(result["set"]) >= 3
+    assert result["set_within_published_band"]
+
+
+def test_regularisation_reading_finds_the_largest_rate():
+    df = sweep_table(lambda r: 0.98)  # gap falls steadily with the rate
+    result = claims.regularisation_claim(df, "hidden_rate", OPTIMUM, ALPHA, SAMPLES)
+    assert result["best"] == 0.9
+    assert result["verdict"] == claims.NOT_SUPPORTED
+
+
+def test_bootstrap_set_is_reproducible():
+    df = sweep_table(lambda r: 0.98 - 0.1 * abs(r - 0.4), noise=0.01)
+    a = claims.best_set(df, "hidden_rate", "test_acc", True, ALPHA, 500, seed=3)
+    b = claims.best_set(df, "hidden_rate", "test_acc", True, ALPHA, 500, seed=3)
+    assert a == b
+
+
+def input_table(accuracy, noise=0.001):
+    return sweep_table(accuracy, noise=noise, col="input_rate")
+
+
+def test_input_rate_supported_when_higher_rates_are_worse():
+    result = claims.input_rate_claim(input_table(lambda r: 0.98 - 0.1 * abs(r - 0.1)), {"threshold": 0.2}, ALPHA)
+    assert result["estimate"] == 0.1
+    assert result["verdict"] == claims.SUPPORTED
+
+
+def test_input_rate_not_supported_when_a_higher_rate_wins():
+    result = claims.input_rate_claim(input_table(lambda r: 0.95 + 0.05 * r), {"threshold": 0.2}, ALPHA)
+    assert result["estimate"] == 0.5
+    assert result["verdict"] == claims.NOT_SUPPORTED
+
+
+def test_input_rate_inconclusive_when_flat_and_noisy():
+    result = claims.input_rate_claim(input_table(lambda r: 0.97, noise=0.01), {"threshold": 0.2}, ALPHA)
+    assert result["verdict"] == claims.INCONCLUSIVE
+
+
+def parity_table(shift: float, noise: float, seeds: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for rate in [0.2, 0.5, 0.8]:
+        for s in range(seeds):
+            base = 0.97 + rng.normal(0, 0.005)  # shared by the pair: what pairing by seed removes
+            rows.append({"hidden_rate": rate, "seed": s, "gate": "bernoulli", "test_acc": base})
+            rows.append({"hidden_rate": rate, "seed": s, "gate": "gaussian",
+                         "test_acc": base + shift + rng.normal(0, noise)})
+    return pd.DataFrame(rows)
+
+
+def test_parity_supported_when_pairs_agree():
+    result = claims.parity_claim(parity_table(0.0, 0.0005), "hidden_rate", ["bernoulli", "gaussian"],
+                                 {"margin": 0.0025}, ALPHA)
+    assert result["verdict"] == claims.SUPPORTED
+    assert all(row["equivalent"] for row in result["table"])
+
+
+def test_parity_not_supported_when_gaussian_is_worse():
+    result = claims.parity_claim(parity_table(-0.02, 0.001), "hidden_rate", ["bernoulli", "gaussian"],
+                                 {"margin": 0.0025}, ALPHA)
+    assert result["verdict"] == claims.NOT_SUPPORTED
+    assert result["estimate"] == pytest.approx(-0.02, abs=0.002)
+
+
+def test_parity_inconclusive_when_noise_hides_it():
+    result = claims.parity_claim(parity_table(0.0, 0.02, seeds=3), "hidden_rate", ["bernoulli", "gaussian"],
+                                 {"margin": 0.0025}, ALPHA)
+    assert result["verdict"] == claims.INCONCLUSIVE
+
+
+def test_tost_known_answer():
+    # Differences 0.001 +/- 0.0005 with n = 4: t = (mean + margin) / se for the lower test.
+    diffs = np.array([0.0005, 0.0015, 0.0005, 0.0015])
+    se = diffs.std(ddof=1) / 2
+    from scipy import stats
+
+    lower = stats.t.sf((diffs.mean() + 0.0025) / se, 3)
+    upper = stats.t.cdf((diffs.mean() - 0.0025) / se, 3)
+    assert claims._tost(diffs, 0.0025) == pytest.approx(max(lower, upper), rel=1e-9)
