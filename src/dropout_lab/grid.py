@@ -169,3 +169,18 @@ def run_table(runs: list[Run]) -> list[dict[str, Any]]:
         }
         for r in runs
     ]
+
+
+def figure_stems(config: Mapping[str, Any]) -> list[str]:
+    """The figures the chosen experiments produce (the workflow's outputs), in drawing order."""
+    stems = []
+    for name in config["experiments"]:
+        grid = config["grids"][name]
+        for sweep in SWEEPS:
+            if sweep in grid:
+                stems.append(f"{name}_{sweep}")
+        if "hidden_sweep" in grid:
+            stems.append(f"{name}_learning_curves")
+        if grid.get("placement"):
+            stems.append(f"{name}_placement")
+    return stems

@@ -12,6 +12,7 @@ arithmetic.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -211,8 +212,18 @@ def device_info(device: torch.device) -> dict[str, object]:
     if device.type == "cuda":
         info["name"] = torch.cuda.get_device_name(device)
     else:
-        info["name"] = platform.processor() or platform.machine()
+        info["name"] = cpu_name()
     return info
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 # --------------------------------------------------------------------------- main

@@ -1,0 +1,18 @@
+rule claims:
+    input:
+        runs="results/aggregate/runs.parquet",
+        provenance="results/aggregate/provenance.json",
+        anchors=f"{PAPER_DIR}/anchors.yaml",
+    output:
+        json=report("results/claims/claims.json", category="Verdicts"),
+        macros="results/claims/macros.tex",
+        verdicts="results/claims/verdicts.tex",
+        sections=expand("results/claims/claims/{claim}.tex", claim=["optimum", "input_rate", "gaussian_parity"]),
+        placement="results/claims/placement.tex",
+        anchors="results/claims/anchors.tex",
+        provenance="results/claims/provenance.tex",
+    log:
+        "results/logs/claims.log",
+    localrule: True
+    script:
+        "../scripts/claims.py"

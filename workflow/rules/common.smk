@@ -1,0 +1,64 @@
+# Helpers shared by the rules: config validation, the run list, paths and overrides.
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from dropout_lab import grid
+
+validate(config, "../schemas/config.schema.yaml")
+try:
+    RUNS = grid.expand_runs(config)
+    grid.check_claims(config)
+except grid.GridError as err:
+    raise WorkflowError(f"config: {err}")
+
+# The interpreter running Snakemake has the package; rules call it, not whatever `python` is on PATH.
+PYTHON = sys.executable
+PAPER_DIR = f"{workflow.basedir}/paper"
+DATA_DIR = config["data"]["dir"]
+RUN_BY_FOLDER = {run.folder: run for run in RUNS}
+RUN_SETTINGS = {key: config[key] for key in ("scale", "device", "threads_per_run", "data")}
+FIGURES = grid.figure_stems(config)
+
+
+wildcard_constraints:
+    experiment=r"[A-Za-z0-9_]+",
+    gate=r"[a-z]+",
+    seed=r"\d+",
+    dataset=r"mnist|cifar10",
+    stem=r"[A-Za-z0-9_]+",
+
+
+def metrics_files():
+    return [f"{run.folder}/metrics.json" for run in RUNS]
+
+
+def the_run(wildcards):
+    folder = f"results/runs/{wildcards.experiment}/{wildcards.gate}/{wildcards.cell}/seed{wildcards.seed}"
+    if folder not in RUN_BY_FOLDER:
+        raise WorkflowError(f"{folder} is not a run of the configured grids")
+    return RUN_BY_FOLDER[folder]
+
+
+def train_arguments(wildcards):
+    return the_run(wildcards).command_line(RUN_SETTINGS)
+
+
+def data_cache(dataset):
+    return f"{DATA_DIR}/{dataset}/{dataset}.pt"
+
+
+def run_data(wildcards):
+    # ancient: a rebuilt cache (same verified data) must not retrain every run.
+    return ancient(data_cache(the_run(wildcards).dataset))
+
+
+def fetch_arguments(wildcards):
+    mirror = (config["data"].get("mirrors") or {}).get(wildcards.dataset)
+    checksums = (config["data"].get("checksums") or {}).get(wildcards.dataset) or {}
+    args = [f"--data-dir {DATA_DIR}"]
+    if mirror:
+        args.append(f"--mirror {mirror}")
+    args += [f"--sha256 {name}={digest}" for name, digest in checksums.items()]
+    return " ".join(args)

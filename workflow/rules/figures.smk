@@ -1,0 +1,12 @@
+rule figure:
+    input:
+        runs="results/aggregate/runs.parquet",
+        curves="results/aggregate/curves.parquet",
+    output:
+        pdf="results/figures/{stem}.pdf",
+        png=report("results/figures/{stem}.png", category="Figures"),
+    log:
+        "results/logs/figures/{stem}.log",
+    localrule: True
+    script:
+        "../scripts/figure.py"

@@ -1,0 +1,18 @@
+rule paper:
+    input:
+        tex=f"{PAPER_DIR}/paper.tex",
+        bib=f"{PAPER_DIR}/refs.bib",
+        macros="results/claims/macros.tex",
+        verdicts="results/claims/verdicts.tex",
+        sections=rules.claims.output.sections,
+        placement="results/claims/placement.tex",
+        anchors="results/claims/anchors.tex",
+        provenance="results/claims/provenance.tex",
+        figures=expand("results/figures/{stem}.pdf", stem=FIGURES),
+    output:
+        report("results/paper/paper.pdf", category="Paper"),
+    log:
+        "results/logs/paper.log",
+    localrule: True
+    script:
+        "../scripts/build_paper.py"

@@ -1,0 +1,16 @@
+"""Draw one figure (PDF and PNG) from the aggregated tables."""
+import sys
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+
+from dropout_lab.figures import draw
+
+sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
+
+sns.set_theme(context="paper", style="whitegrid")
+runs = pd.read_parquet(snakemake.input.runs)  # noqa: F821
+curves = pd.read_parquet(snakemake.input.curves)  # noqa: F821
+stem = snakemake.wildcards.stem  # noqa: F821
+draw(stem, runs, curves, snakemake.config, Path(snakemake.output.pdf).parent)  # noqa: F821
