@@ -5,8 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SCALE ?= paper
 CORES ?= all
+# More Snakemake options, e.g. ARGS="--config experiments=[mnist_mlp]" or ARGS="-n".
+ARGS ?=
 
-.PHONY: env test paper bench clean-env
+.PHONY: env test paper report bench clean-env
 
 env: $(VENV)/.installed
 
@@ -17,6 +19,12 @@ $(VENV)/.installed: pyproject.toml
 
 test: env
 	$(BIN)/python -m pytest
+
+paper: env
+	$(BIN)/snakemake --cores $(CORES) --config scale=$(SCALE) $(ARGS)
+
+report: env
+	$(BIN)/snakemake --config scale=$(SCALE) $(ARGS) --report results/report.html
 
 bench: env
 	$(BIN)/python bench/epoch_bench.py

@@ -19,8 +19,8 @@ include: "workflow/rules/paper.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/paper/paper.pdf",
         "results/claims/claims.json",
         "results/aggregate/runs.csv",
-    default_target: True

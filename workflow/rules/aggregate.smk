@@ -6,10 +6,12 @@ rule aggregate:
         csv=report("results/aggregate/runs.csv", category="Tables"),
         curves="results/aggregate/curves.parquet",
         provenance="results/aggregate/provenance.json",
-    params:
-        records=grid.run_table(RUNS),
     log:
         "results/logs/aggregate.log",
     localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        records=grid.run_table(RUNS),
     script:
         "../scripts/aggregate.py"

@@ -7,12 +7,17 @@ rule claims:
         json=report("results/claims/claims.json", category="Verdicts"),
         macros="results/claims/macros.tex",
         verdicts="results/claims/verdicts.tex",
-        sections=expand("results/claims/claims/{claim}.tex", claim=["optimum", "input_rate", "gaussian_parity"]),
+        sections=expand(
+            "results/claims/claims/{claim}.tex",
+            claim=["optimum", "input_rate", "gaussian_parity"],
+        ),
         placement="results/claims/placement.tex",
         anchors="results/claims/anchors.tex",
         provenance="results/claims/provenance.tex",
     log:
         "results/logs/claims.log",
     localrule: True
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/claims.py"

@@ -1,4 +1,5 @@
 # Helpers shared by the rules: config validation, the run list, paths and overrides.
+import os
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -13,12 +14,23 @@ try:
 except grid.GridError as err:
     raise WorkflowError(f"config: {err}")
 
-# The interpreter running Snakemake has the package; rules call it, not whatever `python` is on PATH.
-PYTHON = sys.executable
+
+# The interpreter running Snakemake has the package: put it first on PATH so that
+# `python` in the rules' shell commands is that one (not a parameter, which would
+# make every run out of date when the environment moves).
+envvars:
+    "PATH",
+
+
+os.environ["PATH"] = os.pathsep.join(
+    [os.path.dirname(sys.executable), os.environ.get("PATH", "")]
+)
 PAPER_DIR = f"{workflow.basedir}/paper"
 DATA_DIR = config["data"]["dir"]
 RUN_BY_FOLDER = {run.folder: run for run in RUNS}
-RUN_SETTINGS = {key: config[key] for key in ("scale", "device", "threads_per_run", "data")}
+RUN_SETTINGS = {
+    key: config[key] for key in ("scale", "device", "threads_per_run", "data")
+}
 FIGURES = grid.figure_stems(config)
 
 

@@ -1,10 +1,12 @@
 rule fetch_data:
     output:
         f"{DATA_DIR}/{{dataset}}/{{dataset}}.pt",
-    params:
-        args=fetch_arguments,
     log:
         "results/logs/fetch_data/{dataset}.log",
     localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        args=fetch_arguments,
     shell:
-        "{PYTHON} -m dropout_lab.data {wildcards.dataset} {params.args} > {log} 2>&1"
+        "python -m dropout_lab.data {wildcards.dataset} {params.args} > {log} 2>&1"

@@ -8,5 +8,7 @@ rule figure:
     log:
         "results/logs/figures/{stem}.log",
     localrule: True
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/figure.py"

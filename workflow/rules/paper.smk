@@ -14,5 +14,7 @@ rule paper:
     log:
         "results/logs/paper.log",
     localrule: True
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/build_paper.py"
