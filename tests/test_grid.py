@@ -1,0 +1,111 @@
+"""Grid expansion, the overrides it hands to Hydra, and config errors caught before anything runs."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dropout_lab import grid
+from dropout_lab.config import compose_config, validate
+from tests.conftest import ROOT
+
+CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def config(**changes):
+    cfg = copy.deepcopy(CONFIG)
+    cfg.update(changes)
+    return cfg
+
+
+def test_every_run_once_with_its_sweeps():
+    runs = grid.expand_runs(config(scale="smoke"))
+    assert len(runs) == len(set(runs))
+    mnist = [r for r in runs if r.experiment == "mnist_mlp"]
+    # 10 hidden + 8 input (0.0 with hidden 0.5 is shared) - 1 + 9 gaussian + 1 placement-only cell (input 0.2)
+    assert len({(r.gate, r.cell) for r in mnist}) == 10 + 7 + 9 + 1
+    assert len(mnist) == 27 * 2
+    shared = next(r for r in mnist if r.cell == "input0_hidden0.5" and r.gate == "bernoulli")
+    assert shared.sweeps == {"hidden_sweep", "input_sweep", "gate_parity", "placement:hidden"}
+    assert shared.placement == "hidden"
+    both = next(r for r in mnist if r.placement == "both")
+    assert both.cell == "input0.2_hidden0.5" and "input_sweep" in both.sweeps
+    cnn = {r.cell for r in runs if r.experiment == "cifar10_cnn"}
+    assert "input0.1_conv0.25_fc0.5" in cnn and "input0_conv0_fc0.75" in cnn
+
+
+def test_seeds_follow_the_scale():
+    assert {r.seed for r in grid.expand_runs(config(scale="paper"))} == set(range(5))
+
+
+@pytest.mark.parametrize("pick", [0, 17, -1])
+def test_overrides_compose_into_a_valid_run(pick, tmp_path):
+    cfg = config(scale="smoke")
+    run = grid.expand_runs(cfg)[pick]
+    settings = {k: cfg[k] for k in ("scale", "device", "threads_per_run", "data")}
+    hydra_cfg = compose_config(run.overrides(settings))
+    rates = validate(hydra_cfg)
+    assert hydra_cfg.out == run.folder
+    assert hydra_cfg.scale.name == "smoke" and hydra_cfg.seed == run.seed
+    assert rates.input == dict(run.rates)["input"]
+
+
+def test_checksums_reach_hydra():
+    cfg = config(scale="smoke")
+    cfg["data"] = {"dir": "d", "mirrors": {"cifar10": "http://127.0.0.1:1/"},
+                   "checksums": {"cifar10": {"cifar-10-python.tar.gz": "a" * 64}}}
+    run = next(r for r in grid.expand_runs(cfg) if r.dataset == "cifar10")
+    hydra_cfg = compose_config(run.overrides({**cfg, "data": cfg["data"]}))
+    assert dict(hydra_cfg.dataset.checksums) == {"cifar-10-python.tar.gz": "a" * 64}
+    assert hydra_cfg.dataset.mirror == "http://127.0.0.1:1/"
+
+
+def _bad(path: list, value):
+    cfg = config(scale="smoke")
+    node = cfg
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (_bad(["experiments"], ["mnist_mlp", "imagenet_vit"]), "experiments lists 'imagenet_vit'"),
+        (_bad(["grids", "mnist_mlp", "hidden_sweep", "vary"], "fc"), "model=mlp has slots"),
+        (_bad(["grids", "mnist_mlp", "placement"], ["both", "fc-only"]), "sets dropout.fc, which model=mlp"),
+        (_bad(["grids", "mnist_mlp", "placement"], ["middle"]), "placement preset 'middle' does not exist"),
+        (_bad(["grids", "mnist_mlp", "input_sweep", "rates"], [0.1, 0.1]), "repeats a rate"),
+        (_bad(["grids", "mnist_mlp", "gate_parity", "gates"], ["gaussian", "gaussian"]), "two different gates"),
+    ],
+)
+def test_bad_grids_are_named(cfg, message):
+    with pytest.raises(grid.GridError, match=message.replace("(", r"\(")):
+        grid.expand_runs(cfg)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["scale=huge"], "scale"),
+        (["device=tpu"], "device"),
+        (["threads_per_run=0"], "threads_per_run"),
+        (["experiments=[]"], "experiments"),
+    ],
+)
+def test_snakemake_rejects_bad_config_before_running(tmp_path, args, message):
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+         "-n", "--config", *args],
+        capture_output=True, text=True, timeout=120,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Error validating config file" in output and message in output
+    assert not (tmp_path / "results").exists()
