@@ -22,7 +22,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
 
 from dropout_lab.data import SPECS
-from dropout_lab.gates import GATES
+from dropout_lab.gates import CONVENTIONS, GATES
 
 CONFIG_DIR = os.environ.get("DROPOUT_LAB_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "config"))
 MODELS = ("mlp", "cnn")
@@ -60,6 +60,7 @@ class ModelConfig:
 @dataclass
 class GateConfig:
     name: str = MISSING
+    convention: str = "inverted"  # inverted (mean-1 noise) | scaled (mean-p noise, scale by p at inference)
 
 
 @dataclass
@@ -281,6 +282,8 @@ def validate(cfg: DictConfig) -> Rates:
         _fail(f"model={cfg.model.name!r} is unknown; choose one of {list(MODELS)}")
     if cfg.gate.name not in GATES:
         _fail(f"gate={cfg.gate.name!r} is unknown; choose one of {list(GATES)}")
+    if cfg.gate.convention not in CONVENTIONS:
+        _fail(f"gate.convention={cfg.gate.convention!r} is unknown; choose one of {list(CONVENTIONS)}")
     for key in ("train_fraction", "test_fraction"):
         value = cfg.dataset[key]
         if not 0.0 < value <= 1.0:

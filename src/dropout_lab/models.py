@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from dropout_lab.gates import make_gate
+from dropout_lab.gates import Gate, make_gate
 
 
 class MLP(nn.Module):
@@ -27,13 +27,14 @@ class MLP(nn.Module):
         gate: str,
         input_rate: float,
         hidden_rates: Sequence[float],
+        convention: str = "inverted",
     ) -> None:
         super().__init__()
-        self.input_gate = make_gate(gate, input_rate)
+        self.input_gate = make_gate(gate, input_rate, convention)
         layers: list[nn.Module] = []
         fan_in = in_features
         for rate in hidden_rates:
-            layers += [nn.Linear(fan_in, width), nn.ReLU(), make_gate(gate, rate)]
+            layers += [nn.Linear(fan_in, width), nn.ReLU(), make_gate(gate, rate, convention)]
             fan_in = width
         self.hidden = nn.Sequential(*layers)
         self.output = nn.Linear(fan_in, classes)
@@ -57,11 +58,12 @@ class CNN(nn.Module):
         input_rate: float,
         conv_rates: Sequence[float],
         fc_rates: Sequence[float],
+        convention: str = "inverted",
     ) -> None:
         super().__init__()
         if len(channels) != len(conv_rates):
             raise ValueError(f"{len(channels)} conv blocks but {len(conv_rates)} conv dropout rates")
-        self.input_gate = make_gate(gate, input_rate)
+        self.input_gate = make_gate(gate, input_rate, convention)
         blocks: list[nn.Module] = []
         size, fan_in = image_size, in_channels
         for width, rate in zip(channels, conv_rates):
@@ -69,14 +71,14 @@ class CNN(nn.Module):
                 nn.Conv2d(fan_in, width, kernel_size, padding=kernel_size // 2),
                 nn.ReLU(),
                 nn.MaxPool2d(2),
-                make_gate(gate, rate),
+                make_gate(gate, rate, convention),
             ]
             fan_in, size = width, size // 2
         self.features = nn.Sequential(*blocks)
         fc: list[nn.Module] = []
         fan_in = fan_in * size * size
         for rate in fc_rates:
-            fc += [nn.Linear(fan_in, fc_width), nn.ReLU(), make_gate(gate, rate)]
+            fc += [nn.Linear(fan_in, fc_width), nn.ReLU(), make_gate(gate, rate, convention)]
             fan_in = fc_width
         self.classifier = nn.Sequential(*fc)
         self.output = nn.Linear(fan_in, classes)
@@ -104,7 +106,18 @@ def apply_max_norm(model: nn.Module, max_norm: float) -> None:
 def effective_weight_norms(model: nn.Module) -> dict[str, float]:
     """Frobenius norm of the weights each layer uses at inference.
 
-    With mean-1 gates (inverted Bernoulli, Gaussian) the stored weights are the
-    inference weights, so no scaling by the retain probability applies.
+    With mean-1 gates (the inverted convention) the stored weights are the
+    inference weights. Under the scaled convention the gate before a layer
+    multiplies its input by p at inference, so that layer's effective weights
+    are p times the stored ones. ReLU and max-pooling commute with that
+    positive scaling, so the gate met last before a layer (in forward order)
+    is the one that applies.
     """
-    return {name: float(layer.weight.norm()) for name, layer in weight_layers(model).items()}
+    norms, pending = {}, 1.0
+    for name, module in model.named_modules():
+        if isinstance(module, Gate):
+            pending = module.inference_scale
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
+            norms[name] = pending * float(module.weight.norm())
+            pending = 1.0
+    return norms

@@ -33,7 +33,7 @@ from dropout_lab.atomic import write_json
 from dropout_lab.config import (
     COMPOSITION_ERRORS, CONFIG_DIR, ConfigError, Rates, compose_config, describe_composition_error, validate,
 )
-from dropout_lab.gates import sampling_gates, set_generator
+from dropout_lab.gates import Gate, sampling_gates, set_generator
 from dropout_lab.models import CNN, MLP, apply_max_norm, effective_weight_norms
 
 CLASSES = 10
@@ -92,11 +92,12 @@ def load_tensors(cfg: DictConfig, device: torch.device) -> tuple[torch.Tensor, .
 def build_model(cfg: DictConfig, rates: Rates, image_shape: torch.Size) -> nn.Module:
     channels, size = image_shape[0], image_shape[-1]
     m = cfg.model
+    gate, convention = cfg.gate.name, cfg.gate.convention
     if m.name == "mlp":
-        return MLP(int(np.prod(image_shape)), CLASSES, m.width, cfg.gate.name, rates.input, rates.hidden)
+        return MLP(int(np.prod(image_shape)), CLASSES, m.width, gate, rates.input, rates.hidden, convention)
     return CNN(
         channels, size, CLASSES, list(m.channels), m.kernel_size, m.fc_width,
-        cfg.gate.name, rates.input, rates.conv, rates.fc,
+        gate, rates.input, rates.conv, rates.fc, convention,
     )
 
 
@@ -154,23 +155,47 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return loss_sum / len(y), correct / len(y)
 
 
+MC_CURVE = (1, 2, 5, 10, 20, 50, 100)
+
+
 @torch.no_grad()
 def evaluate_mc(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, samples: int, generator: torch.Generator
-) -> tuple[float, float]:
-    """Loss and accuracy of the average of the predicted probabilities over `samples` sampled masks."""
+) -> tuple[float, float, dict[int, float]]:
+    """Loss and accuracy of the average of the predicted probabilities over `samples` sampled masks.
+
+    Also returns the accuracy after the first k masks for each k of MC_CURVE up
+    to `samples` (one pass: the running average is read off on the way).
+    """
     set_generator(model, generator)
+    ks = sorted({k for k in MC_CURVE if k < samples} | {samples})
     loss_sum, correct = 0.0, 0
+    curve = {k: 0 for k in ks}
     with sampling_gates(model):
         for start in range(0, len(y), batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             probs = torch.zeros(len(yb), CLASSES, device=x.device)
-            for _ in range(samples):
+            for k in range(1, samples + 1):
                 probs += F.softmax(model(xb), dim=1)
+                if k in curve:
+                    curve[k] += int((probs.argmax(1) == yb).sum())
             probs /= samples
             loss_sum += float(F.nll_loss(probs.clamp_min(1e-12).log(), yb, reduction="sum"))
             correct += int((probs.argmax(1) == yb).sum())
-    return loss_sum / len(y), correct / len(y)
+    return loss_sum / len(y), correct / len(y), {k: c / len(y) for k, c in curve.items()}
+
+
+@torch.no_grad()
+def evaluate_unscaled(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """The deterministic net without the scaled convention's multiplication by p at inference."""
+    gates = [g for g in model.modules() if isinstance(g, Gate) and g.scaled]
+    for gate in gates:
+        gate.scaled = False
+    try:
+        return evaluate(model, x, y, batch_size)
+    finally:
+        for gate in gates:
+            gate.scaled = True
 
 
 # --------------------------------------------------------------------------- provenance
@@ -278,8 +303,13 @@ def main(cfg: DictConfig) -> dict:
     mc = None
     if cfg.eval.mc_samples > 0:
         mc_gen = torch.Generator(device=device).manual_seed(seeds["mc"])
-        mc_loss, mc_acc = evaluate_mc(model, x_test, y_test, cfg.eval.batch_size, cfg.eval.mc_samples, mc_gen)
-        mc = {"samples": cfg.eval.mc_samples, "test_loss": mc_loss, "test_acc": mc_acc}
+        mc_loss, mc_acc, curve = evaluate_mc(model, x_test, y_test, cfg.eval.batch_size, cfg.eval.mc_samples, mc_gen)
+        mc = {"samples": cfg.eval.mc_samples, "test_loss": mc_loss, "test_acc": mc_acc,
+              "curve": {str(k): acc for k, acc in curve.items()}}
+    unscaled = None
+    if cfg.gate.convention == "scaled":
+        loss, acc = evaluate_unscaled(model, x_test, y_test, cfg.eval.batch_size)
+        unscaled = {"test_loss": loss, "test_acc": acc}
 
     metrics = {
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -298,6 +328,7 @@ def main(cfg: DictConfig) -> dict:
             "gap_loss": final_test_loss - final_train_loss,
         },
         "mc": mc,
+        "unscaled_inference": unscaled,
         "weight_norms": effective_weight_norms(model),
         "wall_seconds": time.perf_counter() - started,
         "device": device_info(device),
