@@ -123,3 +123,46 @@ def test_tost_known_answer():
     lower = stats.t.sf((diffs.mean() + 0.0025) / se, 3)
     upper = stats.t.cdf((diffs.mean() - 0.0025) / se, 3)
     assert claims._tost(diffs, 0.0025) == pytest.approx(max(lower, upper), rel=1e-9)
+
+
+def mc_table(shift: float, noise: float, runs: int = 10):
+    rng = np.random.default_rng(0)
+    rows = []
+    for gate in ("bernoulli", "gaussian"):
+        for r in range(runs):
+            det = 0.97 + rng.normal(0, 0.005)
+            for k in (1, 10, 50):
+                rows.append({"gate": gate, "k": k, "test_acc": det,
+                             "mc_test_acc": det + (shift if k == 50 else -0.05) + rng.normal(0, noise)})
+    return pd.DataFrame(rows)
+
+
+def test_inference_matches_when_mc_agrees_with_the_deterministic_net():
+    result = claims.inference_claim(mc_table(0.0, 0.0005), {"k": 50, "margin": 0.005}, ALPHA)
+    assert result["k"] == 50 and result["verdict"] == claims.SUPPORTED
+
+
+def test_inference_not_supported_when_mc_is_far_off():
+    result = claims.inference_claim(mc_table(-0.03, 0.001), {"k": 50, "margin": 0.005}, ALPHA)
+    assert result["verdict"] == claims.NOT_SUPPORTED
+
+
+def test_conventions_need_scaling_when_unscaled_loss_is_worse():
+    rng = np.random.default_rng(1)
+    rows = []
+    for gate in ("bernoulli", "gaussian"):
+        for seed in range(5):
+            rows.append({"gate": gate, "convention": "inverted", "seed": seed, "test_acc": 0.97,
+                         "test_loss": 0.1, "unscaled_test_acc": 0.97, "unscaled_test_loss": 0.1})
+            rows.append({"gate": gate, "convention": "scaled", "seed": seed, "test_acc": 0.97,
+                         "test_loss": 0.1 + rng.normal(0, 0.002), "unscaled_test_acc": 0.969,
+                         "unscaled_test_loss": 0.3 + rng.normal(0, 0.01)})
+    result = claims.convention_claim(pd.DataFrame(rows), ALPHA)
+    assert result["verdict"] == claims.SUPPORTED
+    assert {r["gate"] for r in result["table"]} == {"bernoulli", "gaussian"}
+
+
+def test_weight_norm_reading_finds_where_weights_are_smallest():
+    df = sweep_table(lambda r: 0.98).assign(weight_norm=lambda d: 30 - 20 * d["hidden_rate"])
+    result = claims.weight_norm_claim(df, "hidden_rate", OPTIMUM, ALPHA, SAMPLES)
+    assert result["best"] == 0.9 and result["verdict"] == claims.NOT_SUPPORTED

@@ -28,10 +28,15 @@ def test_every_run_once_with_its_sweeps():
     assert len(runs) == len(set(runs))
     mnist = [r for r in runs if r.experiment == "mnist_mlp"]
     # 10 hidden + 8 input (0.0 with hidden 0.5 is shared) - 1 + 9 gaussian + 1 placement-only cell (input 0.2)
-    assert len({(r.gate, r.cell) for r in mnist}) == 10 + 7 + 9 + 1
-    assert len(mnist) == 27 * 2
+    # + 2 scaled-convention cells (Bernoulli and Gaussian at hidden 0.5)
+    assert len({(r.gate, r.convention, r.cell) for r in mnist}) == 10 + 7 + 9 + 1 + 2
+    assert len(mnist) == 29 * 2
+    scaled = [r for r in mnist if r.convention == "scaled"]
+    assert {r.folder.split("/")[3] for r in scaled} == {"bernoulli-scaled", "gaussian-scaled"}
+    assert all("gate.convention=scaled" in r.overrides({"scale": "smoke", "device": "cpu", "threads_per_run": 1,
+                                                          "data": {"dir": "d"}}) for r in scaled)
     shared = next(r for r in mnist if r.cell == "input0_hidden0.5" and r.gate == "bernoulli")
-    assert shared.sweeps == {"hidden_sweep", "input_sweep", "gate_parity", "placement:hidden"}
+    assert shared.sweeps == {"hidden_sweep", "input_sweep", "gate_parity", "conventions", "placement:hidden"}
     assert shared.placement == "hidden"
     both = next(r for r in mnist if r.placement == "both")
     assert both.cell == "input0.2_hidden0.5" and "input_sweep" in both.sweeps

@@ -101,16 +101,22 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     assert len(runs) == len(expected) == len(pd.read_csv(results / "aggregate" / "runs.csv"))
     assert set(runs["experiment"]) == {"mnist_mlp", "cifar10_cnn"}
     verdicts = json.loads((results / "claims" / "claims.json").read_text())["claims"]
-    assert set(verdicts) == {"optimum", "regularisation", "input_rate", "gaussian_parity"}
+    assert set(verdicts) == {"optimum", "regularisation", "weight_norm", "input_rate", "gaussian_parity",
+                             "inference", "conventions"}
+    theory = json.loads((results / "claims" / "claims.json").read_text())["theory"]
+    assert theory["gradient"]["verdict"] == "supported" and theory["regression"]["verdict"] == "supported"
+    assert theory["raw_reading"]["verdict"] == "supported"
+    assert theory["effective_reading"]["verdict"] == "not supported"
     assert all(v["verdict"] in {"supported", "not supported", "inconclusive"} for v in verdicts.values())
-    for stem in grid.figure_stems(full):
+    stems = grid.figure_stems(full) + ["theory/gradient", "theory/regression"]
+    for stem in stems:
         assert (results / "figures" / f"{stem}.pdf").stat().st_size > 0
         assert (results / "figures" / f"{stem}.png").stat().st_size > 0
 
     text = subprocess.run(["pdftotext", str(results / "paper" / "paper.pdf"), "-"],
                           capture_output=True, text=True, check=True).stdout
     for heading in ("SMOKE run", "The mathematics and where it stops", "Methods", "Claim 1", "Claim 2",
-                    "Claim 3", "Where to drop", "Our numbers beside the published ones", "Provenance"):
+                    "Claim 3", "The mathematics, checked numerically", "Where to drop", "Our numbers beside the published ones", "Provenance"):
         assert heading in text, heading
     assert "not run" not in text  # both experiments ran: every section has its numbers
     for verdict in verdicts.values():

@@ -9,7 +9,12 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-SWEEP_COLUMNS = {"hidden_sweep": "in_hidden_sweep", "input_sweep": "in_input_sweep", "gate_parity": "in_gate_parity"}
+SWEEP_COLUMNS = {
+    "hidden_sweep": "in_hidden_sweep",
+    "input_sweep": "in_input_sweep",
+    "gate_parity": "in_gate_parity",
+    "conventions": "in_conventions",
+}
 SLOTS = ("input", "hidden", "conv", "fc")
 
 
@@ -29,6 +34,7 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, 
         "dataset": cfg["dataset"]["name"],
         "model": cfg["model"]["name"],
         "gate": cfg["gate"]["name"],
+        "convention": cfg["gate"].get("convention", "inverted"),
         "cell": record["cell"],
         "seed": metrics["seed"],
         "placement": record.get("placement") or "",
@@ -43,6 +49,8 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, 
         "test_error_pct": 100.0 * (1.0 - final["test_acc"]),
         "mc_test_acc": mc.get("test_acc", math.nan),
         "mc_samples": mc.get("samples", 0),
+        "unscaled_test_acc": (metrics.get("unscaled_inference") or {}).get("test_acc", final["test_acc"]),
+        "unscaled_test_loss": (metrics.get("unscaled_inference") or {}).get("test_loss", final["test_loss"]),
         "weight_norm": math.sqrt(sum(v * v for v in metrics["weight_norms"].values())),
         "epochs": cfg["train"]["epochs"],
         "train_samples": metrics["train_samples"],
@@ -59,20 +67,32 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, 
     return row
 
 
+KEYS = ("run", "experiment", "gate", "convention", "cell", "seed", "input_rate", "hidden_rate", "conv_rate", "fc_rate")
+
+
 def curve_rows(row: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    keys = ("run", "experiment", "gate", "cell", "seed", "input_rate", "hidden_rate", "conv_rate", "fc_rate")
-    return [{**{k: row[k] for k in keys}, **epoch} for epoch in metrics["history"]]
+    return [{**{k: row[k] for k in KEYS}, **epoch} for epoch in metrics["history"]]
 
 
-def collect(records: Iterable[Mapping[str, Any]], root: Path = Path(".")) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read each record's metrics.json; return (runs, curves)."""
-    runs, curves = [], []
+def mc_rows(row: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Monte-Carlo test accuracy after k masks, beside the deterministic net's."""
+    curve = (metrics.get("mc") or {}).get("curve") or {}
+    return [{**{k: row[k] for k in KEYS}, "k": int(k), "mc_test_acc": acc, "test_acc": row["test_acc"]}
+            for k, acc in curve.items()]
+
+
+def collect(
+    records: Iterable[Mapping[str, Any]], root: Path = Path(".")
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Read each record's metrics.json; return (runs, learning curves, Monte-Carlo curves)."""
+    runs, curves, mc = [], [], []
     for record in records:
         metrics = json.loads((root / record["path"]).read_text())
         row = run_row(record, metrics)
         runs.append(row)
         curves.extend(curve_rows(row, metrics))
-    return pd.DataFrame(runs), pd.DataFrame(curves)
+        mc.extend(mc_rows(row, metrics))
+    return pd.DataFrame(runs), pd.DataFrame(curves), pd.DataFrame(mc)
 
 
 def provenance(records: Iterable[Mapping[str, Any]], root: Path = Path(".")) -> dict[str, Any]:

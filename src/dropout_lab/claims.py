@@ -230,7 +230,90 @@ def parity_claim(df: pd.DataFrame, rate_col: str, gates: list[str], settings: Ma
     }
 
 
-def evaluate_claims(runs: pd.DataFrame, config: Mapping[str, Any]) -> dict[str, Any]:
+def weight_norm_claim(df: pd.DataFrame, rate_col: str, settings: Mapping[str, Any], alpha: float, samples: int) -> dict:
+    """Claim 1c: rate 0.5 regularises most, read as the smallest norm of the weights used at inference."""
+    result = best_set(df, rate_col, "weight_norm", False, alpha, samples)
+    verdict, reason = _sharp_verdict(result, settings["claimed_rate"], settings["sharp_window"])
+    return {
+        "claim": "Rate 0.5 regularises most (smallest norm of the weights the trained net uses at inference)",
+        "statistic": "argmin over the rate grid of the mean Frobenius norm of all effective weights; rates not "
+        "significantly larger (one-sided Welch, Holm) form the set",
+        "estimate": result["best"],
+        **result,
+        "verdict": verdict,
+        "reason": reason,
+    }
+
+
+def inference_claim(mc: pd.DataFrame, settings: Mapping[str, Any], alpha: float) -> dict:
+    """Monte-Carlo averaging over k masks matches the deterministic (weight-scaled) net within a margin."""
+    margin = settings["margin"]
+    k = min(settings["k"], int(mc["k"].max()))
+    at_k = mc[mc["k"] == k]
+    rows = []
+    for gate, group in at_k.groupby("gate"):
+        diffs = (group["mc_test_acc"] - group["test_acc"]).to_numpy(float)
+        rows.append({"gate": gate, "k": k, "mean_diff": float(diffs.mean()), "n": len(diffs),
+                     "p_tost": _tost(diffs, margin),
+                     "p_outside": min(_worse_beyond(diffs, margin), _worse_beyond(-diffs, margin))})
+    if any(r["p_outside"] < alpha / 2 for r in rows):
+        verdict, reason = NOT_SUPPORTED, f"MC averaging over {k} masks differs from the deterministic net by more than the margin"
+    elif rows and all(r["p_tost"] < alpha for r in rows):
+        verdict, reason = SUPPORTED, f"MC averaging over {k} masks matches the deterministic net within {margin:g} for every gate"
+    else:
+        verdict, reason = INCONCLUSIVE, f"equivalence within {margin:g} at k = {k} is not shown for every gate"
+    return {
+        "claim": f"Averaging {settings['k']} sampled networks matches the deterministic net at inference",
+        "statistic": f"per run, MC test accuracy after k = {k} masks minus the deterministic net's; TOST with "
+        f"margin {margin:g} per gate",
+        "estimate": float(np.mean([r["mean_diff"] for r in rows])) if rows else math.nan,
+        "k": k,
+        "table": rows,
+        "verdict": verdict,
+        "reason": reason,
+    }
+
+
+def convention_claim(runs: pd.DataFrame, alpha: float) -> dict:
+    """The article's scaled convention needs its activations scaled by p at inference; inverted gates need nothing."""
+    rows = []
+    for gate, group in runs.groupby("gate"):
+        scaled = group[group["convention"] == "scaled"]
+        inverted = group[group["convention"] == "inverted"].set_index("seed")
+        if scaled.empty:
+            continue
+        loss_gain = (scaled["unscaled_test_loss"] - scaled["test_loss"]).to_numpy(float)
+        paired = scaled.set_index("seed").join(inverted[["test_acc"]].add_suffix("_inverted"), how="inner")
+        rows.append({
+            "gate": gate,
+            "n": len(scaled),
+            "scaled_test_acc": float(scaled["test_acc"].mean()),
+            "unscaled_test_acc": float(scaled["unscaled_test_acc"].mean()),
+            "inverted_test_acc": float(paired["test_acc_inverted"].mean()) if len(paired) else math.nan,
+            "scaled_test_loss": float(scaled["test_loss"].mean()),
+            "unscaled_test_loss": float(scaled["unscaled_test_loss"].mean()),
+            "p_loss_worse_unscaled": _welch_greater(scaled["unscaled_test_loss"].to_numpy(float),
+                                                    scaled["test_loss"].to_numpy(float))
+            if len(scaled) > 1 else 1.0,
+            "mean_loss_increase": float(loss_gain.mean()),
+        })
+    needed = [r for r in rows if r["p_loss_worse_unscaled"] < alpha]
+    if rows and len(needed) == len(rows):
+        verdict, reason = SUPPORTED, "without scaling by p the scaled convention's test loss is significantly worse"
+    elif rows and all(r["mean_loss_increase"] <= 0 for r in rows):
+        verdict, reason = NOT_SUPPORTED, "the scaled convention does as well without scaling by p"
+    else:
+        verdict, reason = INCONCLUSIVE, "the loss increase without scaling is not significant for every gate"
+    return {
+        "claim": "The article's convention (mean-p gates) needs weights scaled by p at inference; mean-1 gates need none",
+        "statistic": "test loss of scaled-convention nets with and without the inference scaling (one-sided Welch)",
+        "table": rows,
+        "verdict": verdict,
+        "reason": reason,
+    }
+
+
+def evaluate_claims(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFrame | None = None) -> dict[str, Any]:
     """All verdicts for the experiments that ran; a claim whose experiment did not run is skipped."""
     settings = config["claims"]
     alpha, samples = settings["alpha"], settings["bootstrap_samples"]
@@ -239,7 +322,7 @@ def evaluate_claims(runs: pd.DataFrame, config: Mapping[str, Any]) -> dict[str, 
     def sweep(claim: str, name: str) -> tuple[pd.DataFrame, Mapping[str, Any]] | None:
         experiment = settings[claim]["experiment"]
         column = {"hidden_sweep": "in_hidden_sweep", "input_sweep": "in_input_sweep",
-                  "gate_parity": "in_gate_parity"}[name]
+                  "gate_parity": "in_gate_parity", "conventions": "in_conventions"}[name]
         rows = runs[(runs["experiment"] == experiment) & runs[column]]
         return (rows, config["grids"][experiment][name]) if len(rows) else None
 
@@ -250,6 +333,7 @@ def evaluate_claims(runs: pd.DataFrame, config: Mapping[str, Any]) -> dict[str, 
         col = f"{spec['vary']}_rate"
         out["optimum"] = optimum_claim(rows, col, settings["optimum"], alpha, samples)
         out["regularisation"] = regularisation_claim(rows, col, settings["optimum"], alpha, samples)
+        out["weight_norm"] = weight_norm_claim(rows, col, settings["optimum"], alpha, samples)
     found = sweep("input_rate", "input_sweep")
     if found:
         rows, spec = found
@@ -257,6 +341,16 @@ def evaluate_claims(runs: pd.DataFrame, config: Mapping[str, Any]) -> dict[str, 
     found = sweep("gaussian_parity", "gate_parity")
     if found:
         rows, spec = found
-        out["gaussian_parity"] = parity_claim(rows, f"{spec['vary']}_rate", list(spec["gates"]),
+        inverted = rows[rows["convention"] == "inverted"] if "convention" in rows else rows
+        out["gaussian_parity"] = parity_claim(inverted, f"{spec['vary']}_rate", list(spec["gates"]),
                                               settings["gaussian_parity"], alpha)
+    experiment = settings["inference"]["experiment"]
+    if mc is not None and len(mc):
+        own = mc[(mc["experiment"] == experiment) & (mc["convention"] == "inverted")]
+        if len(own):
+            out["inference"] = inference_claim(own, settings["inference"], alpha)
+    if "conventions" in config["grids"].get(experiment, {}):
+        rows = runs[(runs["experiment"] == experiment) & runs["in_conventions"]]
+        if len(rows):
+            out["conventions"] = convention_claim(rows, alpha)
     return out

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -85,6 +86,89 @@ def placement(runs: pd.DataFrame, presets: list[str], title: str, stem: Path) ->
     save(fig, stem)
 
 
+def weight_norms(runs: pd.DataFrame, vary: str, title: str, stem: Path) -> None:
+    """Norm of the weights used at inference, and the train-test gap, against the rate."""
+    col = f"{vary}_rate"
+    data = runs.assign(gap_pct=100 * runs["gap_acc"])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, metric, label in ((axes[0], "weight_norm", "effective weight norm"),
+                              (axes[1], "gap_pct", "train - test accuracy (points)")):
+        sns.lineplot(data=data, x=col, y=metric, errorbar="sd", marker="o", ax=ax)
+        ax.set_xlabel(f"{SLOT_NAMES[vary]} drop rate (1 - p)")
+        ax.set_ylabel(label)
+        _retain_axis(ax)
+    fig.suptitle(title, y=1.08)
+    save(fig, stem)
+
+
+def mc_inference(mc: pd.DataFrame, title: str, stem: Path) -> None:
+    """Monte-Carlo test accuracy after k masks minus the deterministic net's, per gate."""
+    data = mc.assign(diff=100 * (mc["mc_test_acc"] - mc["test_acc"]))
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    sns.lineplot(data=data, x="k", y="diff", hue="gate", errorbar="sd", marker="o", ax=ax)
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("sampled masks averaged, k")
+    ax.set_ylabel("MC - deterministic accuracy (points)")
+    ax.set_title(title)
+    save(fig, stem)
+
+
+def conventions(runs: pd.DataFrame, title: str, stem: Path) -> None:
+    """Test loss and accuracy of each gate and convention, with and without the inference scaling."""
+    rows = []
+    for _, r in runs.iterrows():
+        label = f"{r['gate']}, {r['convention']}"
+        rows.append({"net": label, "inference": "as prescribed", "loss": r["test_loss"], "acc": 100 * r["test_acc"]})
+        if r["convention"] == "scaled":
+            rows.append({"net": label, "inference": "no scaling by p", "loss": r["unscaled_test_loss"],
+                         "acc": 100 * r["unscaled_test_acc"]})
+    data = pd.DataFrame(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, metric, label in ((axes[0], "loss", "test loss (cross-entropy)"), (axes[1], "acc", "test accuracy (%)")):
+        sns.barplot(data=data, x="net", y=metric, hue="inference", errorbar="sd", ax=ax)
+        ax.set_xlabel("")
+        ax.set_ylabel(label)
+        ax.tick_params(axis="x", labelrotation=20)
+    fig.suptitle(title, y=1.04)
+    save(fig, stem)
+
+
+def theory_gradient(result: Mapping[str, Any], stem: Path) -> None:
+    """Relative error of the averaged sampled gradient against n, with the 1/sqrt(n) line."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, check in result["checks"].items():
+        ax.plot(check["samples"], check["relative_error"], marker="o", label=name.replace("_", ", "))
+    n = np.array(next(iter(result["checks"].values()))["samples"], dtype=float)
+    first = max(c["relative_error"][0] for c in result["checks"].values())
+    ax.plot(n, first * np.sqrt(n[0] / n), "k--", lw=1, label="1/sqrt(n)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("sampled gates averaged, n")
+    ax.set_ylabel("relative error vs. gradient of E_R")
+    ax.legend(fontsize="small")
+    save(fig, stem)
+
+
+def theory_regression(result: Mapping[str, Any], stem: Path) -> None:
+    """Penalty coefficients in both parametrisations, and the effective weights' shrinkage, against the rate."""
+    rows = pd.DataFrame(result["rows"])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    axes[0].plot(rows["rate"], rows["raw_penalty"], marker="o", label="on raw weights w: p(1-p)")
+    axes[0].plot(rows["rate"], rows["effective_penalty"], marker="s", label="on effective weights pw: (1-p)/p")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("penalty coefficient")
+    axes[0].legend(fontsize="small")
+    axes[1].plot(rows["rate"], rows["shrinkage_closed_form"], marker="o", label="closed form")
+    axes[1].plot(rows["rate"], rows["shrinkage_sgd"], marker="x", linestyle="none", label="SGD with real masks")
+    axes[1].set_ylabel("||effective w|| / ||least squares w||")
+    axes[1].legend(fontsize="small")
+    for ax in axes:
+        ax.set_xlabel("drop rate (1 - p)")
+        _retain_axis(ax)
+    save(fig, stem)
+
+
 def learning_curves(curves: pd.DataFrame, vary: str, title: str, stem: Path) -> None:
     """Test accuracy per epoch for each rate of the sweep, mean over seeds."""
     col = f"{vary}_rate"
@@ -98,7 +182,8 @@ def learning_curves(curves: pd.DataFrame, vary: str, title: str, stem: Path) -> 
     save(fig, stem)
 
 
-def draw(stem: str, runs: pd.DataFrame, curves: pd.DataFrame, config: Mapping[str, Any], out_dir: Path) -> None:
+def draw(stem: str, runs: pd.DataFrame, curves: pd.DataFrame, config: Mapping[str, Any], out_dir: Path,
+         mc: pd.DataFrame | None = None) -> None:
     """Draw one figure named by `dropout_lab.grid.figure_stems`."""
     name = next(n for n in config["experiments"] if stem.startswith(f"{n}_"))
     kind = stem[len(name) + 1 :]
@@ -121,14 +206,23 @@ def draw(stem: str, runs: pd.DataFrame, curves: pd.DataFrame, config: Mapping[st
         learning_curves(rows, grid["hidden_sweep"]["vary"], f"{label}: learning curves", out_dir / stem)
     elif kind == "placement":
         placement(own, list(grid["placement"]), f"{label}: placement", out_dir / stem)
+    elif kind == "weight_norms":
+        weight_norms(bernoulli_sweep, grid["hidden_sweep"]["vary"], f"{label}: weight norms and gap", out_dir / stem)
+    elif kind == "mc_inference":
+        rows = mc[(mc["experiment"] == name) & (mc["convention"] == "inverted")
+                  & mc["run"].isin(own[own["in_hidden_sweep"] | own["in_gate_parity"]]["run"])]
+        mc_inference(rows, f"{label}: Monte-Carlo averaging", out_dir / stem)
+    elif kind == "conventions":
+        conventions(own[own["in_conventions"]], f"{label}: inference conventions", out_dir / stem)
     else:
         raise ValueError(f"unknown figure {stem!r}")
 
 
-def draw_all(runs: pd.DataFrame, curves: pd.DataFrame, config: Mapping[str, Any], out_dir: Path) -> list[Path]:
+def draw_all(runs: pd.DataFrame, curves: pd.DataFrame, mc: pd.DataFrame, config: Mapping[str, Any],
+             out_dir: Path) -> list[Path]:
     sns.set_theme(context="paper", style="whitegrid")
     out_dir.mkdir(parents=True, exist_ok=True)
     stems = figure_stems(config)
     for stem in stems:
-        draw(stem, runs, curves, config, out_dir)
+        draw(stem, runs, curves, config, out_dir, mc)
     return [out_dir / f"{stem}.pdf" for stem in stems]

@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from dropout_lab.config import CONFIG_DIR
 
 SLOTS = {"mlp": ("input", "hidden"), "cnn": ("input", "conv", "fc")}
-SWEEPS = ("hidden_sweep", "input_sweep", "gate_parity")
+SWEEPS = ("hidden_sweep", "input_sweep", "gate_parity", "conventions")
+CONVENTIONS = ("inverted", "scaled")
 DEFAULT_GATE = "bernoulli"
 
 
@@ -34,6 +35,7 @@ class Run:
     gate: str
     rates: tuple[tuple[str, float], ...]  # (slot, rate) in the model's slot order
     seed: int
+    convention: str = "inverted"
     sweeps: frozenset[str] = field(default=frozenset(), compare=False)
     placement: str | None = field(default=None, compare=False)
 
@@ -43,7 +45,8 @@ class Run:
 
     @property
     def folder(self) -> str:
-        return f"results/runs/{self.experiment}/{self.gate}/{self.cell}/seed{self.seed}"
+        gate = self.gate if self.convention == "inverted" else f"{self.gate}-{self.convention}"
+        return f"results/runs/{self.experiment}/{gate}/{self.cell}/seed{self.seed}"
 
     def overrides(self, settings: Mapping[str, Any]) -> list[str]:
         """Hydra overrides for this run; `settings` holds scale, device, threads and data."""
@@ -57,6 +60,8 @@ class Run:
             f"threads={settings['threads_per_run']}", f"data_dir={data['dir']}",
             f"dataset.mirror={mirror if mirror else 'null'}", "progress=false", f"out={self.folder}",
         ]
+        if self.convention != "inverted":
+            args.insert(3, f"gate.convention={self.convention}")
         if checksums:
             args.append("dataset.checksums={" + ", ".join(f"{k}: {v}" for k, v in checksums.items()) + "}")
         return args
@@ -103,6 +108,8 @@ def _check_grid(name: str, grid: Mapping[str, Any]) -> None:
         for value in [*rates, *spec.get("fixed", {}).values()]:
             if not 0.0 <= value < 1.0:
                 raise GridError(f"grids.{name}.{sweep} has rate {value}, outside [0, 1)")
+    if "conventions" in grid and "none" in grid["conventions"].get("gates", []):
+        raise GridError(f"grids.{name}.conventions.gates cannot include 'none'; it has no convention")
     if "gate_parity" in grid and len(set(grid["gate_parity"].get("gates", []))) != 2:
         raise GridError(f"grids.{name}.gate_parity.gates must name two different gates, e.g. [bernoulli, gaussian]")
 
@@ -120,8 +127,9 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
         _check_grid(experiment, grid)
         model = grid["model"]
 
-        def add(gate: str, rates, seed: int, tag: str, placement: str | None = None) -> None:
-            run = Run(experiment, grid["dataset"], model, gate, rates, seed)
+        def add(gate: str, rates, seed: int, tag: str, placement: str | None = None,
+                convention: str = "inverted") -> None:
+            run = Run(experiment, grid["dataset"], model, gate, rates, seed, convention)
             found.setdefault(run, set()).add(tag)
             if placement:
                 placements[run] = placement
@@ -130,16 +138,20 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
             spec = grid.get(sweep)
             if spec is None:
                 continue
+            conventions = CONVENTIONS if sweep == "conventions" else ("inverted",)
             for gate in spec.get("gates", [DEFAULT_GATE]):
                 for rate in spec["rates"]:
                     for seed in seeds:
-                        add(gate, _rates(model, spec.get("fixed", {}), spec["vary"], rate), seed, sweep)
+                        for convention in conventions:
+                            add(gate, _rates(model, spec.get("fixed", {}), spec["vary"], rate), seed, sweep,
+                                convention=convention)
         for preset in grid.get("placement", []):
             rates = preset_rates(preset, model, config_dir)
             for seed in seeds:
                 add(DEFAULT_GATE, rates, seed, f"placement:{preset}", preset)
     return [
-        Run(r.experiment, r.dataset, r.model, r.gate, r.rates, r.seed, frozenset(tags), placements.get(r))
+        Run(r.experiment, r.dataset, r.model, r.gate, r.rates, r.seed, r.convention, frozenset(tags),
+            placements.get(r))
         for r, tags in found.items()
     ]
 
@@ -166,6 +178,7 @@ def run_table(runs: list[Run]) -> list[dict[str, Any]]:
             "seed": r.seed,
             "sweeps": sorted(r.sweeps),
             "placement": r.placement,
+            "convention": r.convention,
         }
         for r in runs
     ]
@@ -180,7 +193,7 @@ def figure_stems(config: Mapping[str, Any]) -> list[str]:
             if sweep in grid:
                 stems.append(f"{name}_{sweep}")
         if "hidden_sweep" in grid:
-            stems.append(f"{name}_learning_curves")
+            stems += [f"{name}_learning_curves", f"{name}_weight_norms", f"{name}_mc_inference"]
         if grid.get("placement"):
             stems.append(f"{name}_placement")
     return stems

@@ -152,6 +152,66 @@ def placement_section(runs: pd.DataFrame, experiment: str, presets: list[str]) -
     return _figure(f"{experiment}_placement", "Test accuracy for each dropout placement.") + table
 
 
+# --------------------------------------------------------------------------- theory
+
+
+def theory_section(theory: Mapping[str, Any], claims: Mapping[str, Any], experiment: str | None) -> str:
+    grad, reg = theory["gradient"], theory["regression"]
+    grad_rows = [[tex(name.replace("_", ", ")), f"{check['samples'][-1]:,}".replace(",", "\\,"),
+                  num(check["relative_error"][-1], 4), num(check["bound"][-1], 4), num(check["slope"], 2)]
+                 for name, check in grad["checks"].items()]
+    parts = [
+        "\\subsection{The expected gradient}\n",
+        _figure("theory/gradient", "Relative error between the mean of $n$ sampled dropout gradients and the "
+                "analytic gradient of $E_R$, pooled over random linear units, for each gate; the dashed line "
+                "falls like $1/\\sqrt{n}$."),
+        _tabular(["gate, convention", "$n$", "rel. error", "bound", "log-log slope"], grad_rows, "lrrrr",
+                 caption="The largest $n$: error, a bound of four standard errors, and the slope of the error "
+                 "against $n$ (a Monte-Carlo mean converges with slope $-0.5$)."),
+        _verdict_sentence(grad),
+        "\\subsection{Dropout linear regression}\n",
+        _figure("theory/regression", "Left: the penalty coefficient in the two parametrisations. Right: the "
+                "norm of the effective weights relative to least squares, closed form and SGD with real masks."),
+        _tabular(["rate", "$p(1-p)$", "$(1-p)/p$", "shrinkage", "SGD", "SGD vs. closed form"],
+                 [[f"{r['rate']:g}", num(r["raw_penalty"], 3), num(r["effective_penalty"], 3),
+                   num(r["shrinkage_closed_form"], 3), num(r["shrinkage_sgd"], 3), num(r["sgd_vs_closed_form"], 4)]
+                  for r in reg["rows"]], "rrrrrr",
+                 caption="Penalty coefficients and shrinkage of the effective weights at each rate."),
+        "\\paragraph{SGD against the closed form.} " + _verdict_sentence(reg),
+        "\\paragraph{Raw weights.} " + _verdict_sentence(theory["raw_reading"]),
+        "\\paragraph{Weights used at inference.} " + _verdict_sentence(theory["effective_reading"]),
+    ]
+    if experiment and "weight_norm" in claims:
+        parts += ["\\subsection{Deep networks}\n",
+                  _figure(f"{experiment}_weight_norms", "Norm of the weights the trained MLP uses at inference, "
+                          "and its train-test gap, against the hidden drop rate."),
+                  _verdict_sentence(claims["weight_norm"])]
+    if experiment and "inference" in claims:
+        result = claims["inference"]
+        parts += ["\\subsection{Inference}\n",
+                  _figure(f"{experiment}_mc_inference", "Monte-Carlo averaging over $k$ sampled masks against "
+                          "the deterministic net (mean $\\pm$ sd over runs of the rate sweeps)."),
+                  _tabular(["gate", "$k$", "MC $-$ det. (points)", "runs", "TOST $p$"],
+                           [[tex(r["gate"]), str(r["k"]), num(100 * r["mean_diff"]), str(r["n"]),
+                             pvalue(r["p_tost"])] for r in result["table"]], "lrrrr"),
+                  _verdict_sentence(result)]
+    if experiment and "conventions" in claims:
+        result = claims["conventions"]
+        parts += [_figure(f"{experiment}_conventions", "Test loss and accuracy of each gate and convention, "
+                          "with the inference rule it prescribes and, for the scaled convention, without "
+                          "scaling by $p$."),
+                  _tabular(["gate", "inverted acc.", "scaled acc.", "unscaled acc.", "scaled loss", "unscaled loss",
+                            "$p$"],
+                           [[tex(r["gate"]), pct(r["inverted_test_acc"]), pct(r["scaled_test_acc"]),
+                             pct(r["unscaled_test_acc"]), num(r["scaled_test_loss"], 3),
+                             num(r["unscaled_test_loss"], 3), pvalue(r["p_loss_worse_unscaled"])]
+                            for r in result["table"]], "lrrrrrr",
+                           caption="Mean over seeds; $p$: one-sided Welch test that the loss is worse without "
+                           "scaling."),
+                  _verdict_sentence(result)]
+    return "\n".join(parts)
+
+
 # --------------------------------------------------------------------------- anchors and provenance
 
 
@@ -200,6 +260,7 @@ def provenance_table(prov: Mapping[str, Any], runs: pd.DataFrame) -> str:
 
 def write_report(
     claims: Mapping[str, Any],
+    theory: Mapping[str, Any],
     runs: pd.DataFrame,
     prov: Mapping[str, Any],
     config: Mapping[str, Any],
@@ -236,19 +297,26 @@ def write_report(
     m.add("PublishedBandHigh", f"{band[1]:g}")
 
     verdict_rows = []
-    names = {"optimum": "Optimum", "regularisation": "Regularisation", "input_rate": "Input",
-             "gaussian_parity": "Parity"}
-    titles = {"optimum": "1a: best test accuracy at rate 0.5", "regularisation": "1b: rate 0.5 regularises most",
+    names = {"optimum": "Optimum", "regularisation": "Regularisation", "weight_norm": "WeightNorm",
+             "input_rate": "Input", "gaussian_parity": "Parity", "inference": "Inference",
+             "conventions": "Conventions"}
+    titles = {"optimum": "1a: best test accuracy at rate 0.5",
+              "regularisation": "1b: rate 0.5 regularises most (smallest gap)",
+              "weight_norm": "1c: rate 0.5 regularises most (smallest weights)",
               "input_rate": f"2: input rate $\\le$ {settings['input_rate']['threshold']:g}",
-              "gaussian_parity": "3: Gaussian as good as Bernoulli"}
+              "gaussian_parity": "3: Gaussian as good as Bernoulli",
+              "inference": f"MC over {settings['inference']['k']} masks = weight scaling",
+              "conventions": "mean-$p$ gates need scaling by $p$"}
     for key, prefix in names.items():
         result = claims.get(key)
         m.add(f"{prefix}Verdict", result["verdict"] if result else NOT_RUN)
         if not result:
             verdict_rows.append([titles[key], "--", NOT_RUN])
             continue
-        if key == "gaussian_parity":
+        if key in ("gaussian_parity", "inference"):
             estimate = f"{num(100 * result['estimate'])} points"
+        elif key == "conventions":
+            estimate = "see the theory section"
         else:
             estimate = f"rate {result['estimate']:g}"
         m.add(f"{prefix}Estimate", estimate)
@@ -259,6 +327,20 @@ def write_report(
         m.add("OptimumSetLow", f"{min(result['set']):g}")
         m.add("OptimumSetHigh", f"{max(result['set']):g}")
         m.add("OptimumSetInBand", "within" if result["set_within_published_band"] else "not within")
+
+    theory_titles = {"gradient": "E[dropout gradient] = grad $E_R$", "regression": "SGD = closed-form ridge",
+                     "raw_reading": "0.5 regularises most (raw $w$)",
+                     "effective_reading": "0.5 regularises most (effective $pw$)"}
+    for key, title in theory_titles.items():
+        result = theory[key]
+        prefix = "Theory" + "".join(part.capitalize() for part in key.split("_"))
+        m.add(f"{prefix}Verdict", result["verdict"])
+        estimate = f"rate {result['estimate']:g}" if "estimate" in result else num(result["largest_error"], 4)
+        verdict_rows.append([f"theory: {title}", tex(estimate), f"\\textbf{{{tex(result['verdict'])}}}"])
+    m.add("TheoryEffectiveRate", f"{theory['effective_reading']['estimate']:g}")
+    experiment = settings["optimum"]["experiment"] if settings["optimum"]["experiment"] in config["experiments"] \
+        else None
+    write(out / "theory.tex", theory_section(theory, claims, experiment))
 
     (out / "claims").mkdir(exist_ok=True)
     write(out / "verdicts.tex", _tabular(["claim", "estimate", "verdict"], verdict_rows, "llr"))

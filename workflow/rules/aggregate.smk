@@ -5,6 +5,7 @@ rule aggregate:
         runs="results/aggregate/runs.parquet",
         csv=report("results/aggregate/runs.csv", category="Tables"),
         curves="results/aggregate/curves.parquet",
+        mc="results/aggregate/mc_curves.parquet",
         provenance="results/aggregate/provenance.json",
     log:
         "results/logs/aggregate.log",

@@ -1,12 +1,15 @@
 rule claims:
     input:
         runs="results/aggregate/runs.parquet",
+        mc="results/aggregate/mc_curves.parquet",
+        theory="results/theory/theory.json",
         provenance="results/aggregate/provenance.json",
         anchors=f"{PAPER_DIR}/anchors.yaml",
     output:
         json=report("results/claims/claims.json", category="Verdicts"),
         macros="results/claims/macros.tex",
         verdicts="results/claims/verdicts.tex",
+        theory="results/claims/theory.tex",
         sections=expand(
             "results/claims/claims/{claim}.tex",
             claim=["optimum", "input_rate", "gaussian_parity"],

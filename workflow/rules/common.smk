@@ -36,7 +36,7 @@ FIGURES = grid.figure_stems(config)
 
 wildcard_constraints:
     experiment=r"[A-Za-z0-9_]+",
-    gate=r"[a-z]+",
+    gate=r"[a-z]+(-scaled)?",
     seed=r"\d+",
     dataset=r"mnist|cifar10",
     stem=r"[A-Za-z0-9_]+",

@@ -2,6 +2,7 @@ rule figure:
     input:
         runs="results/aggregate/runs.parquet",
         curves="results/aggregate/curves.parquet",
+        mc="results/aggregate/mc_curves.parquet",
     output:
         pdf="results/figures/{stem}.pdf",
         png=report("results/figures/{stem}.png", category="Figures"),

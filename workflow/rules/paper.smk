@@ -4,11 +4,15 @@ rule paper:
         bib=f"{PAPER_DIR}/refs.bib",
         macros="results/claims/macros.tex",
         verdicts="results/claims/verdicts.tex",
+        theory="results/claims/theory.tex",
         sections=rules.claims.output.sections,
         placement="results/claims/placement.tex",
         anchors="results/claims/anchors.tex",
         provenance="results/claims/provenance.tex",
         figures=expand("results/figures/{stem}.pdf", stem=FIGURES),
+        theory_figures=expand(
+            "results/figures/theory/{part}.pdf", part=["gradient", "regression"]
+        ),
     output:
         report("results/paper/paper.pdf", category="Paper"),
     log:

@@ -13,12 +13,15 @@ shutil.rmtree(build, ignore_errors=True)
 (build / "figures").mkdir()
 shutil.copy(inp.tex, build / "paper.tex")
 shutil.copy(inp.bib, build / "refs.bib")
-for name in ("macros", "verdicts", "placement", "anchors", "provenance"):
+for name in ("macros", "verdicts", "theory", "placement", "anchors", "provenance"):
     shutil.copy(inp[name], build / "generated" / Path(inp[name]).name)
 for section in inp.sections:
     shutil.copy(section, build / "generated" / "claims" / Path(section).name)
 for figure in inp.figures:
     shutil.copy(figure, build / "figures" / Path(figure).name)
+(build / "figures" / "theory").mkdir()
+for figure in inp.theory_figures:
+    shutil.copy(figure, build / "figures" / "theory" / Path(figure).name)
 result = subprocess.run(
     ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
     cwd=build, stdout=log, stderr=subprocess.STDOUT,

@@ -13,9 +13,13 @@ sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 
 config = snakemake.config  # noqa: F821
 runs = pd.read_parquet(snakemake.input.runs)  # noqa: F821
+mc = pd.read_parquet(snakemake.input.mc)  # noqa: F821
+theory = json.loads(Path(snakemake.input.theory).read_text())  # noqa: F821
 prov = json.loads(Path(snakemake.input.provenance).read_text())  # noqa: F821
-verdicts = evaluate_claims(runs, config)
-write_json(snakemake.output.json, {"scale": config["scale"], "runs": len(runs), "claims": verdicts})  # noqa: F821
-write_report(verdicts, runs, prov, config, Path(snakemake.input.anchors), Path(snakemake.output.macros).parent)  # noqa: F821
+verdicts = evaluate_claims(runs, config, mc)
+write_json(snakemake.output.json,  # noqa: F821
+           {"scale": config["scale"], "runs": len(runs), "claims": verdicts, "theory": theory})
+write_report(verdicts, theory, runs, prov, config, Path(snakemake.input.anchors),  # noqa: F821
+             Path(snakemake.output.macros).parent)  # noqa: F821
 for name, result in verdicts.items():
     print(f"{name}: {result['verdict']} ({result['reason']})", file=sys.stderr)

@@ -12,5 +12,6 @@ sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 sns.set_theme(context="paper", style="whitegrid")
 runs = pd.read_parquet(snakemake.input.runs)  # noqa: F821
 curves = pd.read_parquet(snakemake.input.curves)  # noqa: F821
+mc = pd.read_parquet(snakemake.input.mc)  # noqa: F821
 stem = snakemake.wildcards.stem  # noqa: F821
-draw(stem, runs, curves, snakemake.config, Path(snakemake.output.pdf).parent)  # noqa: F821
+draw(stem, runs, curves, snakemake.config, Path(snakemake.output.pdf).parent, mc)  # noqa: F821

@@ -1,0 +1,27 @@
+rule theory:
+    output:
+        report("results/theory/theory.json", category="Verdicts"),
+    log:
+        "results/logs/theory.log",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/theory.py"
+
+
+rule theory_figure:
+    input:
+        "results/theory/theory.json",
+    output:
+        pdf="results/figures/theory/{part}.pdf",
+        png=report("results/figures/theory/{part}.png", category="Figures"),
+    log:
+        "results/logs/figures/theory_{part}.log",
+    wildcard_constraints:
+        part="gradient|regression",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/theory_figure.py"

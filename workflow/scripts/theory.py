@@ -1,0 +1,12 @@
+"""Check the linear-unit math numerically (config: theory); write the results and verdicts."""
+import sys
+
+from dropout_lab.atomic import write_json
+from dropout_lab.theory import run_checks
+
+sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
+
+result = run_checks(snakemake.config["theory"])  # noqa: F821
+write_json(snakemake.output[0], result)  # noqa: F821
+for name, part in result.items():
+    print(f"{name}: {part['verdict']} ({part['reason']})", file=sys.stderr)
