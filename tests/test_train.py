@@ -107,3 +107,48 @@ def test_cnn_trains_on_cifar_format_data_over_http(tmp_path, cifar_mirror):
     # Each class has its own brightness: a working CNN beats chance (0.1) by far (0.62 when written).
     assert metrics["final"]["test_acc"] > 0.35, metrics["history"]
     assert metrics["data_sha256"] == {"cifar-10-python.tar.gz": contents["sha256"]}
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_epoch(tmp_path, mnist_data_dir, mnist_mirror):
+    """SIGKILL after an epoch's checkpoint; the rerun continues from it and ends bit-identical
+    to an uninterrupted run, with every epoch once."""
+    import signal
+    import time
+
+    args = [f"data_dir={mnist_data_dir}", f"dataset.mirror={mnist_mirror or 'null'}", *SMALL_MLP,
+            "train.epochs=4", "dataset.train_fraction=0.2", "seed=2", "eval.mc_samples=2"]
+    reference = train.main(compose_config([f"out={tmp_path / 'reference'}", *args]))
+
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "dropout_lab.train", f"out={out}", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists() and (out / "checkpoint.pt").exists()
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch" in resumed.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_after_epoch"] >= 1
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+    assert not (out / "checkpoint.pt").exists()
+    strip = lambda m: without_timing({k: v for k, v in m.items() if k != "resumed_after_epoch"})  # noqa: E731
+    assert strip(metrics) == strip(json.loads(json.dumps(reference)))
+
+
+@pytest.mark.slow
+def test_checkpoint_of_other_settings_is_ignored(tmp_path, mnist_data_dir, mnist_mirror):
+    args = [f"data_dir={mnist_data_dir}", f"dataset.mirror={mnist_mirror or 'null'}", *SMALL_MLP,
+            "train.epochs=2", "dataset.train_fraction=0.05", "eval.mc_samples=0"]
+    out = tmp_path / "run"
+    out.mkdir()
+    import torch
+
+    torch.save({"fingerprint": "something else", "epoch": 1}, out / "checkpoint.pt")
+    metrics = train.main(compose_config([f"out={out}", *args]))
+    assert metrics["resumed_after_epoch"] is None and len(metrics["history"]) == 2

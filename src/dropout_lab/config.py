@@ -128,6 +128,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: Optional[int] = None  # CPU threads; None keeps torch's default
     progress: bool = True  # a progress bar when stderr is a terminal
+    checkpoint: bool = True  # save OUT/checkpoint.pt after each epoch; a rerun resumes from it
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)

@@ -11,6 +11,8 @@ arithmetic.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import platform
@@ -29,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dropout_lab import data
-from dropout_lab.atomic import write_json
+from dropout_lab.atomic import atomic_path, write_json
 from dropout_lab.config import (
     COMPOSITION_ERRORS, CONFIG_DIR, ConfigError, Rates, compose_config, describe_composition_error, validate,
 )
@@ -198,6 +200,36 @@ def evaluate_unscaled(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
             gate.scaled = True
 
 
+# --------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT = "checkpoint.pt"
+# Settings that do not change what a run computes; a checkpoint survives changes to them.
+_NOT_FINGERPRINTED = ("out", "progress", "checkpoint", "threads", "data_dir")
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    for key in _NOT_FINGERPRINTED:
+        settings.pop(key, None)
+    settings["dataset"].pop("mirror", None)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
+    """The state saved after the last finished epoch, if it belongs to this exact run."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, weights_only=True)  # never unpickles arbitrary objects
+    except Exception as err:  # a damaged checkpoint costs a restart, never a wrong result
+        print(f"ignoring unreadable checkpoint {path}: {err}", file=sys.stderr)
+        return None
+    if state.get("fingerprint") != fingerprint:
+        print(f"ignoring checkpoint {path}: it belongs to other settings", file=sys.stderr)
+        return None
+    return state
+
+
 # --------------------------------------------------------------------------- provenance
 
 
@@ -266,7 +298,8 @@ def main(cfg: DictConfig) -> dict:
     x_train, y_train, x_test, y_test = load_tensors(cfg, device)
     torch.manual_seed(seeds["init"])
     model = build_model(cfg, rates, x_train.shape[1:]).to(device)
-    set_generator(model, torch.Generator(device=device).manual_seed(seeds["gates"]))
+    gate_gen = torch.Generator(device=device).manual_seed(seeds["gates"])
+    set_generator(model, gate_gen)
     order = torch.Generator().manual_seed(seeds["order"])
 
     t = cfg.train
@@ -278,8 +311,18 @@ def main(cfg: DictConfig) -> dict:
     else:
         lr_at = lambda step: t.lr  # noqa: E731
 
-    history, step = [], 0
-    for epoch in range(1, t.epochs + 1):
+    history, step, first_epoch = [], 0, 1
+    checkpoint = Path(cfg.out) / CHECKPOINT
+    fingerprint = config_fingerprint(cfg)
+    state = load_checkpoint(checkpoint, fingerprint) if cfg.checkpoint else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        order.set_state(state["order"])
+        gate_gen.set_state(state["gates"])
+        history, step, first_epoch = state["history"], state["step"], state["epoch"] + 1
+        print(f"resuming after epoch {state['epoch']} from {checkpoint}", flush=True)
+    for epoch in range(first_epoch, t.epochs + 1):
         epoch_start = time.perf_counter()
         train_loss, train_acc, step = train_epoch(
             model, optimizer, x_train, y_train, t.batch_size, order, lr_at, step, cfg.model.max_norm, cfg.progress
@@ -295,6 +338,13 @@ def main(cfg: DictConfig) -> dict:
             f"test loss {test_loss:.4f} acc {test_acc:.4f}  ({train_seconds:.1f} s)",
             flush=True,
         )
+        if cfg.checkpoint and epoch < t.epochs:
+            with atomic_path(checkpoint) as tmp:
+                torch.save({
+                    "fingerprint": fingerprint, "epoch": epoch, "step": step, "history": history,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "order": order.get_state(), "gates": gate_gen.get_state(),
+                }, tmp)
 
     # The generalisation gap uses the deterministic net on both splits, not the
     # running training accuracy, which is measured with the gates on.
@@ -316,6 +366,7 @@ def main(cfg: DictConfig) -> dict:
         "seed": cfg.seed,
         "stream_seeds": seeds,
         "rates": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(rates).items()},
+        "resumed_after_epoch": first_epoch - 1 if first_epoch > 1 else None,
         "train_samples": len(y_train),
         "test_samples": len(y_test),
         "history": history,
@@ -337,6 +388,7 @@ def main(cfg: DictConfig) -> dict:
         "data_sha256": data.raw_checksums(cfg.dataset.name, dict(cfg.dataset.checksums or {})),
     }
     write_json(Path(cfg.out) / "metrics.json", metrics)
+    checkpoint.unlink(missing_ok=True)  # the run is finished; metrics.json is its record
     return metrics
 
 
