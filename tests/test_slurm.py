@@ -1,0 +1,78 @@
+"""The smoke workflow through the SLURM profile, on a real single-node SLURM started for the test.
+
+tools/local-slurm starts munged, slurmctld and slurmd as root; the scheduler's
+job completion log is the record that the training jobs went through SLURM.
+Without root or the Debian packages the test is skipped with the reason; in CI
+(CI=true, where .ci/run installs them) it must run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dropout_lab import grid
+from tests.conftest import ROOT
+
+LOCAL_SLURM = ROOT / "tools" / "local-slurm"
+
+
+@pytest.fixture
+def slurm(tmp_path):
+    state = tmp_path / "slurm"
+    proc = subprocess.run([str(LOCAL_SLURM), "start", str(state)], capture_output=True, text=True, timeout=120)
+    if proc.returncode == 3:
+        reason = proc.stderr.strip()
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must be able to start SLURM: {reason}")
+        pytest.skip(reason)
+    try:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        yield state
+    finally:
+        subprocess.run([str(LOCAL_SLURM), "stop", str(state)], timeout=120)
+
+
+@pytest.mark.slow
+def test_smoke_workflow_through_the_slurm_profile(tmp_path, slurm, mnist_mirror):
+    if shutil.which("latexmk") is None:
+        pytest.skip("latexmk is not installed (see the README's TeX line)")
+    work = tmp_path / "work"
+    work.mkdir()
+    overrides = {"scale": "smoke", "experiments": ["mnist_mlp"], "data": {"mirrors": {"mnist": mnist_mirror}}}
+    (work / "test-config.yaml").write_text(yaml.safe_dump(overrides))
+    env = {**os.environ, "SLURM_CONF": str(slurm / "slurm.conf")}
+    # The profile as users run it; the overrides are this cluster's facts: two cores per
+    # group job, and no accounting database, so job states come from squeue.
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(work),
+         "--profile", str(ROOT / "workflow" / "profiles" / "slurm"), "--configfile", str(work / "test-config.yaml"),
+         "--cores", "2", "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2"],
+        capture_output=True, text=True, timeout=1500, env=env,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-5000:]
+    assert (work / "results" / "paper" / "paper.pdf").stat().st_size > 0
+
+    full = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    full.update({"scale": "smoke", "experiments": ["mnist_mlp"]})
+    runs = grid.expand_runs(full)
+    assert len(list((work / "results" / "runs").rglob("metrics.json"))) == len(runs)
+    assert "localrule train" not in output  # training never ran on the submitting machine
+
+    # The scheduler's own record: one completed job per group of eight training runs, in our folder.
+    profile = yaml.safe_load((ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+    per_group = int(profile["group-components"][0].split("=")[1])
+    records = (slurm / "log" / "jobcomp.log").read_text().splitlines()
+    ours = [r for r in records if f"WorkDir={work}" in r]
+    assert len(ours) == -(-len(runs) // per_group)
+    assert all("JobState=COMPLETED" in r for r in ours)
+    submitted = set(re.findall(r"submitted with SLURM jobid (\d+)", output))
+    assert {re.search(r"JobId=(\d+)", r).group(1) for r in ours} == submitted
