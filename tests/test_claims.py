@@ -166,3 +166,24 @@ def test_weight_norm_reading_finds_where_weights_are_smallest():
     df = sweep_table(lambda r: 0.98).assign(weight_norm=lambda d: 30 - 20 * d["hidden_rate"])
     result = claims.weight_norm_claim(df, "hidden_rate", OPTIMUM, ALPHA, SAMPLES)
     assert result["best"] == 0.9 and result["verdict"] == claims.NOT_SUPPORTED
+
+
+def test_diverged_runs_are_counted_and_never_averaged_in():
+    df = sweep_table(lambda r: 0.98 - 0.2 * (r - 0.5) ** 2 - (0.01 if r != 0.5 else 0.0))
+    df = df.assign(status="ok", diverged_epoch=np.nan, weight_norm=10.0 - df["hidden_rate"], experiment="e", gate="bernoulli", convention="inverted",
+                   cell="c", run=[f"r{i}" for i in range(len(df))], in_hidden_sweep=True, in_input_sweep=False,
+                   in_gate_parity=False, in_conventions=False)
+    bad = df.iloc[:3].assign(status="diverged", diverged_epoch=2, test_acc=np.nan, hidden_rate=0.5,
+                             run=["x1", "x2", "x3"])
+    table = pd.concat([df, bad], ignore_index=True)
+    config = {"claims": {"alpha": ALPHA, "bootstrap_samples": 500, "optimum": {**OPTIMUM, "experiment": "e"},
+                         "input_rate": {"experiment": "e", "threshold": 0.2},
+                         "gaussian_parity": {"experiment": "e", "margin": 0.0025},
+                         "inference": {"experiment": "e", "k": 50, "margin": 0.005}},
+              "grids": {"e": {"hidden_sweep": {"vary": "hidden", "rates": RATES}}}}
+    result = claims.evaluate_claims(table, config)
+    assert result["optimum"]["verdict"] == claims.SUPPORTED
+    assert next(r for r in result["optimum"]["table"] if r["rate"] == 0.5)["n"] == 5  # the 3 diverged left out
+    summary = claims.diverged_runs(table)
+    assert summary["count"] == 3 and summary["of"] == len(table)
+    assert {r["epoch"] for r in summary["runs"]} == {2}

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,10 @@ LOCAL_SLURM = ROOT / "tools" / "local-slurm"
 
 
 @pytest.fixture
-def slurm(tmp_path):
-    state = tmp_path / "slurm"
+def slurm():
+    # munged needs every folder above its socket to be world-searchable; pytest's are not.
+    state = Path(tempfile.mkdtemp(prefix="dropout-lab-slurm-", dir="/tmp"))
+    state.chmod(0o755)
     proc = subprocess.run([str(LOCAL_SLURM), "start", str(state)], capture_output=True, text=True, timeout=120)
     if proc.returncode == 3:
         reason = proc.stderr.strip()
@@ -38,6 +41,7 @@ def slurm(tmp_path):
         yield state
     finally:
         subprocess.run([str(LOCAL_SLURM), "stop", str(state)], timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.mark.slow

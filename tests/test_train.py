@@ -152,3 +152,14 @@ def test_checkpoint_of_other_settings_is_ignored(tmp_path, mnist_data_dir, mnist
     torch.save({"fingerprint": "something else", "epoch": 1}, out / "checkpoint.pt")
     metrics = train.main(compose_config([f"out={out}", *args]))
     assert metrics["resumed_after_epoch"] is None and len(metrics["history"]) == 2
+
+
+@pytest.mark.slow
+def test_divergence_stops_the_run_and_is_recorded(tmp_path, mnist_data_dir, mnist_mirror):
+    metrics = run(tmp_path, mnist_data_dir, mnist_mirror, "train.lr=1e6", "train.schedule=constant",
+                  "train.epochs=3", "dataset.train_fraction=0.05")
+    assert metrics["status"] == "diverged" and metrics["diverged_epoch"] == 1
+    assert len(metrics["history"]) == 1 and metrics["final"] is None and metrics["mc"] is None
+    text = (tmp_path / "run" / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON
+    json.loads(text)

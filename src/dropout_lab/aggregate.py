@@ -26,7 +26,12 @@ def _uniform(rates: list[float]) -> float:
 
 
 def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, Any]:
-    cfg, final, mc = metrics["config"], metrics["final"], metrics.get("mc") or {}
+    """One row; a diverged run keeps its coordinates and status, and NaN for every result."""
+    cfg, mc = metrics["config"], metrics.get("mc") or {}
+    final = {k: (math.nan if v is None else v) for k, v in (metrics.get("final") or {}).items()}
+    for key in ("train_acc", "train_loss", "test_acc", "test_loss", "gap_acc", "gap_loss"):
+        final.setdefault(key, math.nan)
+    norms = metrics.get("weight_norms")
     rates = metrics["rates"]
     row: dict[str, Any] = {
         "run": str(Path(record["path"]).parent),
@@ -37,6 +42,8 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, 
         "convention": cfg["gate"].get("convention", "inverted"),
         "cell": record["cell"],
         "seed": metrics["seed"],
+        "status": metrics.get("status", "ok"),
+        "diverged_epoch": metrics.get("diverged_epoch") or math.nan,
         "placement": record.get("placement") or "",
         "input_rate": rates["input"],
         **{f"{slot}_rate": _uniform(rates[slot]) for slot in ("hidden", "conv", "fc")},
@@ -47,11 +54,11 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, 
         "gap_acc": final["gap_acc"],
         "gap_loss": final["gap_loss"],
         "test_error_pct": 100.0 * (1.0 - final["test_acc"]),
-        "mc_test_acc": mc.get("test_acc", math.nan),
+        "mc_test_acc": mc.get("test_acc") if mc.get("test_acc") is not None else math.nan,
         "mc_samples": mc.get("samples", 0),
         "unscaled_test_acc": (metrics.get("unscaled_inference") or {}).get("test_acc", final["test_acc"]),
         "unscaled_test_loss": (metrics.get("unscaled_inference") or {}).get("test_loss", final["test_loss"]),
-        "weight_norm": math.sqrt(sum(v * v for v in metrics["weight_norms"].values())),
+        "weight_norm": math.sqrt(sum(v * v for v in norms.values())) if norms else math.nan,
         "epochs": cfg["train"]["epochs"],
         "train_samples": metrics["train_samples"],
         "test_samples": metrics["test_samples"],
@@ -71,7 +78,8 @@ KEYS = ("run", "experiment", "gate", "convention", "cell", "seed", "input_rate",
 
 
 def curve_rows(row: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [{**{k: row[k] for k in KEYS}, **epoch} for epoch in metrics["history"]]
+    return [{**{k: row[k] for k in KEYS}, **{k: (math.nan if v is None else v) for k, v in epoch.items()}}
+            for epoch in metrics["history"]]
 
 
 def mc_rows(row: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[dict[str, Any]]:

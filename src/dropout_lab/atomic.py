@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -47,7 +48,19 @@ def atomic_open(target: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             yield fh
 
 
+def finite_or_none(value: object) -> object:
+    """NaN and infinities become None (JSON null), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
 def write_json(target: str | os.PathLike, data: object) -> None:
+    """Strict JSON (non-finite numbers written as null), atomically."""
     with atomic_open(target, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False)
+        json.dump(finite_or_none(data), fh, indent=2, sort_keys=False, allow_nan=False)
         fh.write("\n")

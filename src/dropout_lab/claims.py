@@ -318,6 +318,9 @@ def evaluate_claims(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFr
     settings = config["claims"]
     alpha, samples = settings["alpha"], settings["bootstrap_samples"]
     out: dict[str, Any] = {}
+    runs = runs[runs["status"] == "ok"]  # diverged runs are counted (diverged_runs), never averaged in
+    if mc is not None and len(mc):
+        mc = mc[mc["run"].isin(runs["run"])]
 
     def sweep(claim: str, name: str) -> tuple[pd.DataFrame, Mapping[str, Any]] | None:
         experiment = settings[claim]["experiment"]
@@ -354,3 +357,17 @@ def evaluate_claims(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFr
         if len(rows):
             out["conventions"] = convention_claim(rows, alpha)
     return out
+
+
+def diverged_runs(runs: pd.DataFrame) -> dict[str, Any]:
+    """How many runs diverged, and which (experiment, gate, convention, cell, seed, epoch)."""
+    bad = runs[runs["status"] != "ok"]
+    return {
+        "count": int(len(bad)),
+        "of": int(len(runs)),
+        "runs": [
+            {"experiment": r.experiment, "gate": r.gate, "convention": r.convention, "cell": r.cell,
+             "seed": int(r.seed), "epoch": None if pd.isna(r.diverged_epoch) else int(r.diverged_epoch)}
+            for r in bad.itertuples()
+        ],
+    }

@@ -190,6 +190,13 @@ def draw(stem: str, runs: pd.DataFrame, curves: pd.DataFrame, config: Mapping[st
     grid = config["grids"][name]
     label = f"{grid['dataset'].upper()} {grid['model'].upper()}"
     own = runs[runs["experiment"] == name]
+    diverged = int((own["status"] != "ok").sum())
+    if diverged:  # counted in the title, never plotted as numbers
+        label += f" ({diverged} diverged run{'s' if diverged > 1 else ''} excluded)"
+    own = own[own["status"] == "ok"]
+    curves = curves[curves["run"].isin(own["run"])]
+    if mc is not None and len(mc):
+        mc = mc[mc["run"].isin(own["run"])]
     bernoulli_sweep = own[own["in_hidden_sweep"] & (own["gate"] == "bernoulli")]
     if kind == "hidden_sweep":
         rate_sweep(bernoulli_sweep, grid[kind]["vary"], f"{label}: rate sweep", out_dir / stem)

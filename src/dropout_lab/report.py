@@ -266,6 +266,7 @@ def write_report(
     config: Mapping[str, Any],
     anchors_file: Path,
     out: Path,
+    diverged: Mapping[str, Any] | None = None,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     settings = config["claims"]
@@ -274,6 +275,12 @@ def write_report(
     scale = config["scale"]
     m.add("ScaleName", scale)
     m.add("NumRuns", len(runs))
+    diverged = diverged or {"count": 0, "runs": []}
+    m.add("NumDiverged", diverged["count"])
+    rows = [[tex(r["experiment"]), tex(r["gate"] + ("" if r["convention"] == "inverted" else f" ({r['convention']})")),
+             tex(r["cell"]), str(r["seed"]), str(r["epoch"])] for r in diverged["runs"]]
+    write(out / "diverged.tex", _tabular(["experiment", "gate", "cell", "seed", "epoch"], rows, "lllrr")
+          if rows else "No run diverged.\n")
     m.add("SeedsPerCell", config["seeds"][scale])
     m.add("Alpha", f"{alpha:g}")
     m.add("BootstrapSamples", settings["bootstrap_samples"])

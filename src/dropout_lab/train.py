@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dropout_lab import data
-from dropout_lab.atomic import atomic_path, write_json
+from dropout_lab.atomic import atomic_path, finite_or_none, write_json
 from dropout_lab.config import (
     COMPOSITION_ERRORS, CONFIG_DIR, ConfigError, Rates, compose_config, describe_composition_error, validate,
 )
@@ -200,9 +200,37 @@ def evaluate_unscaled(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
             gate.scaled = True
 
 
+def final_evaluation(cfg, model, x_train, y_train, x_test, y_test, history, device, seeds):
+    """Final numbers of a finished run: deterministic net on both splits, Monte-Carlo, unscaled."""
+    # The generalisation gap uses the deterministic net on both splits, not the
+    # running training accuracy, which is measured with the gates on.
+    train_loss, train_acc = evaluate(model, x_train, y_train, cfg.eval.batch_size)
+    test_loss, test_acc = history[-1]["test_loss"], history[-1]["test_acc"]
+    final = {
+        "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
+        "gap_acc": train_acc - test_acc, "gap_loss": test_loss - train_loss,
+    }
+    mc = None
+    if cfg.eval.mc_samples > 0:
+        mc_gen = torch.Generator(device=device).manual_seed(seeds["mc"])
+        mc_loss, mc_acc, curve = evaluate_mc(model, x_test, y_test, cfg.eval.batch_size, cfg.eval.mc_samples, mc_gen)
+        mc = {"samples": cfg.eval.mc_samples, "test_loss": mc_loss, "test_acc": mc_acc,
+              "curve": {str(k): acc for k, acc in curve.items()}}
+    unscaled = None
+    if cfg.gate.convention == "scaled":
+        loss, acc = evaluate_unscaled(model, x_test, y_test, cfg.eval.batch_size)
+        unscaled = {"test_loss": loss, "test_acc": acc}
+    return final, mc, unscaled
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 CHECKPOINT = "checkpoint.pt"
+
+
+class WriteError(OSError):
+    """A result could not be written; the message is one line and names the file."""
+
 # Settings that do not change what a run computes; a checkpoint survives changes to them.
 _NOT_FINGERPRINTED = ("out", "progress", "checkpoint", "threads", "data_dir")
 
@@ -322,6 +350,7 @@ def main(cfg: DictConfig) -> dict:
         gate_gen.set_state(state["gates"])
         history, step, first_epoch = state["history"], state["step"], state["epoch"] + 1
         print(f"resuming after epoch {state['epoch']} from {checkpoint}", flush=True)
+    diverged_epoch = None
     for epoch in range(first_epoch, t.epochs + 1):
         epoch_start = time.perf_counter()
         train_loss, train_acc, step = train_epoch(
@@ -338,28 +367,27 @@ def main(cfg: DictConfig) -> dict:
             f"test loss {test_loss:.4f} acc {test_acc:.4f}  ({train_seconds:.1f} s)",
             flush=True,
         )
+        if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
+            diverged_epoch = epoch
+            print(f"diverged in epoch {epoch}: the loss is not finite; stopping this run", flush=True)
+            break
         if cfg.checkpoint and epoch < t.epochs:
-            with atomic_path(checkpoint) as tmp:
-                torch.save({
-                    "fingerprint": fingerprint, "epoch": epoch, "step": step, "history": history,
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "order": order.get_state(), "gates": gate_gen.get_state(),
-                }, tmp)
+            try:
+                with atomic_path(checkpoint) as tmp:
+                    torch.save({
+                        "fingerprint": fingerprint, "epoch": epoch, "step": step, "history": history,
+                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "order": order.get_state(), "gates": gate_gen.get_state(),
+                    }, tmp)
+            except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+                raise WriteError(f"could not write {checkpoint}: {err}; free space or make the folder "
+                                 "writable, then run again (the run resumes from its last good checkpoint)") from err
 
-    # The generalisation gap uses the deterministic net on both splits, not the
-    # running training accuracy, which is measured with the gates on.
-    final_train_loss, final_train_acc = evaluate(model, x_train, y_train, cfg.eval.batch_size)
-    final_test_loss, final_test_acc = history[-1]["test_loss"], history[-1]["test_acc"]
-    mc = None
-    if cfg.eval.mc_samples > 0:
-        mc_gen = torch.Generator(device=device).manual_seed(seeds["mc"])
-        mc_loss, mc_acc, curve = evaluate_mc(model, x_test, y_test, cfg.eval.batch_size, cfg.eval.mc_samples, mc_gen)
-        mc = {"samples": cfg.eval.mc_samples, "test_loss": mc_loss, "test_acc": mc_acc,
-              "curve": {str(k): acc for k, acc in curve.items()}}
-    unscaled = None
-    if cfg.gate.convention == "scaled":
-        loss, acc = evaluate_unscaled(model, x_test, y_test, cfg.eval.batch_size)
-        unscaled = {"test_loss": loss, "test_acc": acc}
+    if diverged_epoch is None:
+        final, mc, unscaled = final_evaluation(cfg, model, x_train, y_train, x_test, y_test, history, device, seeds)
+        norms = effective_weight_norms(model)
+    else:  # recorded as diverged, with no final numbers that could be averaged in by mistake
+        final, mc, unscaled, norms = None, None, None, None
 
     metrics = {
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -370,24 +398,25 @@ def main(cfg: DictConfig) -> dict:
         "train_samples": len(y_train),
         "test_samples": len(y_test),
         "history": history,
-        "final": {
-            "train_loss": final_train_loss,
-            "train_acc": final_train_acc,
-            "test_loss": final_test_loss,
-            "test_acc": final_test_acc,
-            "gap_acc": final_train_acc - final_test_acc,
-            "gap_loss": final_test_loss - final_train_loss,
-        },
+        "status": "ok" if diverged_epoch is None else "diverged",
+        "diverged_epoch": diverged_epoch,
+        "final": final,
         "mc": mc,
         "unscaled_inference": unscaled,
-        "weight_norms": effective_weight_norms(model),
+        "weight_norms": norms,
         "wall_seconds": time.perf_counter() - started,
         "device": device_info(device),
         "versions": library_versions(),
         "git": git_commit(),
         "data_sha256": data.raw_checksums(cfg.dataset.name, dict(cfg.dataset.checksums or {})),
     }
-    write_json(Path(cfg.out) / "metrics.json", metrics)
+    metrics = finite_or_none(metrics)
+    target = Path(cfg.out) / "metrics.json"
+    try:
+        write_json(target, metrics)
+    except OSError as err:
+        raise WriteError(f"could not write {target}: {err.strerror or err}; nothing there was changed; "
+                         "free space or make the folder writable, then run again") from err
     checkpoint.unlink(missing_ok=True)  # the run is finished; metrics.json is its record
     return metrics
 
@@ -399,6 +428,9 @@ def app(cfg: DictConfig) -> None:
     except (ConfigError, data.DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 def cli() -> None:

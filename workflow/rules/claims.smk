@@ -9,6 +9,7 @@ rule claims:
         json=report("results/claims/claims.json", category="Verdicts"),
         macros="results/claims/macros.tex",
         verdicts="results/claims/verdicts.tex",
+        diverged="results/claims/diverged.tex",
         theory="results/claims/theory.tex",
         sections=expand(
             "results/claims/claims/{claim}.tex",

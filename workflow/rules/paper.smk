@@ -4,6 +4,7 @@ rule paper:
         bib=f"{PAPER_DIR}/refs.bib",
         macros="results/claims/macros.tex",
         verdicts="results/claims/verdicts.tex",
+        diverged="results/claims/diverged.tex",
         theory="results/claims/theory.tex",
         sections=rules.claims.output.sections,
         placement="results/claims/placement.tex",
