@@ -95,13 +95,48 @@ def test_bad_grids_are_named(cfg, message):
         grid.expand_runs(cfg)
 
 
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+# (path to the key, bad value, text of the one-line error)
+BAD_CONFIG = [
+    (["scale"], "huge", "scale='huge' is not allowed; choose one of ['paper', 'quick', 'smoke']"),
+    (["seeds", "smoke"], 0, "seeds.smoke=0"),
+    (["seeds", "smoke"], "two", "seeds.smoke='two'"),
+    (["experiments"], [], "experiments is empty"),
+    (["device"], "tpu", "device='tpu'"),
+    (["threads_per_run"], 0, "threads_per_run=0"),
+    (["colour"], "red", "colour is not a setting; the top level has: claims, data"),
+    (["data", "mirror"], "x", "data.mirror is not a setting; data has: checksums, dir, mirrors"),
+    (["data", "checksums", "cifar10"], {"cifar-10-python.tar.gz": "abc"}, "data.checksums.cifar10"),
+    (["grids", "mnist_mlp", "hidden_sweep", "rates"], [], "grids.mnist_mlp.hidden_sweep.rates is empty"),
+    (["grids", "mnist_mlp", "hidden_sweep", "rates"], [0.5, 1.0], "grids.mnist_mlp.hidden_sweep.rates[1]=1.0"),
+    (["grids", "mnist_mlp", "input_sweep", "vary"], "middle", "grids.mnist_mlp.input_sweep.vary='middle'"),
+    (["grids", "mnist_mlp", "gate_parity", "gates"], ["bernoulli", "uniform"], "gate_parity.gates[1]='uniform'"),
+    (["grids", "mnist_mlp", "model"], "resnet", "grids.mnist_mlp.model='resnet' is not allowed"),
+    (["grids", "mnist_mlp", "dataset"], "imagenet", "grids.mnist_mlp.dataset='imagenet' is not allowed"),
+    (["claims", "alpha"], 0.7, "claims.alpha=0.7"),
+    (["claims", "gaussian_parity", "margin"], -0.01, "claims.gaussian_parity.margin=-0.01"),
+    (["theory", "gradient", "samples"], [10], "theory.gradient.samples=[10]"),
+]
+
+
+@pytest.mark.parametrize("path, value, message", BAD_CONFIG, ids=[".".join(map(str, p)) for p, _, _ in BAD_CONFIG])
+def test_bad_workflow_config_is_named_in_one_line(path, value, message):
+    with pytest.raises(grid.GridError) as info:
+        grid.check_schema(_bad(path, value), SCHEMA)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_shipped_config_is_valid():
+    grid.check_schema(CONFIG, SCHEMA)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["scale=huge"], "scale"),
-        (["device=tpu"], "device"),
-        (["threads_per_run=0"], "threads_per_run"),
-        (["experiments=[]"], "experiments"),
+        (["scale=huge"], "config: scale='huge' is not allowed"),
+        (["experiments=[]"], "config: experiments is empty"),
+        (["experiments=[mnist_mlp,imagenet_vit]"], "experiments lists 'imagenet_vit'"),
     ],
 )
 def test_snakemake_rejects_bad_config_before_running(tmp_path, args, message):
@@ -112,5 +147,5 @@ def test_snakemake_rejects_bad_config_before_running(tmp_path, args, message):
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "Error validating config file" in output and message in output
+    assert message in output
     assert not (tmp_path / "results").exists()

@@ -70,6 +70,39 @@ class Run:
         return " ".join(shlex.quote(arg) for arg in self.overrides(settings))
 
 
+def _where(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def check_schema(config: Mapping[str, Any], schema_file: str | Path) -> None:
+    """Validate the workflow config against its JSON schema; raise GridError with one line naming the key."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_file).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return
+    where = _where(error.absolute_path)
+    value = error.instance
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
+        key = f"{where}.{extra[0]}" if where and extra else (extra[0] if extra else where)
+        raise GridError(f"config: {key} is not a setting; {where or 'the top level'} has: {', '.join(allowed)}")
+    if error.validator == "enum":
+        raise GridError(f"config: {where}={value!r} is not allowed; choose one of {error.validator_value}")
+    if error.validator == "required":
+        raise GridError(f"config: {where or 'the top level'} lacks a required key: {error.message}")
+    if error.validator in ("minItems", "minProperties") and not value:
+        raise GridError(f"config: {where} is empty; give at least {error.validator_value}")
+    raise GridError(f"config: {where}={value!r}: {error.message}")
+
+
 def preset_rates(preset: str, model: str, config_dir: str = CONFIG_DIR) -> tuple[tuple[str, float], ...]:
     """The rates a config/dropout/ preset gives the model's slots; reject a preset that does not fit."""
     path = Path(config_dir) / "dropout" / f"{preset}.yaml"

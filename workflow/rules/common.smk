@@ -7,12 +7,14 @@ from snakemake.utils import validate
 
 from dropout_lab import grid
 
-validate(config, "../schemas/config.schema.yaml")
 try:
+    # One line naming the bad key first; then Snakemake's own validation.
+    grid.check_schema(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+    validate(config, "../schemas/config.schema.yaml")
     RUNS = grid.expand_runs(config)
     grid.check_claims(config)
 except grid.GridError as err:
-    raise WorkflowError(f"config: {err}")
+    raise WorkflowError(str(err))
 
 
 # The interpreter running Snakemake has the package: put it first on PATH so that
