@@ -1,0 +1,74 @@
+"""SIGKILL the whole workflow (Snakemake and its training jobs) at random moments, several times;
+the rerun finishes, and its aggregate equals that of an uninterrupted run with the same seeds."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+TIMING = ["wall_seconds"]
+
+
+def small_config(mirror: str | None) -> dict:
+    return {
+        "scale": "smoke",
+        "experiments": ["mnist_mlp"],
+        "data": {"mirrors": {"mnist": mirror}},
+        "grids": {"mnist_mlp": {"dataset": "mnist", "model": "mlp",
+                                "hidden_sweep": {"vary": "hidden", "rates": [0.0, 0.5, 0.9],
+                                                 "fixed": {"input": 0.0}}}},
+    }
+
+
+def command(work: Path) -> list[str]:
+    return [SNAKEMAKE, "results/aggregate/runs.parquet", "-s", str(ROOT / "Snakefile"), "--directory", str(work),
+            "--cores", "2", "--configfile", str(work / "test-config.yaml")]
+
+
+def prepare(work: Path, mirror: str | None) -> None:
+    work.mkdir()
+    (work / "test-config.yaml").write_text(yaml.safe_dump(small_config(mirror)))
+
+
+@pytest.mark.slow
+def test_killed_workflow_resumes_to_the_same_aggregate(tmp_path, mnist_mirror):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    for work in (reference, killed):
+        prepare(work, mnist_mirror)
+    done = subprocess.run(command(reference), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(3):
+        proc = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        time.sleep(rng.uniform(2.0, 12.0))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up: the hardest interruption
+            kills += 1
+        proc.wait()
+        # A hard kill leaves Snakemake's lock behind; unlocking is the documented first step.
+        subprocess.run([*command(killed), "--unlock"], capture_output=True, timeout=120)
+    assert kills >= 1
+
+    finished = subprocess.run(command(killed), capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    a = pd.read_parquet(reference / "results" / "aggregate" / "runs.parquet").drop(columns=TIMING)
+    b = pd.read_parquet(killed / "results" / "aggregate" / "runs.parquet").drop(columns=TIMING)
+    key = ["experiment", "gate", "convention", "cell", "seed"]
+    pd.testing.assert_frame_equal(a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True))
+    again = subprocess.run(command(killed), capture_output=True, text=True, timeout=300)
+    assert "Nothing to be done" in again.stdout + again.stderr
