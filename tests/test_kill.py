@@ -18,7 +18,7 @@ import yaml
 from tests.conftest import ROOT
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-TIMING = ["wall_seconds"]
+TIMING = ["wall_seconds", "commit"]  # time, and the commit (a commit made while the test runs)
 
 
 def small_config(mirror: str | None) -> dict:

@@ -340,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default="data", help="folder for raw files and the cache (default: data)")
     parser.add_argument("--mirror", default=None, help="http(s) URL or local folder tried before the official mirrors")
     parser.add_argument("--mirror-only", action="store_true", help="never try the official mirrors")
+    parser.add_argument("--stamp", help="after success, write this small JSON file naming the verified digests")
     parser.add_argument("--sha256", action="append", default=[], metavar="FILE=DIGEST",
                         help="verify FILE against DIGEST instead of the pinned digest (a private re-packed copy)")
     args = parser.parse_args(argv)
@@ -355,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     cache, _ = cache_paths(Path(args.data_dir), args.dataset)
+    if args.stamp:
+        # Same verified data, same bytes: a rebuilt cache leaves this file's checksum unchanged.
+        write_json(args.stamp, {"dataset": args.dataset, "sha256": raw_checksums(args.dataset, checksums)})
     print(f"{args.dataset}: {len(splits.train_y)} train, {len(splits.test_y)} test images, cached in {cache}")
     return 0
 

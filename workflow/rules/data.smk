@@ -1,6 +1,7 @@
 rule fetch_data:
     output:
-        f"{DATA_DIR}/{{dataset}}/{{dataset}}.pt",
+        cache=f"{DATA_DIR}/{{dataset}}/{{dataset}}.pt",
+        stamp=f"{DATA_DIR}/{{dataset}}/verified.json",
     log:
         "results/logs/fetch_data/{dataset}.log",
     localrule: True
@@ -9,4 +10,4 @@ rule fetch_data:
     params:
         args=fetch_arguments,
     shell:
-        "python -m dropout_lab.data {wildcards.dataset} {params.args} > {log} 2>&1"
+        "python -m dropout_lab.data {wildcards.dataset} {params.args} --stamp {output.stamp} > {log} 2>&1"
