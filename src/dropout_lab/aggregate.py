@@ -89,13 +89,18 @@ def mc_rows(row: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[dict[str
             for k, acc in curve.items()]
 
 
-def collect(
-    records: Iterable[Mapping[str, Any]], root: Path = Path(".")
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Read each record's metrics.json; return (runs, learning curves, Monte-Carlo curves)."""
+Loaded = list[tuple[Mapping[str, Any], dict[str, Any]]]
+
+
+def load(records: Iterable[Mapping[str, Any]], root: Path = Path(".")) -> Loaded:
+    """Each record with its run's metrics.json, read once."""
+    return [(record, json.loads((root / record["path"]).read_text())) for record in records]
+
+
+def collect(loaded: Loaded) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(runs, learning curves, Monte-Carlo curves) as tidy tables."""
     runs, curves, mc = [], [], []
-    for record in records:
-        metrics = json.loads((root / record["path"]).read_text())
+    for record, metrics in loaded:
         row = run_row(record, metrics)
         runs.append(row)
         curves.extend(curve_rows(row, metrics))
@@ -103,11 +108,10 @@ def collect(
     return pd.DataFrame(runs), pd.DataFrame(curves), pd.DataFrame(mc)
 
 
-def provenance(records: Iterable[Mapping[str, Any]], root: Path = Path(".")) -> dict[str, Any]:
+def provenance(loaded: Loaded) -> dict[str, Any]:
     """What the report states about where the numbers come from: data digests, versions, hardware, commits."""
     data, versions, devices, commits, dirty, wall = {}, {}, set(), set(), False, 0.0
-    for record in records:
-        metrics = json.loads((root / record["path"]).read_text())
+    for _, metrics in loaded:
         data[metrics["config"]["dataset"]["name"]] = metrics["data_sha256"]
         versions = metrics["versions"]
         devices.add(f"{metrics['device']['type']}: {metrics['device']['name']}")

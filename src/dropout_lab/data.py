@@ -159,9 +159,9 @@ def _fetch_one(name: str, expected: str, sources: Iterable[str], dest_dir: Path,
             except (OSError, EOFError, zlib.error, ValueError) as err:
                 reason = str(err) or type(err).__name__
                 tried.append(f"{location} ({reason})")
-    raise DataError(
-        f"could not get a verified {name}: tried " + "; ".join(tried) if tried else f"no sources for {name}"
-    )
+    if not tried:
+        raise DataError(f"no sources for {name}")
+    raise DataError(f"could not get a verified {name}: tried " + "; ".join(tried))
 
 
 def sources_for(spec: DatasetSpec, mirror: str | None, official: bool = True) -> list[str]:

@@ -14,7 +14,6 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from dropout_lab.atomic import atomic_path  # noqa: E402
-from dropout_lab.grid import figure_stems  # noqa: E402
 
 SLOT_NAMES = {"hidden": "hidden", "input": "input", "conv": "conv", "fc": "fully connected"}
 
@@ -223,13 +222,3 @@ def draw(stem: str, runs: pd.DataFrame, curves: pd.DataFrame, config: Mapping[st
         conventions(own[own["in_conventions"]], f"{label}: inference conventions", out_dir / stem)
     else:
         raise ValueError(f"unknown figure {stem!r}")
-
-
-def draw_all(runs: pd.DataFrame, curves: pd.DataFrame, mc: pd.DataFrame, config: Mapping[str, Any],
-             out_dir: Path) -> list[Path]:
-    sns.set_theme(context="paper", style="whitegrid")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stems = figure_stems(config)
-    for stem in stems:
-        draw(stem, runs, curves, config, out_dir, mc)
-    return [out_dir / f"{stem}.pdf" for stem in stems]

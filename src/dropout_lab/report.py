@@ -351,18 +351,18 @@ def write_report(
 
     (out / "claims").mkdir(exist_ok=True)
     write(out / "verdicts.tex", _tabular(["claim", "estimate", "verdict"], verdict_rows, "llr"))
-    sections = {
-        "optimum": (lambda: optimum_section(claims["optimum"], claims["regularisation"],
-                                            settings["optimum"]["experiment"], alpha)) if "optimum" in claims else None,
-        "input_rate": (lambda: input_section(claims["input_rate"], settings["input_rate"]["experiment"]))
-        if "input_rate" in claims else None,
-        "gaussian_parity": (lambda: parity_section(claims["gaussian_parity"],
-                                                   settings["gaussian_parity"]["experiment"], alpha))
-        if "gaussian_parity" in claims else None,
-    }
-    for key, build in sections.items():
-        body = build() if build else f"\\emph{{This claim's experiment was {NOT_RUN} in this configuration.}}\n"
-        write(out / "claims" / f"{key}.tex", body)
+    def not_run() -> str:
+        return f"\\emph{{This claim's experiment was {NOT_RUN} in this configuration.}}\n"
+
+    write(out / "claims" / "optimum.tex",
+          optimum_section(claims["optimum"], claims["regularisation"], settings["optimum"]["experiment"], alpha)
+          if "optimum" in claims else not_run())
+    write(out / "claims" / "input_rate.tex",
+          input_section(claims["input_rate"], settings["input_rate"]["experiment"])
+          if "input_rate" in claims else not_run())
+    write(out / "claims" / "gaussian_parity.tex",
+          parity_section(claims["gaussian_parity"], settings["gaussian_parity"]["experiment"], alpha)
+          if "gaussian_parity" in claims else not_run())
     placement_parts = []
     for experiment in config["experiments"]:
         presets = config["grids"][experiment].get("placement")
