@@ -22,6 +22,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
 
 from dropout_lab.data import SPECS
+from dropout_lab.engine import PRECISIONS
 from dropout_lab.gates import CONVENTIONS, GATES
 
 CONFIG_DIR = os.environ.get("DROPOUT_LAB_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "config"))
@@ -90,6 +91,17 @@ class EvalConfig:
 
 
 @dataclass
+class EngineConfig:
+    """How the runs are computed (dropout_lab.engine); recorded in each run's metrics."""
+
+    precision: str = "fp32"  # fp32 | bf16 (autocast on the matrix products; weights stay float32)
+    tf32: bool = False  # float32 matrix products on TF32 tensor cores (CUDA only)
+    compile: bool = False  # torch.compile the step (needs a C++ compiler on CPU, Triton on GPU)
+    cuda_graphs: bool = False  # replay steps as CUDA graphs (torch.compile "reduce-overhead"; CUDA only)
+    noise_chunk: int = 8  # steps of gate noise drawn per call; part of each run's random streams
+
+
+@dataclass
 class ModelScale:
     """How big and how long one model trains at a scale (config/scale/)."""
 
@@ -122,6 +134,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     seed: int = 0
     out: str = MISSING  # the run directory; the caller (Snakemake) owns it
     data_dir: str = "data"
@@ -129,6 +142,7 @@ class RunConfig:
     threads: Optional[int] = None  # CPU threads; None keeps torch's default
     progress: bool = True  # a progress bar when stderr is a terminal
     checkpoint: bool = True  # save OUT/checkpoint.pt after each epoch; a rerun resumes from it
+    checkpoint_seconds: float = 0.0  # at most one checkpoint per this many seconds; 0: after every epoch
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
@@ -266,7 +280,7 @@ def _check_device(device: str) -> None:
 
 def validate(cfg: DictConfig) -> Rates:
     """Check every setting of one run; return its dropout rates per slot."""
-    for section in ("", "dataset", "model", "gate", "dropout", "train", "eval", "scale"):
+    for section in ("", "dataset", "model", "gate", "dropout", "train", "eval", "scale", "engine"):
         node = cfg[section] if section else cfg
         allowed = _schema_keys(section)
         for key in node.keys():
@@ -331,4 +345,9 @@ def validate(cfg: DictConfig) -> Rates:
     if cfg.threads is not None:
         _positive_int("threads", cfg.threads)
     _check_device(cfg.device)
+    if cfg.engine.precision not in PRECISIONS:
+        _fail(f"engine.precision={cfg.engine.precision!r} is unknown; choose one of {list(PRECISIONS)}")
+    _positive_int("engine.noise_chunk", cfg.engine.noise_chunk)
+    if not cfg.checkpoint_seconds >= 0:
+        _fail(f"checkpoint_seconds={cfg.checkpoint_seconds} must be >= 0; 0 saves after every epoch")
     return rates

@@ -3,10 +3,10 @@
     python -m dropout_lab.train dataset=mnist model=mlp gate=gaussian \
         dropout.input=0.2 dropout.hidden=0.5 seed=3 out=results/runs/example
 
-The whole dataset sits in memory (on the GPU when there is one) as one float
-tensor; each epoch draws a permutation and slices batches from it. There is no
-DataLoader: for nets this small its per-sample collation costs more than the
-arithmetic.
+`train_runs` trains several runs together as one pack (dropout_lab.engine,
+used by dropout_lab.pack); a single run is a pack of one, so a run gives the
+same numbers alone or in a pack. The whole dataset sits on the device as one
+tensor; there is no DataLoader.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Sequence
 
 import hydra
 import numpy as np
@@ -28,15 +29,15 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from tqdm import tqdm
 
 from dropout_lab import data
 from dropout_lab.atomic import atomic_path, finite_or_none, write_json
 from dropout_lab.config import (
     COMPOSITION_ERRORS, CONFIG_DIR, ConfigError, Rates, compose_config, describe_composition_error, validate,
 )
+from dropout_lab.engine import EngineSettings, Hyper, Member, PackTrainer
 from dropout_lab.gates import Gate, sampling_gates, set_generator
-from dropout_lab.models import CNN, MLP, apply_max_norm, effective_weight_norms
+from dropout_lab.models import CNN, MLP, effective_weight_norms
 
 CLASSES = 10
 
@@ -103,45 +104,7 @@ def build_model(cfg: DictConfig, rates: Rates, image_shape: torch.Size) -> nn.Mo
     )
 
 
-# --------------------------------------------------------------------------- loops
-
-
-def train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int,
-    order: torch.Generator,
-    lr_at,
-    step: int,
-    max_norm: float | None,
-    progress: bool,
-) -> tuple[float, float, int]:
-    """One pass over the data in a fresh random order; returns mean loss, accuracy, next step."""
-    model.train()
-    n = len(y)
-    perm = torch.randperm(n, generator=order).to(x.device)
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    starts = range(0, n, batch_size)
-    for start in tqdm(starts, leave=False, disable=None if progress else True, unit="batch"):
-        idx = perm[start : start + batch_size]
-        xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if max_norm is not None:
-            apply_max_norm(model, max_norm)
-        step += 1
-        with torch.no_grad():
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.argmax(1) == yb).sum()
-    return float(loss_sum) / n, float(correct) / n, step
+# --------------------------------------------------------------------------- per-run evaluation
 
 
 @torch.no_grad()
@@ -232,7 +195,7 @@ class WriteError(OSError):
     """A result could not be written; the message is one line and names the file."""
 
 # Settings that do not change what a run computes; a checkpoint survives changes to them.
-_NOT_FINGERPRINTED = ("out", "progress", "checkpoint", "threads", "data_dir")
+_NOT_FINGERPRINTED = ("out", "progress", "checkpoint", "checkpoint_seconds", "threads", "data_dir")
 
 
 def config_fingerprint(cfg: DictConfig) -> str:
@@ -314,103 +277,155 @@ def cpu_name() -> str:
 # --------------------------------------------------------------------------- main
 
 
-def main(cfg: DictConfig) -> dict:
-    """Validate, train, evaluate, write OUT/metrics.json atomically; return the metrics."""
-    rates = validate(cfg)  # before any data is touched
+# What may differ between the runs of one pack: their seeds, rates and folders.
+PER_RUN = ("seed", "dropout", "out")
+
+
+def check_pack(cfgs: Sequence[DictConfig]) -> None:
+    """Runs train together only if they differ in nothing but PER_RUN; else one line naming the key."""
+    def shared(cfg):
+        settings = OmegaConf.to_container(cfg, resolve=True)
+        return {key: value for key, value in settings.items() if key not in PER_RUN}
+
+    first = shared(cfgs[0])
+    for k, cfg in enumerate(cfgs[1:], 1):
+        other = shared(cfg)
+        for key in sorted(set(first) | set(other)):
+            if first.get(key) != other.get(key):
+                diff = _first_difference(first.get(key), other.get(key), key)
+                raise ConfigError(f"runs 0 and {k} of a pack differ in {diff}; a pack shares everything "
+                                  f"but {', '.join(PER_RUN)}: train them in separate packs")
+
+
+def _first_difference(a, b, where: str) -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{where}.{key}")
+    return f"{where} ({a!r} against {b!r})"
+
+
+def engine_settings(cfg: DictConfig) -> EngineSettings:
+    e = cfg.engine
+    return EngineSettings(e.precision, e.tf32, e.compile, e.cuda_graphs, e.noise_chunk)
+
+
+def hyper(cfg: DictConfig) -> Hyper:
+    t = cfg.train
+    return Hyper(t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, t.schedule, cfg.model.max_norm)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+        raise WriteError(f"could not write {path}: {err}; free space or make the folder "
+                         "writable, then run again (training resumes from its last good checkpoint)") from err
+
+
+def train_runs(cfgs: Sequence[DictConfig], checkpoint: Path) -> list[dict]:
+    """Train the runs `cfgs` together (one pack) and return each run's metrics.
+
+    A checkpoint of the whole pack is kept at `checkpoint` while it trains; a
+    rerun with the same runs resumes from it.
+    """
+    rates = [validate(cfg) for cfg in cfgs]  # before any data is touched
+    check_pack(cfgs)
+    cfg = cfgs[0]
     started = time.perf_counter()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    seeds = stream_seeds(cfg.seed)
+    seeds = [stream_seeds(c.seed) for c in cfgs]
 
     x_train, y_train, x_test, y_test = load_tensors(cfg, device)
-    torch.manual_seed(seeds["init"])
-    model = build_model(cfg, rates, x_train.shape[1:]).to(device)
-    gate_gen = torch.Generator(device=device).manual_seed(seeds["gates"])
-    set_generator(model, gate_gen)
-    order = torch.Generator().manual_seed(seeds["order"])
+    members = []
+    for c, r, s in zip(cfgs, rates, seeds):
+        torch.manual_seed(s["init"])
+        members.append(Member(build_model(c, r, x_train.shape[1:]), s["order"], s["gates"]))
+    trainer = PackTrainer(members, x_train, y_train, hyper(cfg), engine_settings(cfg), device)
+    K, epochs = len(cfgs), cfg.train.epochs
 
-    t = cfg.train
-    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    steps_per_epoch = math.ceil(len(y_train) / t.batch_size)
-    total_steps = t.epochs * steps_per_epoch
-    if t.schedule == "cosine":
-        lr_at = lambda step: 0.5 * t.lr * (1.0 + math.cos(math.pi * step / total_steps))  # noqa: E731
-    else:
-        lr_at = lambda step: t.lr  # noqa: E731
-
-    history, step, first_epoch = [], 0, 1
-    checkpoint = Path(cfg.out) / CHECKPOINT
-    fingerprint = config_fingerprint(cfg)
+    histories: list[list[dict]] = [[] for _ in range(K)]
+    diverged: list[int | None] = [None] * K
+    first_epoch = 1
+    fingerprint = hashlib.sha256("\n".join(config_fingerprint(c) for c in cfgs).encode()).hexdigest()
     state = load_checkpoint(checkpoint, fingerprint) if cfg.checkpoint else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        order.set_state(state["order"])
-        gate_gen.set_state(state["gates"])
-        history, step, first_epoch = state["history"], state["step"], state["epoch"] + 1
+        trainer.load_state_dict(state["trainer"])
+        histories, diverged, first_epoch = state["histories"], state["diverged"], state["epoch"] + 1
         print(f"resuming after epoch {state['epoch']} from {checkpoint}", flush=True)
-    diverged_epoch = None
-    for epoch in range(first_epoch, t.epochs + 1):
+    last_save = time.perf_counter()
+    for epoch in range(first_epoch, epochs + 1):
         epoch_start = time.perf_counter()
-        train_loss, train_acc, step = train_epoch(
-            model, optimizer, x_train, y_train, t.batch_size, order, lr_at, step, cfg.model.max_norm, cfg.progress
-        )
+        train_loss, train_acc = trainer.train_epoch(progress=cfg.progress)
         train_seconds = time.perf_counter() - epoch_start
-        test_loss, test_acc = evaluate(model, x_test, y_test, cfg.eval.batch_size)
-        history.append({
-            "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-            "test_loss": test_loss, "test_acc": test_acc, "train_seconds": train_seconds,
-        })
+        test_loss, test_acc = trainer.evaluate(x_test, y_test, cfg.eval.batch_size)
+        for k in range(K):
+            if diverged[k] is not None:
+                continue
+            histories[k].append({
+                "epoch": epoch, "train_loss": float(train_loss[k]), "train_acc": float(train_acc[k]),
+                "test_loss": float(test_loss[k]), "test_acc": float(test_acc[k]), "train_seconds": train_seconds,
+            })
+            if not (math.isfinite(train_loss[k]) and math.isfinite(test_loss[k])):
+                diverged[k] = epoch
+                print(f"{cfgs[k].out}: diverged in epoch {epoch}: the loss is not finite; its run stops", flush=True)
+        live = [k for k in range(K) if diverged[k] is None]
+        best = max(live, key=lambda k: float(test_acc[k])) if live else None
         print(
-            f"epoch {epoch}/{t.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
-            f"test loss {test_loss:.4f} acc {test_acc:.4f}  ({train_seconds:.1f} s)",
+            f"epoch {epoch}/{epochs}  {len(live)}/{K} runs  ({train_seconds:.1f} s)"
+            + (f"  best test acc {float(test_acc[best]):.4f}  train loss {float(train_loss[best]):.4f}"
+               if best is not None else ""),
             flush=True,
         )
-        if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
-            diverged_epoch = epoch
-            print(f"diverged in epoch {epoch}: the loss is not finite; stopping this run", flush=True)
+        if not live:
             break
-        if cfg.checkpoint and epoch < t.epochs:
-            try:
-                with atomic_path(checkpoint) as tmp:
-                    torch.save({
-                        "fingerprint": fingerprint, "epoch": epoch, "step": step, "history": history,
-                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "order": order.get_state(), "gates": gate_gen.get_state(),
-                    }, tmp)
-            except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
-                raise WriteError(f"could not write {checkpoint}: {err}; free space or make the folder "
-                                 "writable, then run again (the run resumes from its last good checkpoint)") from err
+        if cfg.checkpoint and epoch < epochs and time.perf_counter() - last_save >= cfg.checkpoint_seconds:
+            save_checkpoint(checkpoint, {
+                "fingerprint": fingerprint, "epoch": epoch, "histories": histories, "diverged": diverged,
+                "trainer": trainer.state_dict(),
+            })
+            last_save = time.perf_counter()
 
-    if diverged_epoch is None:
-        final, mc, unscaled = final_evaluation(cfg, model, x_train, y_train, x_test, y_test, history, device, seeds)
-        norms = effective_weight_norms(model)
-    else:  # recorded as diverged, with no final numbers that could be averaged in by mistake
-        final, mc, unscaled, norms = None, None, None, None
+    results = []
+    for k, (c, r, s, model) in enumerate(zip(cfgs, rates, seeds, trainer.trained_models())):
+        if diverged[k] is None:
+            model.to(device)
+            final, mc, unscaled = final_evaluation(c, model, x_train, y_train, x_test, y_test, histories[k], device, s)
+            norms = effective_weight_norms(model)
+        else:  # recorded as diverged, with no final numbers that could be averaged in by mistake
+            final, mc, unscaled, norms = None, None, None, None
+        results.append(finite_or_none({
+            "config": OmegaConf.to_container(c, resolve=True),
+            "seed": c.seed,
+            "stream_seeds": s,
+            "rates": {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(r).items()},
+            "resumed_after_epoch": first_epoch - 1 if first_epoch > 1 else None,
+            "train_samples": len(y_train),
+            "test_samples": len(y_test),
+            "history": histories[k],
+            "status": "ok" if diverged[k] is None else "diverged",
+            "diverged_epoch": diverged[k],
+            "final": final,
+            "mc": mc,
+            "unscaled_inference": unscaled,
+            "weight_norms": norms,
+            "engine": trainer.effective,
+            "wall_seconds": time.perf_counter() - started,
+            "device": device_info(device),
+            "versions": library_versions(),
+            "git": git_commit(),
+            "data_sha256": data.raw_checksums(c.dataset.name, dict(c.dataset.checksums or {})),
+        }))
+    return results
 
-    metrics = {
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "seed": cfg.seed,
-        "stream_seeds": seeds,
-        "rates": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(rates).items()},
-        "resumed_after_epoch": first_epoch - 1 if first_epoch > 1 else None,
-        "train_samples": len(y_train),
-        "test_samples": len(y_test),
-        "history": history,
-        "status": "ok" if diverged_epoch is None else "diverged",
-        "diverged_epoch": diverged_epoch,
-        "final": final,
-        "mc": mc,
-        "unscaled_inference": unscaled,
-        "weight_norms": norms,
-        "wall_seconds": time.perf_counter() - started,
-        "device": device_info(device),
-        "versions": library_versions(),
-        "git": git_commit(),
-        "data_sha256": data.raw_checksums(cfg.dataset.name, dict(cfg.dataset.checksums or {})),
-    }
-    metrics = finite_or_none(metrics)
+
+def main(cfg: DictConfig) -> dict:
+    """Validate, train, evaluate, write OUT/metrics.json atomically; return the metrics."""
+    checkpoint = Path(cfg.out) / CHECKPOINT
+    metrics = train_runs([cfg], checkpoint)[0]
     target = Path(cfg.out) / "metrics.json"
     try:
         write_json(target, metrics)

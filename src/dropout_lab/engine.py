@@ -1,0 +1,465 @@
+"""Train K nets of one architecture at once, the models as a batch dimension.
+
+The runs of a grid are hundreds of small nets; one at a time they leave a GPU
+idle. Here the K models' weights are stacked, (K, out, in), and every step is
+one batched matrix product per layer (convolutions loop over the models: each
+is large enough on its own). Each model keeps everything of its own:
+
+- initial weights: taken from its own `MLP`/`CNN`, built under its own seed;
+- data order: its own CPU generator draws its permutation each epoch;
+- gate noise: one generator per (model, dropout slot), drawn `noise_chunk`
+  steps at a time; a slot at rate 0 draws nothing.
+
+So a model's random streams do not depend on which other models share its
+pack, and the per-model arithmetic is the same as for K = 1 (on the CPU a run
+trained in a pack is bit-identical to the same run alone; tested). The data
+sits on the device as one tensor; there is no DataLoader and no host copy
+per step.
+
+Speed switches (`EngineSettings`): bf16 autocast (weights, gradients and
+momentum stay float32), TF32 matrix products, torch.compile, and CUDA graphs
+(torch.compile's "reduce-overhead" mode).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from dropout_lab.gates import BernoulliGate, Gate, GaussianGate, NoGate
+from dropout_lab.models import CNN, MLP, weight_layers
+
+PRECISIONS = ("fp32", "bf16")
+
+
+class EngineError(ValueError):
+    """Models that cannot share a pack, or settings the device cannot honour; one line."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    precision: str = "fp32"  # fp32 | bf16 (autocast on the matrix products)
+    tf32: bool = False  # float32 matrix products on TF32 tensor cores (CUDA)
+    compile: bool = False  # torch.compile the forward pass and the update
+    cuda_graphs: bool = False  # replay each step as a CUDA graph (via torch.compile)
+    noise_chunk: int = 8  # steps of gate noise drawn per generator call; part of the random streams
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """What every model of a pack shares."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    schedule: str  # constant | cosine (per step, to zero)
+    max_norm: float | None = None
+
+
+@dataclass
+class Member:
+    """One model of a pack: its net (holding its initial weights) and its seeds."""
+
+    model: nn.Module
+    order_seed: int
+    gate_seed: int
+
+
+# --------------------------------------------------------------------------- the stacked net
+
+
+def _ops(model: nn.Module) -> list[tuple[str, nn.Module | None]]:
+    """The forward pass of an MLP or CNN as a flat list of (op, module)."""
+    if isinstance(model, MLP):
+        ops = [("flatten", None), ("gate", model.input_gate)]
+        blocks = [model.hidden]
+    elif isinstance(model, CNN):
+        ops = [("gate", model.input_gate)]
+        blocks = [model.features, "flatten", model.classifier]
+    else:
+        raise EngineError(f"cannot stack a {type(model).__name__}; the engine knows MLP and CNN")
+    for block in blocks:
+        if block == "flatten":
+            ops.append(("flatten", None))
+            continue
+        for m in block:
+            if isinstance(m, Gate):
+                ops.append(("gate", m))
+            elif isinstance(m, nn.Linear):
+                ops.append(("linear", m))
+            elif isinstance(m, nn.Conv2d):
+                ops.append(("conv", m))
+            elif isinstance(m, nn.ReLU):
+                ops.append(("relu", None))
+            elif isinstance(m, nn.MaxPool2d):
+                ops.append(("pool", None))
+            else:
+                raise EngineError(f"cannot stack layer {m!r}")
+    ops.append(("linear", model.output))
+    return ops
+
+
+def _gate_kind(gate: Gate) -> str:
+    return {BernoulliGate: "bernoulli", GaussianGate: "gaussian", NoGate: "none"}[type(gate)]
+
+
+class StackedNet(nn.Module):
+    """K copies of one architecture with their own weights and gate rates; input (K, B, ...)."""
+
+    def __init__(self, models: Sequence[nn.Module], image_shape: Sequence[int]) -> None:
+        super().__init__()
+        plans = [_ops(m) for m in models]
+        first = plans[0]
+        for k, plan in enumerate(plans[1:], 1):
+            if [op for op, _ in plan] != [op for op, _ in first]:
+                raise EngineError(f"model {k} of the pack has another architecture than model 0")
+        self.K = len(models)
+        self.ops: list[tuple[str, int]] = []  # (op, index into weights / gates)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.paddings: list[int] = []
+        gate_slots: list[list[Gate]] = []
+        for i, (op, _) in enumerate(first):
+            column = [plan[i][1] for plan in plans]
+            if op in ("linear", "conv"):
+                shapes = {tuple(m.weight.shape) for m in column}
+                if len(shapes) != 1:
+                    raise EngineError(f"layer {len(self.weights)} has different shapes in the pack: {sorted(shapes)}")
+                self.ops.append((op, len(self.weights)))
+                self.weights.append(nn.Parameter(torch.stack([m.weight.detach() for m in column])))
+                self.biases.append(nn.Parameter(torch.stack([m.bias.detach() for m in column])))
+                self.paddings.append(column[0].padding[0] if op == "conv" else 0)
+            elif op == "gate":
+                self.ops.append((op, len(gate_slots)))
+                gate_slots.append(column)
+            else:
+                self.ops.append((op, -1))
+        kinds = {_gate_kind(g) for slot in gate_slots for g in slot if g.rate > 0}
+        if len(kinds) > 1:
+            raise EngineError(f"a pack takes one gate distribution; this one mixes {sorted(kinds)}")
+        conventions = {g.scaled for slot in gate_slots for g in slot}
+        if len(conventions) > 1:
+            raise EngineError("a pack takes one gate convention; this one mixes inverted and scaled")
+        self.kind = kinds.pop() if kinds else "none"
+        self.scaled = conventions.pop()
+        self.rates = torch.tensor([[g.rate for g in slot] for slot in gate_slots], dtype=torch.float64).T  # (K, S)
+        self.slot_shapes = self._slot_shapes(models[0], image_shape)
+        view = lambda values, s: torch.tensor(values).view(self.K, *([1] * (1 + len(self.slot_shapes[s]))))  # noqa: E731
+        self._active = [bool((self.rates[:, s] > 0).any()) for s in range(len(gate_slots))]
+        for s, slot in enumerate(gate_slots):
+            # Per-model constants of each slot, shaped to broadcast over (K, B, *features).
+            self.register_buffer(f"eval_scale{s}", view([g.inference_scale for g in slot], s).float())
+            if self.kind == "bernoulli":
+                thresholds = [g._threshold if g.rate > 0 else 1 << 15 for g in slot]  # rate 0 keeps every unit
+                scales = [g._scale if g.rate > 0 else 1.0 for g in slot]
+                self.register_buffer(f"threshold{s}", view(thresholds, s).int())
+                self.register_buffer(f"scale{s}", view(scales, s).float())
+            elif self.kind == "gaussian":
+                self.register_buffer(f"sigma{s}", view([getattr(g, "sigma", 0.0) for g in slot], s).float())
+                self.register_buffer(f"retain{s}", view([g.retain for g in slot], s).float())
+
+    @staticmethod
+    def _slot_shapes(model: nn.Module, image_shape: Sequence[int]) -> list[tuple[int, ...]]:
+        shapes: list[tuple[int, ...]] = []
+        hooks = [g.register_forward_hook(lambda m, inp, out: shapes.append(tuple(inp[0].shape[1:])))
+                 for g in model.modules() if isinstance(g, Gate)]
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *image_shape))
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+        return shapes
+
+    @property
+    def slots(self) -> int:
+        return len(self.slot_shapes)
+
+    def active(self, slot: int) -> bool:
+        """Whether any model of the pack drops in this slot (else the slot is skipped)."""
+        return self._active[slot]
+
+    def _gate(self, x: torch.Tensor, s: int, noise: torch.Tensor | None) -> torch.Tensor:
+        if not self._active[s]:
+            return x
+        if noise is None:  # deterministic net: the identity, or times p under the scaled convention
+            return x * getattr(self, f"eval_scale{s}") if self.scaled else x
+        if self.kind == "bernoulli":
+            keep = noise < getattr(self, f"threshold{s}")
+            return torch.where(keep, x * getattr(self, f"scale{s}").to(x.dtype), 0.0)
+        if self.scaled:
+            x = x * getattr(self, f"retain{s}").to(x.dtype)
+        return x + x * (noise * getattr(self, f"sigma{s}")).to(x.dtype)
+
+    def forward(self, x: torch.Tensor, noise: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """Logits (K, B, classes) for inputs (K, B, ...); `noise` per slot, or None for the deterministic net."""
+        K, B = x.shape[:2]
+        for op, i in self.ops:
+            if op == "linear":
+                x = torch.baddbmm(self.biases[i].unsqueeze(1), x, self.weights[i].transpose(1, 2))
+            elif op == "conv":
+                x = torch.stack([
+                    F.conv2d(x[k], self.weights[i][k], self.biases[i][k], padding=self.paddings[i]) for k in range(K)
+                ])
+            elif op == "gate":
+                x = self._gate(x, i, noise[i] if noise is not None else None)
+            elif op == "relu":
+                x = torch.relu(x)
+            elif op == "pool":
+                x = F.max_pool2d(x.flatten(0, 1), 2).unflatten(0, (K, B))
+            elif op == "flatten":
+                x = x.flatten(2)
+        return x
+
+    @torch.no_grad()
+    def apply_max_norm(self, max_norm: float) -> None:
+        """Rescale each unit's incoming weights to L2 norm <= max_norm, per model."""
+        for w in self.weights:
+            norms = w.flatten(2).norm(dim=2).clamp_(min=max_norm)
+            w.mul_((max_norm / norms).view(*norms.shape, *([1] * (w.dim() - 2))))
+
+    @torch.no_grad()
+    def copy_into(self, models: Sequence[nn.Module]) -> None:
+        """Write each model's trained weights back into its own MLP/CNN."""
+        for k, model in enumerate(models):
+            for j, layer in enumerate(weight_layers(model).values()):
+                layer.weight.copy_(self.weights[j][k])
+                layer.bias.copy_(self.biases[j][k])
+
+
+# --------------------------------------------------------------------------- gate noise
+
+
+class GateNoise:
+    """Noise for `chunk` steps at a time, from one generator per (model, slot).
+
+    Bernoulli draws are int16 (four per 64-bit word, as `gates.BernoulliGate`);
+    Gaussian draws are float32 N(0, 1). Rows of models that do not drop in a
+    slot stay zero, which the net's per-model constants turn into the identity.
+    """
+
+    def __init__(self, net: StackedNet, seeds: Sequence[int], batch_size: int, chunk: int,
+                 device: torch.device) -> None:
+        self.net, self.batch_size, self.chunk = net, batch_size, chunk
+        self.generators = [
+            [torch.Generator(device=device).manual_seed(int(s))
+             for s in np.random.SeedSequence(seed).generate_state(net.slots, dtype=np.uint64)]
+            for seed in seeds
+        ]
+        self.buffers: list[torch.Tensor | None] = []
+        for s, shape in enumerate(net.slot_shapes):
+            if not net.active(s):
+                self.buffers.append(None)
+                continue
+            per_step = batch_size * math.prod(shape)
+            if net.kind == "bernoulli":
+                numel = -(-chunk * per_step // 4) * 4  # whole 64-bit words
+                self.buffers.append(torch.zeros(net.K, numel, dtype=torch.int16, device=device))
+            else:
+                self.buffers.append(torch.zeros(net.K, chunk * per_step, dtype=torch.float32, device=device))
+
+    def draw(self) -> None:
+        """Refill every active buffer with the next `chunk` steps of each model's noise."""
+        for s, buffer in enumerate(self.buffers):
+            if buffer is None:
+                continue
+            for k in range(self.net.K):
+                if self.net.rates[k, s] == 0:
+                    continue
+                gen = self.generators[k][s]
+                if self.net.kind == "bernoulli":
+                    buffer[k].view(torch.int64).random_(-(1 << 63), None, generator=gen)
+                else:
+                    buffer[k].normal_(generator=gen)
+
+    def step(self, i: int, rows: int) -> list[torch.Tensor | None]:
+        """The noise of step i of the chunk, for a batch of `rows` samples, per slot."""
+        out = []
+        for s, buffer in enumerate(self.buffers):
+            if buffer is None:
+                out.append(None)
+                continue
+            shape = self.net.slot_shapes[s]
+            per_step = self.batch_size * math.prod(shape)
+            block = buffer[:, i * per_step : (i + 1) * per_step].view(self.net.K, self.batch_size, *shape)
+            out.append(block[:, :rows])
+        return out
+
+    def state(self) -> list[list[torch.Tensor]]:
+        return [[g.get_state() for g in row] for row in self.generators]
+
+    def load_state(self, states: list[list[torch.Tensor]]) -> None:
+        for row, row_states in zip(self.generators, states):
+            for g, state in zip(row, row_states):
+                g.set_state(state)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@torch.no_grad()
+def sgd_update(params: list[torch.Tensor], buffers: list[torch.Tensor], lr: torch.Tensor,
+               momentum: float, weight_decay: float) -> None:
+    """SGD with momentum (PyTorch's rule, no dampening), elementwise, so per model as alone."""
+    for p, buf in zip(params, buffers):
+        grad = p.grad if weight_decay == 0 else p.grad.add(p, alpha=weight_decay)
+        buf.mul_(momentum).add_(grad)
+        p.sub_(buf * lr)
+
+
+class PackTrainer:
+    """Train the members of a pack together; every result is per model."""
+
+    def __init__(self, members: Sequence[Member], x_train: torch.Tensor, y_train: torch.Tensor,
+                 hyper: Hyper, settings: EngineSettings, device: torch.device) -> None:
+        if settings.precision not in PRECISIONS:
+            raise EngineError(f"precision={settings.precision!r} is unknown; choose one of {list(PRECISIONS)}")
+        if settings.noise_chunk < 1:
+            raise EngineError(f"noise_chunk={settings.noise_chunk} must be at least 1")
+        self.members, self.hyper, self.settings, self.device = list(members), hyper, settings, device
+        self.image_shape = tuple(x_train.shape[1:])
+        self.net = StackedNet([m.model for m in members], self.image_shape).to(device)
+        self.K = self.net.K
+        flat = isinstance(members[0].model, MLP)
+        self.x_train = (x_train.flatten(1) if flat else x_train).to(device)
+        self.y_train = y_train.to(device)
+        self.flat = flat
+        self.noise = GateNoise(self.net, [m.gate_seed for m in members], hyper.batch_size,
+                               settings.noise_chunk, device)
+        self.orders = [torch.Generator().manual_seed(m.order_seed) for m in members]
+        self.params = list(self.net.parameters())
+        self.momenta = [torch.zeros_like(p) for p in self.params]
+        self.lr = torch.zeros((), device=device)
+        self.step = 0
+        self.steps_per_epoch = math.ceil(len(self.y_train) / hyper.batch_size)
+        self.total_steps = hyper.epochs * self.steps_per_epoch
+        self.effective = self._configure()
+        self._forward = self._losses
+        self._update = sgd_update
+        if self.effective["compile"]:
+            mode = "reduce-overhead" if self.effective["cuda_graphs"] else "default"
+            self._forward = torch.compile(self._losses, mode=mode)
+            self._update = torch.compile(sgd_update, mode=mode)
+
+    def _configure(self) -> dict:
+        """Apply the speed settings; return what is in effect on this device (recorded per run)."""
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = self.settings.tf32
+            torch.backends.cudnn.allow_tf32 = self.settings.tf32
+        effective = asdict(self.settings)
+        effective["tf32"] = self.settings.tf32 and cuda
+        effective["cuda_graphs"] = self.settings.cuda_graphs and cuda
+        effective["compile"] = self.settings.compile or effective["cuda_graphs"]
+        effective["pack_size"] = self.K
+        effective["device"] = str(self.device)
+        return effective
+
+    def lr_at(self, step: int) -> float:
+        h = self.hyper
+        if h.schedule == "cosine":
+            return 0.5 * h.lr * (1.0 + math.cos(math.pi * step / self.total_steps))
+        return h.lr
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.precision == "bf16")
+
+    def _losses(self, xb: torch.Tensor, yb: torch.Tensor, noise: list) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._autocast():
+            logits = self.net(xb, noise)
+        K, B = yb.shape
+        losses = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none").view(K, B).mean(1)
+        return losses, logits.detach()
+
+    def train_epoch(self, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass, each model in its own order; returns each model's mean loss and accuracy (CPU tensors)."""
+        self.net.train()
+        n, B, chunk = len(self.y_train), self.hyper.batch_size, self.settings.noise_chunk
+        order = torch.stack([torch.randperm(n, generator=g) for g in self.orders]).to(self.device)
+        loss_sum = torch.zeros(self.K, device=self.device)
+        correct = torch.zeros(self.K, device=self.device, dtype=torch.int64)
+        starts = tqdm(range(0, n, B), leave=False, disable=None if progress else True, unit="step")
+        for i, start in enumerate(starts):
+            if i % chunk == 0:
+                self.noise.draw()
+            idx = order[:, start : start + B]
+            xb, yb = self.x_train[idx], self.y_train[idx]
+            self.lr.fill_(self.lr_at(self.step))
+            losses, logits = self._forward(xb, yb, self.noise.step(i % chunk, idx.shape[1]))
+            for p in self.params:
+                p.grad = None
+            losses.sum().backward()  # the models share no weights: each gets its own gradient
+            self._update(self.params, self.momenta, self.lr, self.hyper.momentum, self.hyper.weight_decay)
+            if self.hyper.max_norm is not None:
+                self.net.apply_max_norm(self.hyper.max_norm)
+            self.step += 1
+            with torch.no_grad():
+                loss_sum += losses.detach() * idx.shape[1]
+                correct += (logits.argmax(2) == yb).sum(1)
+        return (loss_sum / n).cpu(), (correct.double() / n).cpu()
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and accuracy of each model's deterministic net on (x, y) (shared data, on the device)."""
+        self.net.eval()
+        x = x.flatten(1) if self.flat else x
+        loss_sum = torch.zeros(self.K, dtype=torch.float64, device=self.device)
+        correct = torch.zeros(self.K, dtype=torch.int64, device=self.device)
+        for start in range(0, len(y), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            with self._autocast():
+                logits = self.net(xb.unsqueeze(0).expand(self.K, *xb.shape), None).float()
+            target = yb.unsqueeze(0).expand(self.K, -1)
+            loss_sum += F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(
+                self.K, -1).double().sum(1)
+            correct += (logits.argmax(2) == target).sum(1)
+        return (loss_sum / len(y)).cpu(), (correct.double() / len(y)).cpu()
+
+    def trained_models(self) -> list[nn.Module]:
+        """Each member's own MLP/CNN holding its trained weights (for per-run evaluation)."""
+        models = [m.model for m in self.members]
+        self.net.copy_into(models)
+        return models
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "params": [p.detach().clone() for p in self.params],
+            "momenta": [b.clone() for b in self.momenta],
+            "orders": [g.get_state() for g in self.orders],
+            "noise": self.noise.state(),
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        for p, saved in zip(self.params, state["params"]):
+            p.copy_(saved)
+        for b, saved in zip(self.momenta, state["momenta"]):
+            b.copy_(saved)
+        for g, saved in zip(self.orders, state["orders"]):
+            g.set_state(saved)
+        self.noise.load_state(state["noise"])
+
+
+def flops_per_step(model: nn.Module, image_shape: Sequence[int], batch_size: int) -> int:
+    """Matrix-product and convolution FLOPs of one training step of one model (forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(batch_size, *image_shape)
+    y = torch.zeros(batch_size, dtype=torch.int64)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        F.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
