@@ -5,7 +5,7 @@ rates (input 0.2, hidden 0.5), same data, in one process, measured in turns so
 that drift in the machine's speed hits every variant alike:
 
 - baseline:   TensorDataset + DataLoader(shuffle=True) + nn.Dropout;
-- ours:       dropout_lab.train.train_epoch with the Bernoulli gate;
+- ours:       dropout_lab.engine.PackTrainer (a pack of one) with the Bernoulli gate;
 - ours-gauss: the same with the Gaussian gate;
 - no-dropout: the same loop with every rate 0 (the matmul floor).
 
@@ -30,8 +30,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dropout_lab import data
+from dropout_lab.engine import EngineSettings, Hyper, Member, PackTrainer
 from dropout_lab.models import MLP
-from dropout_lab.train import prepare_images, train_epoch
+from dropout_lab.train import prepare_images
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH, BATCH, LR, MOMENTUM = 1024, 128, 0.05, 0.9
@@ -77,9 +78,9 @@ def main() -> None:
 
     def ours(gate: str, input_rate: float, hidden_rate: float):
         model = MLP(784, 10, WIDTH, gate, input_rate, [hidden_rate, hidden_rate])
-        opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-        order = torch.Generator().manual_seed(0)
-        return lambda: train_epoch(model, opt, x, y, BATCH, order, lambda step: LR, 0, None, progress=False)
+        hyper = Hyper(epochs=1, batch_size=BATCH, lr=LR, momentum=MOMENTUM, weight_decay=0.0, schedule="constant")
+        trainer = PackTrainer([Member(model, 0, 1)], x, y, hyper, EngineSettings(), torch.device("cpu"))
+        return trainer.train_epoch
 
     base = baseline_model()
     base_opt = torch.optim.SGD(base.parameters(), lr=LR, momentum=MOMENTUM)

@@ -112,6 +112,13 @@ def _gate_kind(gate: Gate) -> str:
     return {BernoulliGate: "bernoulli", GaussianGate: "gaussian", NoGate: "none"}[type(gate)]
 
 
+def _per_model(fn, *stacked: torch.Tensor) -> torch.Tensor:
+    """fn applied to each model's slice of the stacked tensors, results stacked again."""
+    if stacked[0].shape[0] == 1:  # views only: no copies in either direction
+        return fn(*(t.squeeze(0) for t in stacked)).unsqueeze(0)
+    return torch.stack([fn(*slices) for slices in zip(*(t.unbind() for t in stacked))])
+
+
 class StackedNet(nn.Module):
     """K copies of one architecture with their own weights and gate rates; input (K, B, ...)."""
 
@@ -123,6 +130,10 @@ class StackedNet(nn.Module):
             if [op for op, _ in plan] != [op for op, _ in first]:
                 raise EngineError(f"model {k} of the pack has another architecture than model 0")
         self.K = len(models)
+        # One batched product per layer (GPUs), or one product per model (CPUs): the CPU's
+        # batched kernel picks its blocking by the batch size for some shapes, so a model's
+        # bits would depend on its pack; per model they are exactly those of the model alone.
+        self.batched_matmul = False
         self.ops: list[tuple[str, int]] = []  # (op, index into weights / gates)
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -135,7 +146,11 @@ class StackedNet(nn.Module):
                 if len(shapes) != 1:
                     raise EngineError(f"layer {len(self.weights)} has different shapes in the pack: {sorted(shapes)}")
                 self.ops.append((op, len(self.weights)))
-                self.weights.append(nn.Parameter(torch.stack([m.weight.detach() for m in column])))
+                # Linear weights are kept as (K, in, out) so that x @ W needs no transpose and the
+                # weight gradient comes out of the batched product contiguous (no copy per step).
+                stacked = torch.stack([m.weight.detach() for m in column])
+                stacked = stacked.transpose(1, 2).contiguous() if op == "linear" else stacked
+                self.weights.append(nn.Parameter(stacked))
                 self.biases.append(nn.Parameter(torch.stack([m.bias.detach() for m in column])))
                 self.paddings.append(column[0].padding[0] if op == "conv" else 0)
             elif op == "gate":
@@ -159,9 +174,10 @@ class StackedNet(nn.Module):
             # Per-model constants of each slot, shaped to broadcast over (K, B, *features).
             self.register_buffer(f"eval_scale{s}", view([g.inference_scale for g in slot], s).float())
             if self.kind == "bernoulli":
-                thresholds = [g._threshold if g.rate > 0 else 1 << 15 for g in slot]  # rate 0 keeps every unit
+                # keep = draw <= threshold - 1, in int16; at rate 0 that is draw <= 32767: always.
+                thresholds = [g._threshold - 1 if g.rate > 0 else (1 << 15) - 1 for g in slot]
                 scales = [g._scale if g.rate > 0 else 1.0 for g in slot]
-                self.register_buffer(f"threshold{s}", view(thresholds, s).int())
+                self.register_buffer(f"threshold{s}", view(thresholds, s).to(torch.int16))
                 self.register_buffer(f"scale{s}", view(scales, s).float())
             elif self.kind == "gaussian":
                 self.register_buffer(f"sigma{s}", view([getattr(g, "sigma", 0.0) for g in slot], s).float())
@@ -195,8 +211,8 @@ class StackedNet(nn.Module):
         if noise is None:  # deterministic net: the identity, or times p under the scaled convention
             return x * getattr(self, f"eval_scale{s}") if self.scaled else x
         if self.kind == "bernoulli":
-            keep = noise < getattr(self, f"threshold{s}")
-            return torch.where(keep, x * getattr(self, f"scale{s}").to(x.dtype), 0.0)
+            mask = (noise <= getattr(self, f"threshold{s}")).to(x.dtype) * getattr(self, f"scale{s}").to(x.dtype)
+            return x * mask
         if self.scaled:
             x = x * getattr(self, f"retain{s}").to(x.dtype)
         return x + x * (noise * getattr(self, f"sigma{s}")).to(x.dtype)
@@ -205,12 +221,13 @@ class StackedNet(nn.Module):
         """Logits (K, B, classes) for inputs (K, B, ...); `noise` per slot, or None for the deterministic net."""
         K, B = x.shape[:2]
         for op, i in self.ops:
-            if op == "linear":
-                x = torch.baddbmm(self.biases[i].unsqueeze(1), x, self.weights[i].transpose(1, 2))
+            if op == "linear" and self.batched_matmul:
+                x = torch.baddbmm(self.biases[i].unsqueeze(1), x, self.weights[i])
+            elif op == "linear":
+                x = _per_model(torch.addmm, self.biases[i], x, self.weights[i])
             elif op == "conv":
-                x = torch.stack([
-                    F.conv2d(x[k], self.weights[i][k], self.biases[i][k], padding=self.paddings[i]) for k in range(K)
-                ])
+                x = _per_model(lambda b, xk, w, pad=self.paddings[i]: F.conv2d(xk, w, b, padding=pad),
+                               self.biases[i], x, self.weights[i])
             elif op == "gate":
                 x = self._gate(x, i, noise[i] if noise is not None else None)
             elif op == "relu":
@@ -224,16 +241,23 @@ class StackedNet(nn.Module):
     @torch.no_grad()
     def apply_max_norm(self, max_norm: float) -> None:
         """Rescale each unit's incoming weights to L2 norm <= max_norm, per model."""
-        for w in self.weights:
-            norms = w.flatten(2).norm(dim=2).clamp_(min=max_norm)
-            w.mul_((max_norm / norms).view(*norms.shape, *([1] * (w.dim() - 2))))
+        for (op, i) in self._weight_ops():
+            w = self.weights[i]
+            if op == "linear":  # (K, in, out): a unit's incoming weights are a column
+                w.mul_(max_norm / w.norm(dim=1, keepdim=True).clamp_(min=max_norm))
+            else:  # (K, out, in, kh, kw)
+                norms = w.flatten(2).norm(dim=2).clamp_(min=max_norm)
+                w.mul_((max_norm / norms).view(*norms.shape, 1, 1, 1))
+
+    def _weight_ops(self) -> list[tuple[str, int]]:
+        return [(op, i) for op, i in self.ops if op in ("linear", "conv")]
 
     @torch.no_grad()
     def copy_into(self, models: Sequence[nn.Module]) -> None:
         """Write each model's trained weights back into its own MLP/CNN."""
         for k, model in enumerate(models):
-            for j, layer in enumerate(weight_layers(model).values()):
-                layer.weight.copy_(self.weights[j][k])
+            for (op, j), layer in zip(self._weight_ops(), weight_layers(model).values()):
+                layer.weight.copy_(self.weights[j][k].T if op == "linear" else self.weights[j][k])
                 layer.bias.copy_(self.biases[j][k])
 
 
@@ -308,13 +332,21 @@ class GateNoise:
 
 
 @torch.no_grad()
-def sgd_update(params: list[torch.Tensor], buffers: list[torch.Tensor], lr: torch.Tensor,
+def sgd_update(params: list[torch.Tensor], buffers: list[torch.Tensor], lr: float | torch.Tensor,
                momentum: float, weight_decay: float) -> None:
-    """SGD with momentum (PyTorch's rule, no dampening), elementwise, so per model as alone."""
-    for p, buf in zip(params, buffers):
-        grad = p.grad if weight_decay == 0 else p.grad.add(p, alpha=weight_decay)
-        buf.mul_(momentum).add_(grad)
-        p.sub_(buf * lr)
+    """SGD with momentum (PyTorch's rule, no dampening), elementwise, so per model as alone.
+
+    `lr` is a float in eager mode and a device tensor when compiled (a float
+    would be baked into the compiled graph)."""
+    grads = [p.grad for p in params]
+    if weight_decay:
+        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    torch._foreach_mul_(buffers, momentum)
+    torch._foreach_add_(buffers, grads)
+    if isinstance(lr, torch.Tensor):
+        torch._foreach_sub_(params, torch._foreach_mul(buffers, lr))
+    else:
+        torch._foreach_add_(params, buffers, alpha=-lr)
 
 
 class PackTrainer:
@@ -329,6 +361,7 @@ class PackTrainer:
         self.members, self.hyper, self.settings, self.device = list(members), hyper, settings, device
         self.image_shape = tuple(x_train.shape[1:])
         self.net = StackedNet([m.model for m in members], self.image_shape).to(device)
+        self.net.batched_matmul = device.type == "cuda"
         self.K = self.net.K
         flat = isinstance(members[0].model, MLP)
         self.x_train = (x_train.flatten(1) if flat else x_train).to(device)
@@ -394,12 +427,14 @@ class PackTrainer:
                 self.noise.draw()
             idx = order[:, start : start + B]
             xb, yb = self.x_train[idx], self.y_train[idx]
-            self.lr.fill_(self.lr_at(self.step))
+            lr = self.lr_at(self.step)
+            if self.effective["compile"]:
+                lr = self.lr.fill_(lr)
             losses, logits = self._forward(xb, yb, self.noise.step(i % chunk, idx.shape[1]))
             for p in self.params:
                 p.grad = None
             losses.sum().backward()  # the models share no weights: each gets its own gradient
-            self._update(self.params, self.momenta, self.lr, self.hyper.momentum, self.hyper.weight_decay)
+            self._update(self.params, self.momenta, lr, self.hyper.momentum, self.hyper.weight_decay)
             if self.hyper.max_norm is not None:
                 self.net.apply_max_norm(self.hyper.max_norm)
             self.step += 1

@@ -98,6 +98,8 @@ def check_schema(config: Mapping[str, Any], schema_file: str | Path) -> None:
         raise GridError(f"config: {where}={value!r} is not allowed; choose one of {error.validator_value}")
     if error.validator == "required":
         raise GridError(f"config: {where or 'the top level'} lacks a required key: {error.message}")
+    if error.validator == "anyOf" and "description" in error.schema:
+        raise GridError(f"config: {where}={value!r} is not allowed; give {error.schema['description']}")
     if error.validator in ("minItems", "minProperties") and not value:
         raise GridError(f"config: {where} is empty; give at least {error.validator_value}")
     raise GridError(f"config: {where}={value!r}: {error.message}")
@@ -187,6 +189,82 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
             placements.get(r))
         for r, tags in found.items()
     ]
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Runs trained together by one job (dropout_lab.pack); `name` is its folder under results/packs/."""
+
+    name: str
+    runs: tuple[Run, ...]
+
+    def arguments(self, settings: Mapping[str, Any], extra: list[str]) -> str:
+        """The pack command's arguments: shared overrides, then one --run per run."""
+        per_run = ("dropout=", "dropout.", "seed=", "out=")
+        shared = [a for a in self.runs[0].overrides(settings) if not a.startswith(per_run)]
+        args = [*shared, *extra]
+        for run in self.runs:
+            own = [a for a in run.overrides(settings) if a.startswith(per_run)]
+            args += ["--run", " ".join(own)]
+        return " ".join(shlex.quote(arg) for arg in args)
+
+
+def unpack_run(pack_json: str | Path, target: str | Path, log: str | Path) -> None:
+    """Write the metrics of the run whose folder holds `target` out of its pack's pack.json."""
+    import json
+
+    from dropout_lab.atomic import write_json
+
+    folder = str(Path(target).parent)
+    runs = json.loads(Path(pack_json).read_text())["runs"]
+    found = [run for run in runs if str(run["config"]["out"]).rstrip("/") == folder]
+    if len(found) != 1:
+        raise GridError(f"{pack_json} holds no run with out={folder}; delete it and run again to retrain the pack")
+    write_json(target, found[0])
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    Path(log).write_text(f"{target} from {pack_json}\n")
+
+
+def make_packs(runs: list[Run], runs_per_job: int | str) -> list[Pack]:
+    """Split the runs into jobs: 1 (a job per run), N (up to N runs), cell (the seeds of a
+    grid cell) or all; only runs of one experiment, gate and convention share a job."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        gate_folder = run.folder.split("/")[3]
+        key = (run.experiment, gate_folder) if runs_per_job != "cell" else (run.experiment, f"{gate_folder}/{run.cell}")
+        groups.setdefault(key, []).append(run)
+    packs = []
+    for (experiment, where), members in groups.items():
+        members.sort(key=lambda r: (r.cell, r.seed))
+        if runs_per_job == 1:
+            packs += [Pack(f"{experiment}/{where}/{r.cell}/seed{r.seed}", (r,)) for r in members]
+        elif runs_per_job == "cell":
+            packs.append(Pack(f"{experiment}/{where}", tuple(members)))
+        elif runs_per_job == "all":
+            packs.append(Pack(f"{experiment}/{where}/all", tuple(members)))
+        else:
+            size = int(runs_per_job)
+            parts = -(-len(members) // size)
+            packs += [Pack(f"{experiment}/{where}/part{i + 1}of{parts}", tuple(members[i * size:(i + 1) * size]))
+                      for i in range(parts)]
+    return packs
+
+
+def check_train_overrides(config: Mapping[str, Any], runs: list[Run], config_dir: str = CONFIG_DIR) -> None:
+    """Compose and validate one run with `train_overrides` so a bad one fails before any job starts."""
+    extra = list(config.get("train_overrides") or [])
+    if not extra or not runs:
+        return
+    from dropout_lab.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error, validate
+
+    # device=cpu: the submitting machine may have no GPU; each job checks its own device.
+    settings = {**{key: config[key] for key in ("scale", "threads_per_run", "data")}, "device": "cpu"}
+    try:
+        validate(compose_config([*runs[0].overrides(settings), *extra], config_dir))
+    except COMPOSITION_ERRORS as err:
+        raise GridError(f"config: train_overrides: {describe_composition_error(err)}") from err
+    except ConfigError as err:
+        raise GridError(f"config: train_overrides: {err}") from err
 
 
 def check_claims(config: Mapping[str, Any]) -> None:

@@ -13,6 +13,8 @@ try:
     validate(config, "../schemas/config.schema.yaml")
     RUNS = grid.expand_runs(config)
     grid.check_claims(config)
+    grid.check_train_overrides(config, RUNS)
+    PACKS = grid.make_packs(RUNS, config["runs_per_job"])
 except grid.GridError as err:
     raise WorkflowError(str(err))
 
@@ -30,6 +32,8 @@ os.environ["PATH"] = os.pathsep.join(
 PAPER_DIR = f"{workflow.basedir}/paper"
 DATA_DIR = config["data"]["dir"]
 RUN_BY_FOLDER = {run.folder: run for run in RUNS}
+PACK_BY_NAME = {pack.name: pack for pack in PACKS}
+PACK_OF_FOLDER = {run.folder: pack.name for pack in PACKS for run in pack.runs}
 RUN_SETTINGS = {
     key: config[key] for key in ("scale", "device", "threads_per_run", "data")
 }
@@ -42,6 +46,7 @@ wildcard_constraints:
     seed=r"\d+",
     dataset=r"mnist|cifar10",
     stem=r"[A-Za-z0-9_]+",
+    pack=r"[A-Za-z0-9_]+/[a-z]+(-scaled)?/[A-Za-z0-9_.]+(/seed\d+)?",
 
 
 def metrics_files():
@@ -55,19 +60,34 @@ def the_run(wildcards):
     return RUN_BY_FOLDER[folder]
 
 
-def train_arguments(wildcards):
-    return the_run(wildcards).command_line(RUN_SETTINGS)
+def the_pack(wildcards):
+    if wildcards.pack not in PACK_BY_NAME:
+        raise WorkflowError(f"{wildcards.pack} is not a pack of the configured grids")
+    return PACK_BY_NAME[wildcards.pack]
+
+
+def pack_arguments(wildcards):
+    return the_pack(wildcards).arguments(RUN_SETTINGS, config["train_overrides"])
+
+
+def pack_of_run(wildcards):
+    return f"results/packs/{PACK_OF_FOLDER[the_run(wildcards).folder]}/pack.json"
 
 
 def data_cache(dataset):
     return f"{DATA_DIR}/{dataset}/{dataset}.pt"
 
 
-def run_data(wildcards):
+def pack_data(wildcards):
     # A rebuilt cache holds the same verified data: the profiles leave out the mtime
     # rerun trigger so that it does not retrain every run. (Not ancient(): with a cache
     # marked incomplete by a kill, Snakemake 9.27 then drops the jobs that need it.)
-    return data_cache(the_run(wildcards).dataset)
+    return data_cache(the_pack(wildcards).runs[0].dataset)
+
+
+def pack_memory(wildcards):
+    # The dataset and one model per run; the profiles may set more.
+    return 2000 + 500 * len(the_pack(wildcards).runs)
 
 
 def fetch_arguments(wildcards):

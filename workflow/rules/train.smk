@@ -1,16 +1,29 @@
 rule train:
     input:
-        run_data,
+        pack_data,
     output:
-        "results/runs/{experiment}/{gate}/{cell}/seed{seed}/metrics.json",
+        "results/packs/{pack}/pack.json",
     log:
-        "results/logs/train/{experiment}/{gate}/{cell}/seed{seed}.log",
+        "results/logs/train/{pack}.log",
     conda:
         "../../environment.yml"
     threads: config["threads_per_run"]
     resources:
-        mem_mb=4000,
+        mem_mb=pack_memory,
     params:
-        overrides=train_arguments,
+        arguments=pack_arguments,
     shell:
-        "python -m dropout_lab.train {params.overrides} > {log} 2>&1"
+        "python -m dropout_lab.pack --dir results/packs/{wildcards.pack} {params.arguments} > {log} 2>&1"
+
+
+# Each run's metrics.json, taken out of its pack's pack.json (aggregation reads these).
+rule run_metrics:
+    input:
+        pack_of_run,
+    output:
+        "results/runs/{experiment}/{gate}/{cell}/seed{seed}/metrics.json",
+    log:
+        "results/logs/run_metrics/{experiment}/{gate}/{cell}/seed{seed}.log",
+    localrule: True
+    run:
+        grid.unpack_run(input[0], output[0], log[0])

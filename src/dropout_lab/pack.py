@@ -1,0 +1,79 @@
+"""Train several runs together in one process (dropout_lab.engine); write DIR/pack.json.
+
+    python -m dropout_lab.pack --dir results/packs/example scale=paper model=mlp \
+        --run "dropout.hidden=0.5 seed=0 out=results/runs/a" \
+        --run "dropout.hidden=0.2 seed=1 out=results/runs/b" [--write-runs]
+
+Arguments outside --run are Hydra overrides shared by every run; each --run
+adds that run's own (seed, dropout rates, out). The runs of a pack may differ
+only in those. DIR/pack.json holds every run's metrics, in --run order; with
+--write-runs each run's metrics.json is also written to its own `out` folder.
+While the pack trains, DIR/checkpoint.pt lets a rerun resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from dropout_lab import data
+from dropout_lab.atomic import write_json
+from dropout_lab.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error
+from dropout_lab.engine import EngineError
+from dropout_lab.train import CHECKPOINT, WriteError, train_runs
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="python -m dropout_lab.pack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dir", required=True, help="folder of the pack: pack.json and its checkpoint")
+    parser.add_argument("--run", action="append", required=True, metavar="OVERRIDES",
+                        help="one run's own overrides, as one quoted string (repeat per run)")
+    parser.add_argument("--write-runs", action="store_true", help="also write OUT/metrics.json of each run")
+    return parser.parse_known_args(argv)
+
+
+def write(path: Path, value) -> None:
+    try:
+        write_json(path, value)
+    except OSError as err:
+        raise WriteError(f"could not write {path}: {err.strerror or err}; nothing there was changed; "
+                         "free space or make the folder writable, then run again") from err
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args, shared = parse(sys.argv[1:] if argv is None else argv)
+    if unknown := [arg for arg in shared if arg.startswith("-")]:
+        raise ConfigError(f"{unknown[0]} is not an option; see python -m dropout_lab.pack --help")
+    cfgs = []
+    for i, run in enumerate(args.run):
+        try:
+            cfgs.append(compose_config([*shared, *shlex.split(run)]))
+        except COMPOSITION_ERRORS as err:
+            raise ConfigError(f"run {i} ({run}): {describe_composition_error(err)}") from err
+    folder = Path(args.dir)
+    metrics = train_runs(cfgs, folder / CHECKPOINT)
+    if args.write_runs:
+        for cfg, run in zip(cfgs, metrics):
+            write(Path(cfg.out) / "metrics.json", run)
+    write(folder / "pack.json", {"runs": metrics})
+    (folder / CHECKPOINT).unlink(missing_ok=True)  # finished: pack.json is the record
+    return metrics
+
+
+def cli() -> None:
+    try:
+        main()
+    except (ConfigError, EngineError, data.DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,186 @@
+"""Many runs trained together (dropout_lab.engine, dropout_lab.pack) give each run's own results.
+
+On the CPU a run trained in a pack of K is bit-identical to the same run
+trained alone: every model has its own generators, rate-0 slots are exact
+identities, and the models' arithmetic shares nothing but the kernel calls.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dropout_lab import engine, pack, train
+from dropout_lab.config import ConfigError, compose_config
+from tests.conftest import ROOT
+
+IGNORED = {"wall_seconds", "train_seconds", "engine", "resumed_after_epoch"}
+
+
+def comparable(value):
+    if isinstance(value, dict):
+        return {k: comparable(v) for k, v in value.items() if k not in IGNORED}
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    return value
+
+
+def configs(tmp_path, data_dir, mirror, shared, runs):
+    return [
+        compose_config([
+            f"data_dir={data_dir}", f"dataset.mirror={mirror or 'null'}", "progress=false", *shared, *own,
+            f"out={tmp_path / f'run{i}'}",
+        ])
+        for i, own in enumerate(runs)
+    ]
+
+
+def assert_pack_equals_alone(tmp_path, cfgs):
+    together = train.train_runs(cfgs, tmp_path / "pack.pt")
+    for i, cfg in enumerate(cfgs):
+        alone = train.train_runs([cfg], tmp_path / f"alone{i}.pt")[0]
+        assert comparable(together[i]) == comparable(alone), f"run {i} differs in the pack"
+        assert together[i]["engine"]["pack_size"] == len(cfgs) and alone["engine"]["pack_size"] == 1
+    return together
+
+
+MLP = ["dataset=mnist", "model=mlp", "scale=smoke", "model.width=48", "train.epochs=2", "eval.mc_samples=3"]
+
+
+@pytest.mark.parametrize("gate", ["bernoulli", "gaussian"])
+def test_mlp_pack_is_bit_identical_to_runs_alone(tmp_path, mnist_data_dir, mnist_mirror, gate):
+    # Mixed rates, a rate-0 slot next to dropping ones, and a run with no dropout at all.
+    runs = [
+        ["seed=0", "dropout.input=0.2", "dropout.hidden=0.5"],
+        ["seed=1", "dropout.hidden=[0.1,0.8]"],
+        ["seed=2"],
+        ["seed=0", "dropout.hidden=0.5"],  # same seed as run 0: still its own run
+    ]
+    cfgs = configs(tmp_path, mnist_data_dir, mnist_mirror, [*MLP, f"gate={gate}", "model.max_norm=2.0",
+                                                             "train.weight_decay=0.0005"], runs)
+    results = assert_pack_equals_alone(tmp_path, cfgs)
+    accs = [r["final"]["test_acc"] for r in results]
+    assert len(set(accs)) > 1  # the runs really differ from each other
+    assert all(acc > 0.5 for acc in accs)
+
+
+def test_scaled_convention_pack_is_bit_identical(tmp_path, mnist_data_dir, mnist_mirror):
+    runs = [["seed=0", "dropout.hidden=0.5"], ["seed=1", "dropout.hidden=0.3", "dropout.input=0.1"]]
+    cfgs = configs(tmp_path, mnist_data_dir, mnist_mirror, [*MLP, "gate=bernoulli", "gate.convention=scaled"], runs)
+    results = assert_pack_equals_alone(tmp_path, cfgs)
+    assert all(r["unscaled_inference"] is not None for r in results)
+
+
+@pytest.mark.slow
+def test_cnn_pack_is_bit_identical_to_runs_alone(tmp_path, cifar_mirror):
+    url, contents = cifar_mirror
+    shared = ["dataset=cifar10", "model=cnn", "scale=smoke", "dataset.train_fraction=1.0", "train.epochs=2",
+              "eval.mc_samples=2", f"dataset.checksums={{cifar-10-python.tar.gz: {contents['sha256']}}}"]
+    runs = [["seed=0", "dropout.fc=0.5", "dropout.input=0.1"], ["seed=1", "dropout.conv=0.25"], ["seed=2"]]
+    cfgs = configs(tmp_path, tmp_path / "data", url, shared, runs)
+    assert_pack_equals_alone(tmp_path, cfgs)
+
+
+def test_pack_rejects_runs_that_differ_in_shared_settings(tmp_path, mnist_data_dir, mnist_mirror):
+    cfgs = configs(tmp_path, mnist_data_dir, mnist_mirror, MLP, [["seed=0"], ["seed=1", "train.lr=0.5"]])
+    with pytest.raises(ConfigError) as err:
+        train.train_runs(cfgs, tmp_path / "pack.pt")
+    message = str(err.value)
+    assert "\n" not in message and "train.lr (0.1 against 0.5)" in message and "separate packs" in message
+    assert not (tmp_path / "pack.pt").exists()
+
+
+def test_stacked_net_rejects_mixed_gates_and_architectures():
+    from dropout_lab.models import MLP as Net
+
+    with pytest.raises(engine.EngineError, match="mixes"):
+        engine.StackedNet([Net(784, 10, 16, "bernoulli", 0.2, [0.5]), Net(784, 10, 16, "gaussian", 0.2, [0.5])],
+                          (1, 28, 28))
+    with pytest.raises(engine.EngineError, match="different shapes"):
+        engine.StackedNet([Net(784, 10, 16, "bernoulli", 0.2, [0.5]), Net(784, 10, 32, "bernoulli", 0.2, [0.5])],
+                          (1, 28, 28))
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["per-model products (CPU)", "batched products (GPU)"])
+def test_stacked_net_computes_each_models_outputs_and_gradients(batched):
+    """Both ways of computing the layers give each model's own outputs and weight gradients.
+
+    The batched products (what a GPU runs) agree to float32 rounding, not bit for bit."""
+    from dropout_lab.models import CNN, weight_layers
+
+    torch.manual_seed(0)
+    models = [CNN(3, 16, 10, [4, 6], 3, 12, "gaussian", 0.1 * k, [0.2, 0.0], [0.3], "scaled") for k in range(3)]
+    net = engine.StackedNet(models, (3, 16, 16))
+    net.batched_matmul = batched
+    x = torch.randn(5, 3, 16, 16)
+    net.eval()
+    stacked = net(x.unsqueeze(0).expand(3, *x.shape))
+    stacked.square().sum().backward()
+    for k, model in enumerate(models):
+        model.eval()
+        out = model(x)
+        out.square().sum().backward()
+        torch.testing.assert_close(stacked[k], out, rtol=1e-5, atol=1e-6)
+        for (op, j), layer in zip(net._weight_ops(), weight_layers(model).values()):
+            grad = net.weights[j].grad[k]
+            torch.testing.assert_close(grad.T if op == "linear" else grad, layer.weight.grad, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(net.biases[j].grad[k], layer.bias.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_pack_resumes_after_an_interruption_bit_identical(tmp_path, mnist_data_dir, mnist_mirror, monkeypatch):
+    shared = [*MLP, "train.epochs=3", "gate=gaussian"]
+    runs = [["seed=0", "dropout.hidden=0.5"], ["seed=1", "dropout.hidden=0.2", "dropout.input=0.2"]]
+    cfgs = configs(tmp_path, mnist_data_dir, mnist_mirror, shared, runs)
+    reference = train.train_runs(cfgs, tmp_path / "reference.pt")
+
+    calls = {"n": 0}
+    original = engine.PackTrainer.train_epoch
+
+    def stop_in_epoch_3(self, progress=False):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, progress)
+
+    monkeypatch.setattr(engine.PackTrainer, "train_epoch", stop_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_runs(cfgs, tmp_path / "pack.pt")
+    assert (tmp_path / "pack.pt").exists()
+    monkeypatch.setattr(engine.PackTrainer, "train_epoch", original)
+    resumed = train.train_runs(cfgs, tmp_path / "pack.pt")
+    assert [r["resumed_after_epoch"] for r in resumed] == [2, 2]
+    assert comparable(resumed) == comparable(reference)
+
+
+def test_pack_cli_writes_pack_json_and_each_run(tmp_path, mnist_data_dir, mnist_mirror):
+    shared = [f"data_dir={mnist_data_dir}", f"dataset.mirror={mnist_mirror or 'null'}", *MLP, "train.epochs=1",
+              "progress=false"]
+    runs = [f"seed=0 dropout.hidden=0.5 out={tmp_path / 'a'}", f"seed=1 out={tmp_path / 'b'}"]
+    metrics = pack.main(["--dir", str(tmp_path / "pack"), *shared, *[a for r in runs for a in ("--run", r)],
+                         "--write-runs"])
+    stored = json.loads((tmp_path / "pack" / "pack.json").read_text())["runs"]
+    assert [r["seed"] for r in stored] == [0, 1] and stored == json.loads(json.dumps(metrics))
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text()) == stored[0]
+    assert sorted(p.name for p in (tmp_path / "pack").iterdir()) == ["pack.json"]  # checkpoint removed
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--run", "seed=0 out=x", "model=nonsense"], "model"),
+    (["--run", "seed=-1 out=x"], "seed=-1"),
+    (["--run", "seed=0 out=x", "engine.precision=fp8"], "engine.precision='fp8'"),
+    (["--run", "seed=0 out=x", "--bogus"], "--bogus is not an option"),
+    (["--run", "seed=0 out=x", "--run", "seed=1 out=y train.epochs=7"], "differ in train.epochs"),
+])
+def test_pack_cli_bad_input_is_one_line(tmp_path, argv, expected):
+    proc = subprocess.run(
+        [sys.executable, "-m", "dropout_lab.pack", "--dir", str(tmp_path / "p"), "data_dir=/nonexistent", *argv],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], proc.stderr
+    assert not (tmp_path / "p").exists()
