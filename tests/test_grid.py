@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,9 @@ BAD_CONFIG = [
     (["experiments"], [], "experiments is empty"),
     (["device"], "tpu", "device='tpu'"),
     (["threads_per_run"], 0, "threads_per_run=0"),
+    (["runs_per_job"], 0, "runs_per_job=0 is not allowed; give an integer >= 1, cell or all"),
+    (["runs_per_job"], "many", "runs_per_job='many' is not allowed; give an integer >= 1, cell or all"),
+    (["train_overrides"], ["--fast"], "train_overrides[0]='--fast'"),
     (["colour"], "red", "colour is not a setting; the top level has: claims, data"),
     (["data", "mirror"], "x", "data.mirror is not a setting; data has: checksums, dir, mirrors"),
     (["data", "checksums", "cifar10"], {"cifar-10-python.tar.gz": "abc"}, "data.checksums.cifar10"),
@@ -137,6 +141,8 @@ def test_the_shipped_config_is_valid():
         (["scale=huge"], "config: scale='huge' is not allowed"),
         (["experiments=[]"], "config: experiments is empty"),
         (["experiments=[mnist_mlp,imagenet_vit]"], "experiments lists 'imagenet_vit'"),
+        (["train_overrides=[engine.precision=fp8]"], "config: train_overrides: engine.precision='fp8' is unknown"),
+        (["train_overrides=[engine.speed=11]"], "config: train_overrides:"),
     ],
 )
 def test_snakemake_rejects_bad_config_before_running(tmp_path, args, message):
@@ -149,3 +155,34 @@ def test_snakemake_rejects_bad_config_before_running(tmp_path, args, message):
     assert proc.returncode != 0
     assert message in output
     assert not (tmp_path / "results").exists()
+
+
+def test_packs_cover_every_run_once_and_share_what_a_pack_must():
+    runs = grid.expand_runs(CONFIG)
+    for runs_per_job in (1, 7, "cell", "all"):
+        packs = grid.make_packs(runs, runs_per_job)
+        members = [run for p in packs for run in p.runs]
+        assert sorted(r.folder for r in members) == sorted(r.folder for r in runs)
+        assert len({p.name for p in packs}) == len(packs)
+        for p in packs:
+            assert len({(r.experiment, r.gate, r.convention) for r in p.runs}) == 1
+            if runs_per_job == "cell":
+                assert len({r.cell for r in p.runs}) == 1
+            if isinstance(runs_per_job, int):
+                assert len(p.runs) <= runs_per_job
+    assert len(grid.make_packs(runs, 1)) == len(runs)
+    mnist = [r for r in runs if r.experiment == "mnist_mlp"]
+    assert [len(p.runs) for p in grid.make_packs(mnist, "all")] == [90, 45, 5, 5]  # gate x convention
+
+
+def test_pack_arguments_share_settings_and_list_each_runs_own():
+    runs = [r for r in grid.expand_runs(CONFIG) if r.experiment == "mnist_mlp" and r.gate == "gaussian"][:3]
+    settings = {"scale": "smoke", "device": "cpu", "threads_per_run": 1, "data": CONFIG["data"]}
+    (p,) = grid.make_packs(runs, "all")
+    args = shlex.split(p.arguments(settings, ["engine.precision=bf16"]))
+    assert args.count("--run") == 3 and "gate=gaussian" in args and "engine.precision=bf16" in args
+    own = [args[i + 1] for i, a in enumerate(args) if a == "--run"]
+    assert own == [" ".join(a for a in r.overrides(settings) if a.startswith(("dropout", "seed=", "out=")))
+                   for r in p.runs]
+    assert not any(a.startswith(("seed=", "out=")) for a in args if a not in own)
+

@@ -37,7 +37,7 @@ def snakemake(workdir: Path, config: dict, *extra: str, background: bool = False
     overrides.write_text(yaml.safe_dump(config))
     args = [
         str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-        "--configfile", str(overrides), *extra,
+        *extra, "--configfile", str(overrides),  # --configfile takes several values: it goes last
     ]
     if background:
         return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -65,36 +65,40 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     work = tmp_path / "work"
     work.mkdir()
 
-    # Interrupt it (Ctrl-C) once some runs have finished.
+    # Interrupt it (Ctrl-C) once some runs have finished. With runs_per_job: 1 (the
+    # default) each training job is a pack of one run: results/packs/.../pack.json.
+    packs = {f"results/packs/{p.name}/pack.json" for p in grid.make_packs(grid.expand_runs(full), 1)}
+    assert len(packs) == len(expected)
     proc = snakemake(work, config, background=True)
     deadline = time.time() + 600
     finished: list[Path] = []
     while time.time() < deadline and proc.poll() is None:
-        finished = list((work / "results" / "runs").rglob("metrics.json")) if (work / "results").exists() else []
+        finished = list((work / "results" / "packs").rglob("pack.json")) if (work / "results").exists() else []
         if len(finished) >= 6:
             break
         time.sleep(0.5)
     assert proc.poll() is None, proc.stdout.read()[-3000:]
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=120)
-    kept = {p: p.stat().st_mtime_ns for p in (work / "results" / "runs").rglob("metrics.json")}
-    assert 6 <= len(kept) < len(expected)
-    for path in kept:
-        json.loads(path.read_text())  # every metrics file left behind is complete
+    kept = {p: p.stat().st_mtime_ns for p in (work / "results" / "packs").rglob("pack.json")}
+    assert 6 <= len(kept) < len(packs)
+    for path in [*kept, *(work / "results" / "runs").rglob("metrics.json")]:
+        json.loads(path.read_text())  # every file left behind is complete
 
-    # Jobs killed between writing their metrics and Snakemake recording it are marked
+    # Jobs killed between writing their output and Snakemake recording it are marked
     # incomplete; the default profile (profiles/default) reruns just those.
     probe = snakemake(work, config, "-n", "--workflow-profile", "none")
     marked = probe.stdout + probe.stderr
     incomplete = {p for p in kept if str(p.relative_to(work)) in marked}
     finished = {p: t for p, t in kept.items() if p not in incomplete}
+    assert finished
 
-    # Resume: only the unfinished runs are trained.
+    # Resume: only the unfinished packs are trained.
     done = snakemake(work, config)
     assert done.returncode == 0, done.stderr[-4000:]
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
     trained = done.stdout.count("rule train:") + done.stderr.count("rule train:")
-    assert trained == len(expected) - len(finished)
+    assert trained == len(packs) - len(finished)
 
     results = work / "results"
     runs = pd.read_parquet(results / "aggregate" / "runs.parquet")
@@ -125,3 +129,25 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     again = snakemake(work, config)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # The same MNIST runs trained as packs (every run of a gate and convention in one job)
+    # give the same numbers: on the CPU a run's results do not depend on its pack.
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    (packed / "data").symlink_to(work / "data")
+    result = snakemake(packed, {**config, "experiments": ["mnist_mlp"], "runs_per_job": "all"},
+                       "results/aggregate/runs.csv")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (result.stdout + result.stderr).count("rule train:") == 4  # bernoulli, gaussian, two scaled
+    alone = pd.read_csv(results / "aggregate" / "runs.csv")
+    together = pd.read_csv(packed / "results" / "aggregate" / "runs.csv")
+    alone = alone[alone["experiment"] == "mnist_mlp"]
+    mnist_only = {**full, "experiments": ["mnist_mlp"]}
+    assert set(together["pack_size"]) == {len(p.runs) for p in grid.make_packs(grid.expand_runs(mnist_only), "all")}
+    volatile = [c for c in alone.columns if "seconds" in c or c in ("commit", "pack_size")]
+    key = ["run"]
+    pd.testing.assert_frame_equal(
+        alone.drop(columns=volatile).sort_values(key).reset_index(drop=True),
+        together.drop(columns=volatile).sort_values(key).reset_index(drop=True),
+    )
+

@@ -84,7 +84,12 @@ def check_schema(config: Mapping[str, Any], schema_file: str | Path) -> None:
 
     schema = yaml.safe_load(Path(schema_file).read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    errors = list(validator.iter_errors(config))
+    for error in errors:  # a choice between kinds of value: name the choices, not one branch's complaint
+        if error.validator == "anyOf" and "description" in error.schema:
+            where = _where(error.absolute_path)
+            raise GridError(f"config: {where}={error.instance!r} is not allowed; give {error.schema['description']}")
+    error = jsonschema.exceptions.best_match(errors)
     if error is None:
         return
     where = _where(error.absolute_path)
@@ -98,8 +103,6 @@ def check_schema(config: Mapping[str, Any], schema_file: str | Path) -> None:
         raise GridError(f"config: {where}={value!r} is not allowed; choose one of {error.validator_value}")
     if error.validator == "required":
         raise GridError(f"config: {where or 'the top level'} lacks a required key: {error.message}")
-    if error.validator == "anyOf" and "description" in error.schema:
-        raise GridError(f"config: {where}={value!r} is not allowed; give {error.schema['description']}")
     if error.validator in ("minItems", "minProperties") and not value:
         raise GridError(f"config: {where} is empty; give at least {error.validator_value}")
     raise GridError(f"config: {where}={value!r}: {error.message}")

@@ -86,8 +86,8 @@ def pack_data(wildcards):
 
 
 def pack_memory(wildcards):
-    # The dataset and one model per run; the profiles may set more.
-    return 2000 + 500 * len(the_pack(wildcards).runs)
+    # The dataset, plus weights, gradients and momenta per run; the profiles may override it.
+    return 1500 + 250 * len(the_pack(wildcards).runs)
 
 
 def fetch_arguments(wildcards):
