@@ -205,35 +205,53 @@ class StackedNet(nn.Module):
         """Whether any model of the pack drops in this slot (else the slot is skipped)."""
         return self._active[slot]
 
-    def _gate(self, x: torch.Tensor, s: int, noise: torch.Tensor | None) -> torch.Tensor:
+    def _gate(self, x: torch.Tensor, s: int, noise: torch.Tensor | None, k: int | None = None) -> torch.Tensor:
+        """Slot s on the stacked activations, or (k given) on model k's own."""
         if not self._active[s]:
             return x
+
+        def const(name: str) -> torch.Tensor:
+            value = getattr(self, f"{name}{s}")
+            return value if k is None else value[k]
+
         if noise is None:  # deterministic net: the identity, or times p under the scaled convention
-            return x * getattr(self, f"eval_scale{s}") if self.scaled else x
+            return x * const("eval_scale") if self.scaled else x
         if self.kind == "bernoulli":
-            mask = (noise <= getattr(self, f"threshold{s}")).to(x.dtype) * getattr(self, f"scale{s}").to(x.dtype)
-            return x * mask
+            return x * ((noise <= const("threshold")).to(x.dtype) * const("scale").to(x.dtype))
         if self.scaled:
-            x = x * getattr(self, f"retain{s}").to(x.dtype)
-        return x + x * (noise * getattr(self, f"sigma{s}")).to(x.dtype)
+            x = x * const("retain").to(x.dtype)
+        return x + x * (noise * const("sigma")).to(x.dtype)
 
     def forward(self, x: torch.Tensor, noise: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
         """Logits (K, B, classes) for inputs (K, B, ...); `noise` per slot, or None for the deterministic net."""
-        K, B = x.shape[:2]
-        for op, i in self.ops:
+        ops = self.ops
+        if ("conv", 0) in ops:
+            # The conv blocks run model by model, in channels-last layout (pooling is several
+            # times faster in it on CPUs, and tensor cores want it); then the models are stacked.
+            cut = ops.index(("flatten", -1))
+            xs = [xk.contiguous(memory_format=torch.channels_last) for xk in x.unbind()]
+            for op, i in ops[:cut]:
+                if op == "conv":
+                    xs = [F.conv2d(xk, w, b, padding=self.paddings[i])
+                          for xk, w, b in zip(xs, self.weights[i].unbind(), self.biases[i].unbind())]
+                elif op == "gate":
+                    xs = [self._gate(xk, i, None if noise is None or noise[i] is None else noise[i][k], k)
+                          for k, xk in enumerate(xs)]
+                elif op == "relu":
+                    xs = [torch.relu(xk) for xk in xs]
+                elif op == "pool":
+                    xs = [F.max_pool2d(xk, 2) for xk in xs]
+            x = torch.stack([xk.flatten(1) for xk in xs])
+            ops = ops[cut + 1 :]
+        for op, i in ops:
             if op == "linear" and self.batched_matmul:
                 x = torch.baddbmm(self.biases[i].unsqueeze(1), x, self.weights[i])
             elif op == "linear":
                 x = _per_model(torch.addmm, self.biases[i], x, self.weights[i])
-            elif op == "conv":
-                x = _per_model(lambda b, xk, w, pad=self.paddings[i]: F.conv2d(xk, w, b, padding=pad),
-                               self.biases[i], x, self.weights[i])
             elif op == "gate":
                 x = self._gate(x, i, noise[i] if noise is not None else None)
             elif op == "relu":
                 x = torch.relu(x)
-            elif op == "pool":
-                x = F.max_pool2d(x.flatten(0, 1), 2).unflatten(0, (K, B))
             elif op == "flatten":
                 x = x.flatten(2)
         return x
