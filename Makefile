@@ -8,7 +8,7 @@ CORES ?= all
 # More Snakemake options, e.g. ARGS="--config experiments=[mnist_mlp]" or ARGS="-n".
 ARGS ?=
 
-.PHONY: env test paper report bench clean-env
+.PHONY: env test paper report bench bench-grid clean-env
 
 env: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ report: env
 
 bench: env
 	$(BIN)/python bench/epoch_bench.py
+
+# Grid throughput: K models per step against one at a time (sizes for the device found).
+bench-grid: env
+	$(BIN)/python bench/grid_bench.py
 
 clean-env:
 	rm -rf $(VENV)

@@ -228,7 +228,10 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = args.tf32
     settings = EngineSettings(args.precision, args.tf32, args.compile, args.cuda_graphs, args.noise_chunk)
     steps = args.steps or (100 if device.type == "cuda" else 20)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'CPU'}"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     measured = measured_matmul_tflops(device, dtype)
     peak = args.peak_tflops or datasheet_peak(device, args.precision, args.tf32)

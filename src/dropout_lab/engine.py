@@ -349,24 +349,6 @@ class GateNoise:
 # --------------------------------------------------------------------------- training
 
 
-@torch.no_grad()
-def sgd_update(params: list[torch.Tensor], buffers: list[torch.Tensor], lr: float | torch.Tensor,
-               momentum: float, weight_decay: float) -> None:
-    """SGD with momentum (PyTorch's rule, no dampening), elementwise, so per model as alone.
-
-    `lr` is a float in eager mode and a device tensor when compiled (a float
-    would be baked into the compiled graph)."""
-    grads = [p.grad for p in params]
-    if weight_decay:
-        grads = torch._foreach_add(grads, params, alpha=weight_decay)
-    torch._foreach_mul_(buffers, momentum)
-    torch._foreach_add_(buffers, grads)
-    if isinstance(lr, torch.Tensor):
-        torch._foreach_sub_(params, torch._foreach_mul(buffers, lr))
-    else:
-        torch._foreach_add_(params, buffers, alpha=-lr)
-
-
 class PackTrainer:
     """Train the members of a pack together; every result is per model."""
 
@@ -389,18 +371,25 @@ class PackTrainer:
                                settings.noise_chunk, device)
         self.orders = [torch.Generator().manual_seed(m.order_seed) for m in members]
         self.params = list(self.net.parameters())
-        self.momenta = [torch.zeros_like(p) for p in self.params]
-        self.lr = torch.zeros((), device=device)
         self.step = 0
         self.steps_per_epoch = math.ceil(len(self.y_train) / hyper.batch_size)
         self.total_steps = hyper.epochs * self.steps_per_epoch
         self.effective = self._configure()
+        compiled = self.effective["compile"]
+        # SGD is elementwise, so each model is updated exactly as alone. On a GPU the fused
+        # kernel reads and writes each weight once per step; compiled, lr is a tensor so
+        # that a new value does not recompile.
+        self.optimizer = torch.optim.SGD(
+            self.params, lr=torch.tensor(hyper.lr, device=device) if compiled else hyper.lr,
+            momentum=hyper.momentum, weight_decay=hyper.weight_decay,
+            fused=True if device.type == "cuda" and not compiled else None,
+        )
         self._forward = self._losses
-        self._update = sgd_update
-        if self.effective["compile"]:
+        self._update = self.optimizer.step
+        if compiled:
             mode = "reduce-overhead" if self.effective["cuda_graphs"] else "default"
             self._forward = torch.compile(self._losses, mode=mode)
-            self._update = torch.compile(sgd_update, mode=mode)
+            self._update = torch.compile(self.optimizer.step, mode=mode)
 
     def _configure(self) -> dict:
         """Apply the speed settings; return what is in effect on this device (recorded per run)."""
@@ -445,14 +434,15 @@ class PackTrainer:
                 self.noise.draw()
             idx = order[:, start : start + B]
             xb, yb = self.x_train[idx], self.y_train[idx]
-            lr = self.lr_at(self.step)
-            if self.effective["compile"]:
-                lr = self.lr.fill_(lr)
+            for group in self.optimizer.param_groups:
+                if isinstance(group["lr"], torch.Tensor):
+                    group["lr"].fill_(self.lr_at(self.step))
+                else:
+                    group["lr"] = self.lr_at(self.step)
             losses, logits = self._forward(xb, yb, self.noise.step(i % chunk, idx.shape[1]))
-            for p in self.params:
-                p.grad = None
+            self.optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()  # the models share no weights: each gets its own gradient
-            self._update(self.params, self.momenta, lr, self.hyper.momentum, self.hyper.weight_decay)
+            self._update()
             if self.hyper.max_norm is not None:
                 self.net.apply_max_norm(self.hyper.max_norm)
             self.step += 1
@@ -488,7 +478,7 @@ class PackTrainer:
         return {
             "step": self.step,
             "params": [p.detach().clone() for p in self.params],
-            "momenta": [b.clone() for b in self.momenta],
+            "optimizer": self.optimizer.state_dict(),
             "orders": [g.get_state() for g in self.orders],
             "noise": self.noise.state(),
         }
@@ -498,8 +488,7 @@ class PackTrainer:
         self.step = state["step"]
         for p, saved in zip(self.params, state["params"]):
             p.copy_(saved)
-        for b, saved in zip(self.momenta, state["momenta"]):
-            b.copy_(saved)
+        self.optimizer.load_state_dict(state["optimizer"])
         for g, saved in zip(self.orders, state["orders"]):
             g.set_state(saved)
         self.noise.load_state(state["noise"])
