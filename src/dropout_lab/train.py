@@ -389,7 +389,7 @@ def train_runs(cfgs: Sequence[DictConfig], checkpoint: Path) -> list[dict]:
             })
             last_save = time.perf_counter()
 
-    results = []
+    results, commit, versions = [], git_commit(), library_versions()
     for k, (c, r, s, model) in enumerate(zip(cfgs, rates, seeds, trainer.trained_models())):
         if diverged[k] is None:
             model.to(device)
@@ -415,8 +415,8 @@ def train_runs(cfgs: Sequence[DictConfig], checkpoint: Path) -> list[dict]:
             "engine": trainer.effective,
             "wall_seconds": time.perf_counter() - started,
             "device": device_info(device),
-            "versions": library_versions(),
-            "git": git_commit(),
+            "versions": versions,
+            "git": commit,
             "data_sha256": data.raw_checksums(c.dataset.name, dict(c.dataset.checksums or {})),
         }))
     return results
