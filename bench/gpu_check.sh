@@ -11,7 +11,7 @@
 # when they are missing. It runs, each under its own time limit:
 #   1. bench/grid_bench.py in bf16 + TF32, then fp32, then bf16 with torch.compile and CUDA graphs;
 #   2. the whole MNIST MLP paper grid (145 runs, 50 epochs, engine.precision=bf16, engine.tf32=true)
-#      through python -m dropout_lab.pack, one pack per gate and convention, timing the training.
+#      through python -m dropout_lab.pack as one pack (runs_per_job: all), timing the training.
 # Set DEVICE=cpu SCALE=smoke to rehearse it on a CPU machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -7,6 +7,9 @@ For the MNIST MLP grid and the CIFAR-10 CNN grid, in one process on one device:
             tensors, each batch copied to the device, nn.Sequential with
             nn.Dropout, torch.optim.SGD, one model after another.
 
+The pack mixes gates as the grids do (one model in three Gaussian; the
+baseline has only nn.Dropout) and rates from 0 to 0.9.
+
 It prints model-epochs per second, achieved model FLOP/s (matrix products and
 convolutions, forward and backward, counted by torch.utils.flop_counter), the
 ratio engine / baseline, and model-FLOP utilisation (MFU) against the device's
@@ -85,9 +88,11 @@ def rates(grid: Grid, k: int) -> dict:
     return {"input": 0.2 if k % 2 else 0.0, "hidden": rate}
 
 
-def build(grid: Grid, k: int, gate: str = "bernoulli") -> nn.Module:
+def build(grid: Grid, k: int) -> nn.Module:
+    """Model k of the pack; one in three has a Gaussian gate, as in the grids' gate-parity runs."""
     torch.manual_seed(k)
     r, s = rates(grid, k), grid.sizes
+    gate = "gaussian" if k % 3 == 2 else "bernoulli"
     if grid.model == "mlp":
         return MLP(784, 10, s["width"], gate, r["input"], [r["hidden"]] * s["depth"])
     return CNN(3, 32, 10, s["channels"], s["kernel"], s["fc_width"], gate, r["input"],

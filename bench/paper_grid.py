@@ -1,4 +1,4 @@
-"""Train the MNIST MLP grid of config/config.yaml without Snakemake, one pack per gate and convention.
+"""Train the MNIST MLP grid of config/config.yaml without Snakemake, as one pack.
 
     python bench/paper_grid.py --scale paper --work bench/out/grid --summary bench/out/grid.json \
         -- engine.precision=bf16 engine.tf32=true

@@ -94,14 +94,28 @@ def test_pack_rejects_runs_that_differ_in_shared_settings(tmp_path, mnist_data_d
     assert not (tmp_path / "pack.pt").exists()
 
 
-def test_stacked_net_rejects_mixed_gates_and_architectures():
+def test_a_pack_of_different_gates_and_conventions_is_bit_identical(tmp_path, mnist_data_dir, mnist_mirror):
+    """Seeds, rates, gates and conventions may all differ within a pack."""
+    runs = [
+        ["seed=0", "gate=bernoulli", "dropout.hidden=0.5", "dropout.input=0.2"],
+        ["seed=1", "gate=gaussian", "dropout.hidden=0.3"],
+        ["seed=2", "gate=gaussian", "gate.convention=scaled", "dropout.hidden=0.5"],
+        ["seed=3", "gate=bernoulli", "gate.convention=scaled", "dropout.input=0.1"],
+        ["seed=4", "gate=none"],
+    ]
+    cfgs = configs(tmp_path, mnist_data_dir, mnist_mirror, MLP, runs)
+    results = assert_pack_equals_alone(tmp_path, cfgs)
+    assert [r["config"]["gate"]["name"] for r in results] == ["bernoulli", "gaussian", "gaussian", "bernoulli", "none"]
+
+
+def test_stacked_net_rejects_different_architectures():
     from dropout_lab.models import MLP as Net
 
-    with pytest.raises(engine.EngineError, match="mixes"):
-        engine.StackedNet([Net(784, 10, 16, "bernoulli", 0.2, [0.5]), Net(784, 10, 16, "gaussian", 0.2, [0.5])],
-                          (1, 28, 28))
     with pytest.raises(engine.EngineError, match="different shapes"):
         engine.StackedNet([Net(784, 10, 16, "bernoulli", 0.2, [0.5]), Net(784, 10, 32, "bernoulli", 0.2, [0.5])],
+                          (1, 28, 28))
+    with pytest.raises(engine.EngineError, match="another architecture"):
+        engine.StackedNet([Net(784, 10, 16, "bernoulli", 0.2, [0.5]), Net(784, 10, 16, "bernoulli", 0.2, [0.5, 0.5])],
                           (1, 28, 28))
 
 

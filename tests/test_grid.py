@@ -165,24 +165,38 @@ def test_packs_cover_every_run_once_and_share_what_a_pack_must():
         assert sorted(r.folder for r in members) == sorted(r.folder for r in runs)
         assert len({p.name for p in packs}) == len(packs)
         for p in packs:
-            assert len({(r.experiment, r.gate, r.convention) for r in p.runs}) == 1
+            assert len({r.experiment for r in p.runs}) == 1
             if runs_per_job == "cell":
-                assert len({r.cell for r in p.runs}) == 1
+                assert len({(r.gate, r.convention, r.cell) for r in p.runs}) == 1
             if isinstance(runs_per_job, int):
                 assert len(p.runs) <= runs_per_job
     assert len(grid.make_packs(runs, 1)) == len(runs)
     mnist = [r for r in runs if r.experiment == "mnist_mlp"]
-    assert [len(p.runs) for p in grid.make_packs(mnist, "all")] == [90, 45, 5, 5]  # gate x convention
+    assert [len(p.runs) for p in grid.make_packs(mnist, "all")] == [145]  # both gates, both conventions
 
 
 def test_pack_arguments_share_settings_and_list_each_runs_own():
-    runs = [r for r in grid.expand_runs(CONFIG) if r.experiment == "mnist_mlp" and r.gate == "gaussian"][:3]
+    runs = [r for r in grid.expand_runs(CONFIG) if "conventions" in r.sweeps and r.seed < 2]
     settings = {"scale": "smoke", "device": "cpu", "threads_per_run": 1, "data": CONFIG["data"]}
     (p,) = grid.make_packs(runs, "all")
     args = shlex.split(p.arguments(settings, ["engine.precision=bf16"]))
-    assert args.count("--run") == 3 and "gate=gaussian" in args and "engine.precision=bf16" in args
+    assert args.count("--run") == 8 and "model=mlp" in args and "engine.precision=bf16" in args
     own = [args[i + 1] for i, a in enumerate(args) if a == "--run"]
-    assert own == [" ".join(a for a in r.overrides(settings) if a.startswith(("dropout", "seed=", "out=")))
+    assert own == [" ".join(a for a in r.overrides(settings) if a.startswith(("gate", "dropout", "seed=", "out=")))
                    for r in p.runs]
-    assert not any(a.startswith(("seed=", "out=")) for a in args if a not in own)
+    assert any("gate.convention=scaled" in o for o in own) and any("gate=gaussian" in o for o in own)
+    assert not any(a.startswith(("gate", "seed=", "out=")) for a in args if a not in own)
 
+
+
+def test_unpack_run_writes_the_runs_own_metrics(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)  # the workflow's paths are relative to its working directory
+    runs = [{"config": {"out": f"results/runs/x/seed{i}"}, "seed": i} for i in range(2)]
+    Path("pack.json").write_text(json.dumps({"runs": runs}))
+    grid.unpack_run("pack.json", "results/runs/x/seed1/metrics.json", "logs/unpack.log")
+    assert json.loads(Path("results/runs/x/seed1/metrics.json").read_text()) == runs[1]
+    with pytest.raises(grid.GridError, match="holds no run with out=results/runs/x/seed7"):
+        grid.unpack_run("pack.json", "results/runs/x/seed7/metrics.json", "logs/unpack.log")
+    assert not Path("results/runs/x/seed7").exists()

@@ -119,6 +119,11 @@ def _per_model(fn, *stacked: torch.Tensor) -> torch.Tensor:
     return torch.stack([fn(*slices) for slices in zip(*(t.unbind() for t in stacked))])
 
 
+# One slot's noise for a step: (Bernoulli int16 draws or None, Gaussian N(0, 1) draws or None),
+# each (K, B, *features); rows of models that do not draw it are zero.
+SlotNoise = tuple[torch.Tensor | None, torch.Tensor | None]
+
+
 class StackedNet(nn.Module):
     """K copies of one architecture with their own weights and gate rates; input (K, B, ...)."""
 
@@ -158,30 +163,33 @@ class StackedNet(nn.Module):
                 gate_slots.append(column)
             else:
                 self.ops.append((op, -1))
-        kinds = {_gate_kind(g) for slot in gate_slots for g in slot if g.rate > 0}
-        if len(kinds) > 1:
-            raise EngineError(f"a pack takes one gate distribution; this one mixes {sorted(kinds)}")
-        conventions = {g.scaled for slot in gate_slots for g in slot}
-        if len(conventions) > 1:
-            raise EngineError("a pack takes one gate convention; this one mixes inverted and scaled")
-        self.kind = kinds.pop() if kinds else "none"
-        self.scaled = conventions.pop()
+        # Gates may differ between models (Bernoulli, Gaussian, none; inverted or scaled): each
+        # slot applies the Gaussian factor and then the Bernoulli mask, with per-model constants
+        # that make either an exact identity for the models that do not use it.
+        self.kinds = [_gate_kind(model.input_gate) for model in models]
         self.rates = torch.tensor([[g.rate for g in slot] for slot in gate_slots], dtype=torch.float64).T  # (K, S)
         self.slot_shapes = self._slot_shapes(models[0], image_shape)
         view = lambda values, s: torch.tensor(values).view(self.K, *([1] * (1 + len(self.slot_shapes[s]))))  # noqa: E731
-        self._active = [bool((self.rates[:, s] > 0).any()) for s in range(len(gate_slots))]
+        dropping = lambda kind, s: [self.kinds[k] == kind and self.rates[k, s] > 0 for k in range(self.K)]  # noqa: E731
+        self._bernoulli = [any(dropping("bernoulli", s)) for s in range(len(gate_slots))]
+        self._gaussian = [any(dropping("gaussian", s)) for s in range(len(gate_slots))]
+        self._pre_scaled, self._eval_scaled = [], []
         for s, slot in enumerate(gate_slots):
+            bern, gauss = dropping("bernoulli", s), dropping("gaussian", s)
             # Per-model constants of each slot, shaped to broadcast over (K, B, *features).
-            self.register_buffer(f"eval_scale{s}", view([g.inference_scale for g in slot], s).float())
-            if self.kind == "bernoulli":
-                # keep = draw <= threshold - 1, in int16; at rate 0 that is draw <= 32767: always.
-                thresholds = [g._threshold - 1 if g.rate > 0 else (1 << 15) - 1 for g in slot]
-                scales = [g._scale if g.rate > 0 else 1.0 for g in slot]
-                self.register_buffer(f"threshold{s}", view(thresholds, s).to(torch.int16))
-                self.register_buffer(f"scale{s}", view(scales, s).float())
-            elif self.kind == "gaussian":
-                self.register_buffer(f"sigma{s}", view([getattr(g, "sigma", 0.0) for g in slot], s).float())
-                self.register_buffer(f"retain{s}", view([g.retain for g in slot], s).float())
+            eval_scale = [g.inference_scale if g.rate > 0 else 1.0 for g in slot]
+            # keep = draw <= threshold - 1, in int16; 32767 keeps every unit.
+            thresholds = [g._threshold - 1 if b else (1 << 15) - 1 for g, b in zip(slot, bern)]
+            scales = [g._scale if b else 1.0 for g, b in zip(slot, bern)]
+            sigmas = [g.sigma if d else 0.0 for g, d in zip(slot, gauss)]
+            pre = [g.retain if d and g.scaled else 1.0 for g, d in zip(slot, gauss)]  # scaled Gaussian: mean p
+            self.register_buffer(f"eval_scale{s}", view(eval_scale, s).float())
+            self.register_buffer(f"threshold{s}", view(thresholds, s).to(torch.int16))
+            self.register_buffer(f"scale{s}", view(scales, s).float())
+            self.register_buffer(f"sigma{s}", view(sigmas, s).float())
+            self.register_buffer(f"pre{s}", view(pre, s).float())
+            self._eval_scaled.append(any(v != 1.0 for v in eval_scale))
+            self._pre_scaled.append(any(v != 1.0 for v in pre))
 
     @staticmethod
     def _slot_shapes(model: nn.Module, image_shape: Sequence[int]) -> list[tuple[int, ...]]:
@@ -201,13 +209,13 @@ class StackedNet(nn.Module):
     def slots(self) -> int:
         return len(self.slot_shapes)
 
-    def active(self, slot: int) -> bool:
-        """Whether any model of the pack drops in this slot (else the slot is skipped)."""
-        return self._active[slot]
+    def draws(self, slot: int) -> tuple[bool, bool]:
+        """Whether some model of the pack draws Bernoulli, and Gaussian, noise in this slot."""
+        return self._bernoulli[slot], self._gaussian[slot]
 
-    def _gate(self, x: torch.Tensor, s: int, noise: torch.Tensor | None, k: int | None = None) -> torch.Tensor:
+    def _gate(self, x: torch.Tensor, s: int, noise: SlotNoise | None, k: int | None = None) -> torch.Tensor:
         """Slot s on the stacked activations, or (k given) on model k's own."""
-        if not self._active[s]:
+        if not (self._bernoulli[s] or self._gaussian[s]):
             return x
 
         def const(name: str) -> torch.Tensor:
@@ -215,12 +223,15 @@ class StackedNet(nn.Module):
             return value if k is None else value[k]
 
         if noise is None:  # deterministic net: the identity, or times p under the scaled convention
-            return x * const("eval_scale") if self.scaled else x
-        if self.kind == "bernoulli":
-            return x * ((noise <= const("threshold")).to(x.dtype) * const("scale").to(x.dtype))
-        if self.scaled:
-            x = x * const("retain").to(x.dtype)
-        return x + x * (noise * const("sigma")).to(x.dtype)
+            return x * const("eval_scale").to(x.dtype) if self._eval_scaled[s] else x
+        bernoulli, gaussian = noise if k is None else [None if n is None else n[k] for n in noise]
+        if gaussian is not None:
+            if self._pre_scaled[s]:
+                x = x * const("pre").to(x.dtype)
+            x = x + x * (gaussian * const("sigma")).to(x.dtype)
+        if bernoulli is not None:
+            x = x * ((bernoulli <= const("threshold")).to(x.dtype) * const("scale").to(x.dtype))
+        return x
 
     def forward(self, x: torch.Tensor, noise: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
         """Logits (K, B, classes) for inputs (K, B, ...); `noise` per slot, or None for the deterministic net."""
@@ -235,8 +246,7 @@ class StackedNet(nn.Module):
                     xs = [F.conv2d(xk, w, b, padding=self.paddings[i])
                           for xk, w, b in zip(xs, self.weights[i].unbind(), self.biases[i].unbind())]
                 elif op == "gate":
-                    xs = [self._gate(xk, i, None if noise is None or noise[i] is None else noise[i][k], k)
-                          for k, xk in enumerate(xs)]
+                    xs = [self._gate(xk, i, None if noise is None else noise[i], k) for k, xk in enumerate(xs)]
                 elif op == "relu":
                     xs = [torch.relu(xk) for xk in xs]
                 elif op == "pool":
@@ -286,8 +296,9 @@ class GateNoise:
     """Noise for `chunk` steps at a time, from one generator per (model, slot).
 
     Bernoulli draws are int16 (four per 64-bit word, as `gates.BernoulliGate`);
-    Gaussian draws are float32 N(0, 1). Rows of models that do not drop in a
-    slot stay zero, which the net's per-model constants turn into the identity.
+    Gaussian draws are float32 N(0, 1). A model draws only the kind of its own
+    gate, and only in slots where it drops; the other rows stay zero, which the
+    net's per-model constants turn into the identity.
     """
 
     def __init__(self, net: StackedNet, seeds: Sequence[int], batch_size: int, chunk: int,
@@ -298,43 +309,39 @@ class GateNoise:
              for s in np.random.SeedSequence(seed).generate_state(net.slots, dtype=np.uint64)]
             for seed in seeds
         ]
-        self.buffers: list[torch.Tensor | None] = []
+        self.buffers: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
         for s, shape in enumerate(net.slot_shapes):
-            if not net.active(s):
-                self.buffers.append(None)
-                continue
             per_step = batch_size * math.prod(shape)
-            if net.kind == "bernoulli":
-                numel = -(-chunk * per_step // 4) * 4  # whole 64-bit words
-                self.buffers.append(torch.zeros(net.K, numel, dtype=torch.int16, device=device))
-            else:
-                self.buffers.append(torch.zeros(net.K, chunk * per_step, dtype=torch.float32, device=device))
+            bernoulli, gaussian = net.draws(s)
+            words = -(-chunk * per_step // 4) * 4  # whole 64-bit words
+            self.buffers.append((
+                torch.zeros(net.K, words, dtype=torch.int16, device=device) if bernoulli else None,
+                torch.zeros(net.K, chunk * per_step, dtype=torch.float32, device=device) if gaussian else None,
+            ))
 
     def draw(self) -> None:
-        """Refill every active buffer with the next `chunk` steps of each model's noise."""
-        for s, buffer in enumerate(self.buffers):
-            if buffer is None:
-                continue
-            for k in range(self.net.K):
+        """Refill the buffers with the next `chunk` steps of each model's noise."""
+        for s, (bernoulli, gaussian) in enumerate(self.buffers):
+            for k, kind in enumerate(self.net.kinds):
                 if self.net.rates[k, s] == 0:
                     continue
                 gen = self.generators[k][s]
-                if self.net.kind == "bernoulli":
-                    buffer[k].view(torch.int64).random_(-(1 << 63), None, generator=gen)
-                else:
-                    buffer[k].normal_(generator=gen)
+                if kind == "bernoulli":
+                    bernoulli[k].view(torch.int64).random_(-(1 << 63), None, generator=gen)
+                elif kind == "gaussian":
+                    gaussian[k].normal_(generator=gen)
 
-    def step(self, i: int, rows: int) -> list[torch.Tensor | None]:
+    def step(self, i: int, rows: int) -> list[SlotNoise]:
         """The noise of step i of the chunk, for a batch of `rows` samples, per slot."""
         out = []
-        for s, buffer in enumerate(self.buffers):
-            if buffer is None:
-                out.append(None)
-                continue
+        for s, buffers in enumerate(self.buffers):
             shape = self.net.slot_shapes[s]
             per_step = self.batch_size * math.prod(shape)
-            block = buffer[:, i * per_step : (i + 1) * per_step].view(self.net.K, self.batch_size, *shape)
-            out.append(block[:, :rows])
+            out.append(tuple(
+                None if buffer is None else
+                buffer[:, i * per_step : (i + 1) * per_step].view(self.net.K, self.batch_size, *shape)[:, :rows]
+                for buffer in buffers
+            ))
         return out
 
     def state(self) -> list[list[torch.Tensor]]:

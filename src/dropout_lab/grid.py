@@ -203,7 +203,7 @@ class Pack:
 
     def arguments(self, settings: Mapping[str, Any], extra: list[str]) -> str:
         """The pack command's arguments: shared overrides, then one --run per run."""
-        per_run = ("dropout=", "dropout.", "seed=", "out=")
+        per_run = ("gate=", "gate.", "dropout=", "dropout.", "seed=", "out=")
         shared = [a for a in self.runs[0].overrides(settings) if not a.startswith(per_run)]
         args = [*shared, *extra]
         for run in self.runs:
@@ -229,26 +229,31 @@ def unpack_run(pack_json: str | Path, target: str | Path, log: str | Path) -> No
 
 
 def make_packs(runs: list[Run], runs_per_job: int | str) -> list[Pack]:
-    """Split the runs into jobs: 1 (a job per run), N (up to N runs), cell (the seeds of a
-    grid cell) or all; only runs of one experiment, gate and convention share a job."""
-    groups: dict[tuple[str, str], list[Run]] = {}
+    """Split the runs into jobs: 1 (a job per run), cell (the seeds of a grid cell, for one
+    gate), N (up to N runs of an experiment) or all (every run of an experiment)."""
+    def gate_folder(run: Run) -> str:
+        return run.folder.split("/")[3]
+
+    groups: dict[str, list[Run]] = {}
     for run in runs:
-        gate_folder = run.folder.split("/")[3]
-        key = (run.experiment, gate_folder) if runs_per_job != "cell" else (run.experiment, f"{gate_folder}/{run.cell}")
+        if runs_per_job == 1:
+            key = f"{run.experiment}/{gate_folder(run)}/{run.cell}/seed{run.seed}"
+        elif runs_per_job == "cell":
+            key = f"{run.experiment}/{gate_folder(run)}/{run.cell}"
+        else:
+            key = run.experiment
         groups.setdefault(key, []).append(run)
     packs = []
-    for (experiment, where), members in groups.items():
-        members.sort(key=lambda r: (r.cell, r.seed))
-        if runs_per_job == 1:
-            packs += [Pack(f"{experiment}/{where}/{r.cell}/seed{r.seed}", (r,)) for r in members]
-        elif runs_per_job == "cell":
-            packs.append(Pack(f"{experiment}/{where}", tuple(members)))
+    for key, members in groups.items():
+        members.sort(key=lambda r: (gate_folder(r), r.cell, r.seed))
+        if runs_per_job in (1, "cell"):
+            packs.append(Pack(key, tuple(members)))
         elif runs_per_job == "all":
-            packs.append(Pack(f"{experiment}/{where}/all", tuple(members)))
+            packs.append(Pack(f"{key}/all", tuple(members)))
         else:
             size = int(runs_per_job)
             parts = -(-len(members) // size)
-            packs += [Pack(f"{experiment}/{where}/part{i + 1}of{parts}", tuple(members[i * size:(i + 1) * size]))
+            packs += [Pack(f"{key}/part{i + 1}of{parts}", tuple(members[i * size:(i + 1) * size]))
                       for i in range(parts)]
     return packs
 

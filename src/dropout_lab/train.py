@@ -277,8 +277,8 @@ def cpu_name() -> str:
 # --------------------------------------------------------------------------- main
 
 
-# What may differ between the runs of one pack: their seeds, rates and folders.
-PER_RUN = ("seed", "dropout", "out")
+# What may differ between the runs of one pack: seeds, gates, rates and folders.
+PER_RUN = ("seed", "gate", "dropout", "out")
 
 
 def check_pack(cfgs: Sequence[DictConfig]) -> None:

@@ -46,7 +46,7 @@ wildcard_constraints:
     seed=r"\d+",
     dataset=r"mnist|cifar10",
     stem=r"[A-Za-z0-9_]+",
-    pack=r"[A-Za-z0-9_]+/[a-z]+(-scaled)?/[A-Za-z0-9_.]+(/seed\d+)?",
+    pack=r"[A-Za-z0-9_]+/([a-z]+(-scaled)?/)?[A-Za-z0-9_.]+(/seed\d+)?",
 
 
 def metrics_files():
