@@ -19,6 +19,7 @@ CARRY=bench/carry
 
 prepare() {
     local shared=${MNIST_DIR:-../shared/data/mnist}
+    rm -rf "$CARRY"
     mkdir -p "$CARRY/mnist" "$CARRY/wheels"
     cp "$shared"/* "$CARRY/mnist/"
     local py=${PYTHON:-.venv/bin/python}
@@ -30,7 +31,7 @@ EOF
 )
     # Pure-Python packages: a wheel built here installs on the GPU machine's Python too.
     "$py" -m pip wheel --no-deps -q -w "$CARRY/wheels" $versions
-    du -sh "$CARRY"
+    du -sh "$CARRY"  # the device tool carries at most 64 MiB
 }
 
 run() {
@@ -43,7 +44,8 @@ run() {
         export PYTHONPATH=/tmp/dropout-lab-site
     fi
     export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-    export DROPOUT_LAB_DATA_DIR=$PWD/bench/carry/data DROPOUT_LAB_MNIST_MIRROR=$PWD/$CARRY/mnist
+    # The verified cache goes outside bench/carry, which must stay small enough to travel.
+    export DROPOUT_LAB_DATA_DIR=${DROPOUT_LAB_DATA_DIR:-/tmp/dropout-lab-data} DROPOUT_LAB_MNIST_MIRROR=$PWD/$CARRY/mnist
     local device=${DEVICE:-cuda} scale=${SCALE:-paper}
     local bench_args=()
     [ "$device" = cpu ] && bench_args=(--device cpu --steps 10 --repeats 1 --baseline-models 1)
