@@ -18,7 +18,7 @@ from dropout_lab import engine, pack, train
 from dropout_lab.config import ConfigError, compose_config
 from tests.conftest import ROOT
 
-IGNORED = {"wall_seconds", "train_seconds", "engine", "resumed_after_epoch"}
+IGNORED = {"wall_seconds", "train_seconds", "engine", "resumed_after_epoch", "pack_fingerprint"}
 
 
 def comparable(value):
@@ -198,3 +198,18 @@ def test_pack_cli_bad_input_is_one_line(tmp_path, argv, expected):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], proc.stderr
     assert not (tmp_path / "p").exists()
+
+
+def test_provenance_counts_the_wall_time_of_a_pack_once():
+    from dropout_lab.aggregate import provenance
+
+    def metrics(wall, pack, precision):
+        return {"config": {"dataset": {"name": "mnist"}}, "data_sha256": {}, "versions": {},
+                "device": {"type": "cuda", "name": "GPU"}, "git": {"commit": "abc", "dirty": False},
+                "wall_seconds": wall, "pack_fingerprint": pack, "engine": {"precision": precision, "tf32": True}}
+
+    loaded = [({"path": "a"}, metrics(10.0, "p1", "bf16")), ({"path": "b"}, metrics(10.0, "p1", "bf16")),
+              ({"path": "c"}, metrics(4.0, None, "fp32"))]
+    prov = provenance(loaded)
+    assert prov["train_wall_seconds"] == 14.0 and prov["training_jobs"] == 2
+    assert prov["precisions"] == ["bf16 with TF32", "fp32 with TF32"]

@@ -112,20 +112,26 @@ def collect(loaded: Loaded) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
 def provenance(loaded: Loaded) -> dict[str, Any]:
     """What the report states about where the numbers come from: data digests, versions, hardware, commits."""
-    data, versions, devices, commits, dirty, wall = {}, {}, set(), set(), False, 0.0
-    for _, metrics in loaded:
+    data, versions, devices, commits, dirty = {}, {}, set(), set(), False
+    precisions, pack_wall = set(), {}
+    for record, metrics in loaded:
         data[metrics["config"]["dataset"]["name"]] = metrics["data_sha256"]
         versions = metrics["versions"]
         devices.add(f"{metrics['device']['type']}: {metrics['device']['name']}")
         if metrics["git"]["commit"]:
             commits.add(metrics["git"]["commit"])
         dirty = dirty or bool(metrics["git"]["dirty"])
-        wall += metrics["wall_seconds"]
+        engine = metrics.get("engine") or {}
+        precisions.add(f"{engine.get('precision', 'fp32')}{' with TF32' if engine.get('tf32') else ''}")
+        # Runs trained together (one pack) share one wall time: count it once.
+        pack_wall[metrics.get("pack_fingerprint") or record["path"]] = metrics["wall_seconds"]
     return {
         "data_sha256": data,
         "versions": versions,
         "devices": sorted(devices),
         "commits": sorted(commits),
         "dirty": dirty,
-        "train_wall_seconds": wall,
+        "precisions": sorted(precisions),
+        "training_jobs": len(pack_wall),
+        "train_wall_seconds": sum(pack_wall.values()),
     }

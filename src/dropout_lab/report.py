@@ -251,7 +251,11 @@ def provenance_table(prov: Mapping[str, Any], runs: pd.DataFrame) -> str:
     rows.append(["hardware", tex("; ".join(prov["devices"]))])
     commits = ", ".join(c[:12] for c in prov["commits"]) or "unknown"
     rows.append(["git commit", tex(commits + (" (with uncommitted changes)" if prov["dirty"] else ""))])
-    rows.append(["training wall time", f"{num(prov['train_wall_seconds'] / 60, 1)} min over {len(runs)} runs"])
+    if prov.get("precisions"):
+        rows.append(["arithmetic", tex(", ".join(prov["precisions"]))])
+    jobs = prov.get("training_jobs", len(runs))
+    rows.append(["training wall time", f"{num(prov['train_wall_seconds'] / 60, 1)} min over {len(runs)} runs"
+                 + (f" in {jobs} jobs" if jobs != len(runs) else "")])
     return _tabular(["item", "value"], rows, "lp{10cm}")
 
 

@@ -413,6 +413,7 @@ def train_runs(cfgs: Sequence[DictConfig], checkpoint: Path) -> list[dict]:
             "unscaled_inference": unscaled,
             "weight_norms": norms,
             "engine": trainer.effective,
+            "pack_fingerprint": fingerprint,  # the runs trained together share it, and their wall time
             "wall_seconds": time.perf_counter() - started,
             "device": device_info(device),
             "versions": versions,
