@@ -1,23 +1,25 @@
 """Train K nets of one architecture at once, the models as a batch dimension.
 
 The runs of a grid are hundreds of small nets; one at a time they leave a GPU
-idle. Here the K models' weights are stacked, (K, out, in), and every step is
-one batched matrix product per layer (convolutions loop over the models: each
-is large enough on its own). Each model keeps everything of its own:
+idle. Here the K models' weights are stacked ((K, in, out) for linear layers)
+and on a GPU every fully connected layer is one batched matrix product; on a
+CPU, and for the convolutions everywhere, the layer runs model by model (each
+convolution is large enough on its own). Each model keeps everything of its own:
 
 - initial weights: taken from its own `MLP`/`CNN`, built under its own seed;
 - data order: its own CPU generator draws its permutation each epoch;
 - gate noise: one generator per (model, dropout slot), drawn `noise_chunk`
-  steps at a time; a slot at rate 0 draws nothing.
+  steps at a time; a slot at rate 0 draws nothing;
+- gate and convention: Bernoulli, Gaussian or none, inverted or scaled, as
+  per-model constants (the models of a pack may differ in them).
 
 So a model's random streams do not depend on which other models share its
-pack, and the per-model arithmetic is the same as for K = 1 (on the CPU a run
-trained in a pack is bit-identical to the same run alone; tested). The data
-sits on the device as one tensor; there is no DataLoader and no host copy
-per step.
+pack, and on the CPU a run trained in a pack is bit-identical to the same run
+alone (tested). The data sits on the device as one tensor; there is no
+DataLoader and no host copy per step.
 
 Speed switches (`EngineSettings`): bf16 autocast (weights, gradients and
-momentum stay float32), TF32 matrix products, torch.compile, and CUDA graphs
+momenta stay float32), TF32 matrix products, torch.compile, and CUDA graphs
 (torch.compile's "reduce-overhead" mode).
 """
 
