@@ -46,7 +46,7 @@ def main() -> None:
     config["data"]["mirrors"]["mnist"] = os.environ.get("DROPOUT_LAB_MNIST_MIRROR")
     runs = grid.expand_runs(config)
     packs = grid.make_packs(runs, "all")
-    settings = {key: config[key] for key in ("scale", "device", "threads_per_run", "data")}
+    settings = grid.run_settings(config)
     print(f"{len(runs)} runs in {len(packs)} packs at scale={args.scale} on {args.device}", flush=True)
 
     started = time.perf_counter()

@@ -53,7 +53,7 @@ def test_seeds_follow_the_scale():
 def test_overrides_compose_into_a_valid_run(pick, tmp_path):
     cfg = config(scale="smoke")
     run = grid.expand_runs(cfg)[pick]
-    settings = {k: cfg[k] for k in ("scale", "device", "threads_per_run", "data")}
+    settings = grid.run_settings(cfg)
     hydra_cfg = compose_config(run.overrides(settings))
     rates = validate(hydra_cfg)
     assert hydra_cfg.out == run.folder

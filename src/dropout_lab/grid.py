@@ -258,6 +258,11 @@ def make_packs(runs: list[Run], runs_per_job: int | str) -> list[Pack]:
     return packs
 
 
+def run_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What every run takes from the workflow config (the `settings` of Run.overrides)."""
+    return {key: config[key] for key in ("scale", "device", "threads_per_run", "data")}
+
+
 def check_train_overrides(config: Mapping[str, Any], runs: list[Run], config_dir: str = CONFIG_DIR) -> None:
     """Compose and validate one run with `train_overrides` so a bad one fails before any job starts."""
     extra = list(config.get("train_overrides") or [])
@@ -266,7 +271,7 @@ def check_train_overrides(config: Mapping[str, Any], runs: list[Run], config_dir
     from dropout_lab.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error, validate
 
     # device=cpu: the submitting machine may have no GPU; each job checks its own device.
-    settings = {**{key: config[key] for key in ("scale", "threads_per_run", "data")}, "device": "cpu"}
+    settings = {**run_settings(config), "device": "cpu"}
     try:
         validate(compose_config([*runs[0].overrides(settings), *extra], config_dir))
     except COMPOSITION_ERRORS as err:

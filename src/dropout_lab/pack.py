@@ -19,10 +19,9 @@ import sys
 from pathlib import Path
 
 from dropout_lab import data
-from dropout_lab.atomic import write_json
 from dropout_lab.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error
 from dropout_lab.engine import EngineError
-from dropout_lab.train import CHECKPOINT, WriteError, train_runs
+from dropout_lab.train import CHECKPOINT, WriteError, train_runs, write_result
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -34,14 +33,6 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="one run's own overrides, as one quoted string (repeat per run)")
     parser.add_argument("--write-runs", action="store_true", help="also write OUT/metrics.json of each run")
     return parser.parse_known_args(argv)
-
-
-def write(path: Path, value) -> None:
-    try:
-        write_json(path, value)
-    except OSError as err:
-        raise WriteError(f"could not write {path}: {err.strerror or err}; nothing there was changed; "
-                         "free space or make the folder writable, then run again") from err
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -58,8 +49,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     metrics = train_runs(cfgs, folder / CHECKPOINT)
     if args.write_runs:
         for cfg, run in zip(cfgs, metrics):
-            write(Path(cfg.out) / "metrics.json", run)
-    write(folder / "pack.json", {"runs": metrics})
+            write_result(Path(cfg.out) / "metrics.json", run)
+    write_result(folder / "pack.json", {"runs": metrics})
     (folder / CHECKPOINT).unlink(missing_ok=True)  # finished: pack.json is the record
     return metrics
 

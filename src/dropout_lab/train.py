@@ -423,16 +423,20 @@ def train_runs(cfgs: Sequence[DictConfig], checkpoint: Path) -> list[dict]:
     return results
 
 
+def write_result(target: Path, value) -> None:
+    """Write a result as JSON atomically; a failure is one WriteError line naming the file."""
+    try:
+        write_json(target, value)
+    except OSError as err:
+        raise WriteError(f"could not write {target}: {err.strerror or err}; nothing there was changed; "
+                         "free space or make the folder writable, then run again") from err
+
+
 def main(cfg: DictConfig) -> dict:
     """Validate, train, evaluate, write OUT/metrics.json atomically; return the metrics."""
     checkpoint = Path(cfg.out) / CHECKPOINT
     metrics = train_runs([cfg], checkpoint)[0]
-    target = Path(cfg.out) / "metrics.json"
-    try:
-        write_json(target, metrics)
-    except OSError as err:
-        raise WriteError(f"could not write {target}: {err.strerror or err}; nothing there was changed; "
-                         "free space or make the folder writable, then run again") from err
+    write_result(Path(cfg.out) / "metrics.json", metrics)
     checkpoint.unlink(missing_ok=True)  # the run is finished; metrics.json is its record
     return metrics
 

@@ -34,9 +34,7 @@ DATA_DIR = config["data"]["dir"]
 RUN_BY_FOLDER = {run.folder: run for run in RUNS}
 PACK_BY_NAME = {pack.name: pack for pack in PACKS}
 PACK_OF_FOLDER = {run.folder: pack.name for pack in PACKS for run in pack.runs}
-RUN_SETTINGS = {
-    key: config[key] for key in ("scale", "device", "threads_per_run", "data")
-}
+RUN_SETTINGS = grid.run_settings(config)
 FIGURES = grid.figure_stems(config)
 
 
