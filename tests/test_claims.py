@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dropout_lab import claims
+from dropout_lab import claims, facts
 
 ALPHA, SAMPLES = 0.05, 2000
 OPTIMUM = {"claimed_rate": 0.5, "sharp_window": 0.1, "published_band": [0.2, 0.6]}
@@ -105,7 +105,9 @@ def test_parity_not_supported_when_gaussian_is_worse():
     result = claims.parity_claim(parity_table(-0.02, 0.001), "hidden_rate", ["bernoulli", "gaussian"],
                                  {"margin": 0.0025}, ALPHA)
     assert result["verdict"] == claims.NOT_SUPPORTED
-    assert result["estimate"] == pytest.approx(-0.02, abs=0.002)
+    assert all(row["mean_diff"] == pytest.approx(-0.02, abs=0.002) for row in result["table"])
+    assert {row["verdict"] for row in result["table"]} == {"gaussian worse"}
+    assert "estimate" not in result  # no mean pooled across rates
 
 
 def test_parity_inconclusive_when_noise_hides_it():
@@ -125,26 +127,42 @@ def test_tost_known_answer():
     assert claims._tost(diffs, 0.0025) == pytest.approx(max(lower, upper), rel=1e-9)
 
 
-def mc_table(shift: float, noise: float, runs: int = 10):
+def mc_table(shift: float, noise: float, runs: int = 10, shifted_rates=(0.2, 0.5, 0.8)):
     rng = np.random.default_rng(0)
     rows = []
     for gate in ("bernoulli", "gaussian"):
-        for r in range(runs):
-            det = 0.97 + rng.normal(0, 0.005)
-            for k in (1, 10, 50):
-                rows.append({"gate": gate, "k": k, "test_acc": det,
-                             "mc_test_acc": det + (shift if k == 50 else -0.05) + rng.normal(0, noise)})
+        for rate in (0.2, 0.5, 0.8):
+            for r in range(runs):
+                det = 0.97 + rng.normal(0, 0.005)
+                for k in (1, 10, 50):
+                    at_k = shift if rate in shifted_rates else 0.0
+                    rows.append({"gate": gate, "hidden_rate": rate, "k": k, "test_acc": det,
+                                 "mc_test_acc": det + (at_k if k == 50 else -0.05) + rng.normal(0, noise)})
     return pd.DataFrame(rows)
 
 
 def test_inference_matches_when_mc_agrees_with_the_deterministic_net():
-    result = claims.inference_claim(mc_table(0.0, 0.0005), {"k": 50, "margin": 0.005}, ALPHA)
+    result = claims.inference_claim(mc_table(0.0, 0.0005), "hidden_rate", {"k": 50, "margin": 0.005}, ALPHA)
     assert result["k"] == 50 and result["verdict"] == claims.SUPPORTED
+    assert result["headline"] == "both gates: matches at 0.2-0.8"
 
 
 def test_inference_not_supported_when_mc_is_far_off():
-    result = claims.inference_claim(mc_table(-0.03, 0.001), {"k": 50, "margin": 0.005}, ALPHA)
+    result = claims.inference_claim(mc_table(-0.03, 0.001), "hidden_rate", {"k": 50, "margin": 0.005}, ALPHA)
     assert result["verdict"] == claims.NOT_SUPPORTED
+
+
+def test_inference_is_judged_per_rate_and_names_where_it_fails():
+    # MC better by 2 points at rate 0.8 only: one verdict per (gate, rate), nothing pooled.
+    result = claims.inference_claim(mc_table(0.02, 0.001, shifted_rates=(0.8,)), "hidden_rate",
+                                    {"k": 50, "margin": 0.005}, ALPHA)
+    verdicts = {(r["gate"], r["rate"]): r["verdict"] for r in result["table"]}
+    assert verdicts == {(g, r): ("MC better" if r == 0.8 else "equivalent")
+                        for g in ("bernoulli", "gaussian") for r in (0.2, 0.5, 0.8)}
+    assert result["verdict"] == claims.NOT_SUPPORTED
+    for gate in ("bernoulli", "gaussian"):
+        assert f"{gate}: matches at 0.2-0.5; MC better at 0.8 (+2.0" in result["headline"]
+    assert "estimate" not in result
 
 
 def test_conventions_need_scaling_when_unscaled_loss_is_worse():
@@ -168,22 +186,69 @@ def test_weight_norm_reading_finds_where_weights_are_smallest():
     assert result["best"] == 0.9 and result["verdict"] == claims.NOT_SUPPORTED
 
 
+def _full_table(df: pd.DataFrame) -> pd.DataFrame:
+    return df.assign(status="ok", failed_epoch=np.nan, failed_reason="", weight_norm=10.0 - df["hidden_rate"],
+                     experiment="e", gate="bernoulli", convention="inverted", cell="c",
+                     run=[f"r{i}" for i in range(len(df))], in_hidden_sweep=True, in_input_sweep=False,
+                     in_gate_parity=False, in_conventions=False)
+
+
+CONFIG = {"claims": {"alpha": ALPHA, "bootstrap_samples": 500, "optimum": {**OPTIMUM, "experiment": "e"},
+                     "input_rate": {"experiment": "e", "threshold": 0.2},
+                     "gaussian_parity": {"experiment": "e", "margin": 0.0025},
+                     "inference": {"experiment": "e", "k": 50, "margin": 0.005}},
+          "grids": {"e": {"hidden_sweep": {"vary": "hidden", "rates": RATES}}}}
+
+
 def test_diverged_runs_are_counted_and_never_averaged_in():
-    df = sweep_table(lambda r: 0.98 - 0.2 * (r - 0.5) ** 2 - (0.01 if r != 0.5 else 0.0))
-    df = df.assign(status="ok", diverged_epoch=np.nan, weight_norm=10.0 - df["hidden_rate"], experiment="e", gate="bernoulli", convention="inverted",
-                   cell="c", run=[f"r{i}" for i in range(len(df))], in_hidden_sweep=True, in_input_sweep=False,
-                   in_gate_parity=False, in_conventions=False)
-    bad = df.iloc[:3].assign(status="diverged", diverged_epoch=2, test_acc=np.nan, hidden_rate=0.5,
-                             run=["x1", "x2", "x3"])
+    df = _full_table(sweep_table(lambda r: 0.98 - 0.2 * (r - 0.5) ** 2 - (0.01 if r != 0.5 else 0.0)))
+    bad = df.iloc[:3].assign(status="diverged", failed_epoch=2, failed_reason="the loss became non-finite",
+                             test_acc=np.nan, hidden_rate=0.5, run=["x1", "x2", "x3"])
     table = pd.concat([df, bad], ignore_index=True)
-    config = {"claims": {"alpha": ALPHA, "bootstrap_samples": 500, "optimum": {**OPTIMUM, "experiment": "e"},
-                         "input_rate": {"experiment": "e", "threshold": 0.2},
-                         "gaussian_parity": {"experiment": "e", "margin": 0.0025},
-                         "inference": {"experiment": "e", "k": 50, "margin": 0.005}},
-              "grids": {"e": {"hidden_sweep": {"vary": "hidden", "rates": RATES}}}}
-    result = claims.evaluate_claims(table, config)
+    result = claims.evaluate_claims(table, CONFIG)
     assert result["optimum"]["verdict"] == claims.SUPPORTED
-    assert next(r for r in result["optimum"]["table"] if r["rate"] == 0.5)["n"] == 5  # the 3 diverged left out
-    summary = claims.diverged_runs(table)
-    assert summary["count"] == 3 and summary["of"] == len(table)
-    assert {r["epoch"] for r in summary["runs"]} == {2}
+    half = next(r for r in result["optimum"]["table"] if r["rate"] == 0.5)
+    assert half["n"] == 5 and half["failed"] == 3  # the 3 diverged left out, and counted
+    assert "with_failed" not in result["optimum"]  # diverged runs have no numbers to put back
+    summary = facts.failed_runs(table)
+    assert summary["count"] == 3 and summary["diverged"] == 3 and summary["of"] == len(table)
+    assert summary["cells"][0]["epochs"] == [2] and summary["cells"][0]["failed"] == 3
+
+
+def test_a_collapsed_cell_is_left_out_and_the_claim_says_what_it_would_change():
+    # Rate 0.9 collapsed: accuracy 0.6 and a large negative gap, which would make it "regularise most".
+    df = _full_table(sweep_table(lambda r: 0.98 - 0.1 * (r - 0.5) ** 2))
+    collapsed = df["hidden_rate"] == 0.9
+    df.loc[collapsed, "status"] = "collapsed"
+    df.loc[collapsed, "test_acc"] = 0.6
+    df.loc[collapsed, "gap_acc"] = -0.05
+    result = claims.evaluate_claims(df, CONFIG)
+    reg = result["regularisation"]
+    assert reg["best"] == 0.8  # the smallest gap among the runs that trained
+    row = next(r for r in reg["table"] if r["rate"] == 0.9)
+    assert row["n"] == 0 and row["failed"] == 5
+    assert reg["with_failed"] == {"collapsed_runs": 5, "verdict": claims.NOT_SUPPORTED, "summary": 0.9,
+                                  "changes_verdict": False, "changes_summary": True}
+    assert result["optimum"]["with_failed"]["changes_summary"] is False  # 0.9 was never the best accuracy
+
+
+def test_parity_verdict_per_rate_with_a_failed_cell_and_a_worse_rate():
+    table = parity_table(0.0, 0.0005)
+    table.loc[(table["hidden_rate"] == 0.5) & (table["gate"] == "gaussian"), "test_acc"] -= 0.01
+    table["status"] = np.where(table["hidden_rate"] == 0.8, "collapsed", "ok")
+    result = claims.parity_claim(table, "hidden_rate", ["bernoulli", "gaussian"], {"margin": 0.0025}, ALPHA,
+                                 [0.2, 0.5, 0.8])
+    verdicts = {row["rate"]: (row["verdict"], row["n"], row["failed"]) for row in result["table"]}
+    assert verdicts == {0.2: ("equivalent", 8, 0), 0.5: ("gaussian worse", 8, 0), 0.8: ("no runs", 0, 16)}
+    assert result["verdict"] == claims.NOT_SUPPORTED
+    half = table[table["hidden_rate"] == 0.5].pivot_table(index="seed", columns="gate", values="test_acc")
+    diff = 100 * (half["gaussian"] - half["bernoulli"]).mean()
+    assert diff == pytest.approx(-1.0, abs=0.05)
+    assert result["headline"] == f"equivalent at 0.2; gaussian worse at 0.5 ({diff:+.2f} points); every run failed at 0.8"
+
+
+def test_rate_ranges_join_neighbours_on_the_grid():
+    grid = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert claims.rate_ranges([0.1, 0.2, 0.3, 0.8], grid) == "0.1-0.3, 0.8"
+    assert claims.rate_ranges([0.9, 0.7], grid) == "0.7, 0.9"
+    assert claims.rate_ranges([0.2, 0.5], [0.2, 0.5, 0.8]) == "0.2-0.5"

@@ -9,6 +9,9 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
+from dropout_lab.data import SPECS
+from dropout_lab.health import classify
+
 SWEEP_COLUMNS = {
     "hidden_sweep": "in_hidden_sweep",
     "input_sweep": "in_input_sweep",
@@ -25,9 +28,14 @@ def _uniform(rates: list[float]) -> float:
     return rates[0] if all(r == rates[0] for r in rates) else math.nan
 
 
-def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """One row; a diverged run keeps its coordinates and status, and NaN for every result."""
+def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any], failure: Mapping[str, Any]) -> dict[str, Any]:
+    """One row; a diverged run keeps its coordinates and status, and NaN for every result.
+
+    `status` is the run's health under the `failure` rules (dropout_lab.health): ok,
+    diverged or collapsed, with the epoch and the reason it failed.
+    """
     cfg, mc = metrics["config"], metrics.get("mc") or {}
+    health = classify(metrics, SPECS[cfg["dataset"]["name"]].classes, failure)
     final = {k: (math.nan if v is None else v) for k, v in (metrics.get("final") or {}).items()}
     for key in ("train_acc", "train_loss", "test_acc", "test_loss", "gap_acc", "gap_loss"):
         final.setdefault(key, math.nan)
@@ -42,8 +50,9 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, 
         "convention": cfg["gate"].get("convention", "inverted"),
         "cell": record["cell"],
         "seed": metrics["seed"],
-        "status": metrics.get("status", "ok"),
-        "diverged_epoch": metrics.get("diverged_epoch") or math.nan,
+        "status": health.status,
+        "failed_epoch": math.nan if health.epoch is None else health.epoch,
+        "failed_reason": health.reason,
         "placement": record.get("placement") or "",
         "input_rate": rates["input"],
         **{f"{slot}_rate": _uniform(rates[slot]) for slot in ("hidden", "conv", "fc")},
@@ -59,6 +68,15 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, 
         "unscaled_test_acc": (metrics.get("unscaled_inference") or {}).get("test_acc", final["test_acc"]),
         "unscaled_test_loss": (metrics.get("unscaled_inference") or {}).get("test_loss", final["test_loss"]),
         "weight_norm": math.sqrt(sum(v * v for v in norms.values())) if norms else math.nan,
+        "depth": cfg["model"]["depth"] if cfg["model"]["name"] == "mlp" else cfg["model"]["fc_depth"],
+        "width": cfg["model"]["width"] if cfg["model"]["name"] == "mlp" else cfg["model"]["fc_width"],
+        "channels": "-".join(str(c) for c in cfg["model"].get("channels") or []),
+        "max_norm": math.nan if cfg["model"].get("max_norm") is None else cfg["model"]["max_norm"],
+        "lr": cfg["train"]["lr"],
+        "momentum": cfg["train"]["momentum"],
+        "batch_size": cfg["train"]["batch_size"],
+        "weight_decay": cfg["train"]["weight_decay"],
+        "schedule": cfg["train"]["schedule"],
         "epochs": cfg["train"]["epochs"],
         "train_samples": metrics["train_samples"],
         "test_samples": metrics["test_samples"],
@@ -76,7 +94,7 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, 
     return row
 
 
-KEYS = ("run", "experiment", "gate", "convention", "cell", "seed", "input_rate", "hidden_rate", "conv_rate", "fc_rate")
+KEYS = ("run", "experiment", "gate", "convention", "cell", "seed", "status", "input_rate", "hidden_rate", "conv_rate", "fc_rate")
 
 
 def curve_rows(row: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -99,11 +117,11 @@ def load(records: Iterable[Mapping[str, Any]], root: Path = Path(".")) -> Loaded
     return [(record, json.loads((root / record["path"]).read_text())) for record in records]
 
 
-def collect(loaded: Loaded) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(runs, learning curves, Monte-Carlo curves) as tidy tables."""
+def collect(loaded: Loaded, failure: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(runs, learning curves, Monte-Carlo curves) as tidy tables; `failure`: the rules of config `failure:`."""
     runs, curves, mc = [], [], []
     for record, metrics in loaded:
-        row = run_row(record, metrics)
+        row = run_row(record, metrics, failure)
         runs.append(row)
         curves.extend(curve_rows(row, metrics))
         mc.extend(mc_rows(row, metrics))
@@ -111,9 +129,10 @@ def collect(loaded: Loaded) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
 
 def provenance(loaded: Loaded) -> dict[str, Any]:
-    """What the report states about where the numbers come from: data digests, versions, hardware, commits."""
+    """What the report states about where the numbers come from: data digests, versions, hardware, commits,
+    and the training time of the grid, counted once per job (runs trained together in a pack share it)."""
     data, versions, devices, commits, dirty = {}, {}, set(), set(), False
-    precisions, pack_wall = set(), {}
+    precisions, jobs = set(), {}
     for record, metrics in loaded:
         data[metrics["config"]["dataset"]["name"]] = metrics["data_sha256"]
         versions = metrics["versions"]
@@ -123,8 +142,10 @@ def provenance(loaded: Loaded) -> dict[str, Any]:
         dirty = dirty or bool(metrics["git"]["dirty"])
         engine = metrics.get("engine") or {}
         precisions.add(f"{engine.get('precision', 'fp32')}{' with TF32' if engine.get('tf32') else ''}")
-        # Runs trained together (one pack) share one wall time: count it once.
-        pack_wall[metrics.get("pack_fingerprint") or record["path"]] = metrics["wall_seconds"]
+        train = sum(e.get("train_seconds") or 0.0 for e in metrics["history"])
+        key = metrics.get("pack_fingerprint") or record["path"]
+        # A pack's runs finish their evaluation one after another: the job's wall time is the latest.
+        jobs[key] = (train, max(metrics["wall_seconds"], jobs.get(key, (0.0, 0.0))[1]))
     return {
         "data_sha256": data,
         "versions": versions,
@@ -132,6 +153,7 @@ def provenance(loaded: Loaded) -> dict[str, Any]:
         "commits": sorted(commits),
         "dirty": dirty,
         "precisions": sorted(precisions),
-        "training_jobs": len(pack_wall),
-        "train_wall_seconds": sum(pack_wall.values()),
+        "training_jobs": len(jobs),
+        "train_seconds": sum(train for train, _ in jobs.values()),
+        "train_wall_seconds": sum(wall for _, wall in jobs.values()),
     }

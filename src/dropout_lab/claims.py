@@ -17,10 +17,52 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_paired
 
+from dropout_lab.aggregate import SWEEP_COLUMNS
+
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 
 
+
+OK = "ok"
+
+
+def _ok(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs whose training worked (dropout_lab.health); a table without statuses is all ok."""
+    return df[df["status"] == OK] if "status" in df else df
+
+
+def _failed_by(df: pd.DataFrame, col: str) -> dict[float, int]:
+    """How many runs failed at each value of `col` (diverged or collapsed)."""
+    if "status" not in df:
+        return {}
+    bad = df[df["status"] != OK]
+    return {float(v): int(n) for v, n in bad.groupby(col).size().items()}
+
+
+def _with_failed_cells(table: list[dict[str, Any]], failed: Mapping[float, int]) -> list[dict[str, Any]]:
+    """Each row gets its count of failed runs; a rate where every run failed gets a row of its own (n = 0)."""
+    rows = [{**row, "failed": failed.get(row["rate"], 0)} for row in table]
+    known = {row["rate"] for row in rows}
+    rows += [{"rate": r, "mean": math.nan, "sd": math.nan, "n": 0, "failed": k} for r, k in failed.items()
+             if r not in known]
+    return sorted(rows, key=lambda row: row["rate"])
+
+
+def rate_ranges(rates: list[float], grid: list[float]) -> str:
+    """Rates as runs of neighbours on the grid: [0.1, 0.2, 0.3, 0.8] -> '0.1-0.3, 0.8'."""
+    order = sorted(grid)
+    chosen = sorted(rates, key=order.index)
+    parts: list[list[float]] = []
+    for rate in chosen:
+        if parts and order.index(rate) == order.index(parts[-1][-1]) + 1:
+            parts[-1].append(rate)
+        else:
+            parts.append([rate])
+    return ", ".join(f"{p[0]:g}" if len(p) == 1 else f"{p[0]:g}-{p[-1]:g}" for p in parts)
+
+
 def _cells(df: pd.DataFrame, rate_col: str, metric: str) -> dict[float, np.ndarray]:
+    df = df[np.isfinite(df[metric].to_numpy(float))]
     return {float(rate): group[metric].to_numpy(float) for rate, group in df.groupby(rate_col)}
 
 
@@ -42,7 +84,8 @@ def best_set(
     (a bootstrap of five seeds understates the spread), Holm-corrected; the set
     holds the best rate and every rate whose corrected p-value is at least alpha.
     """
-    cells = _cells(df, rate_col, metric)
+    failed = _failed_by(df, rate_col)
+    cells = _cells(_ok(df), rate_col, metric)
     rates = sorted(cells)
     sign = 1.0 if higher_is_better else -1.0
     means = {r: float(np.mean(v)) for r, v in cells.items()}
@@ -62,11 +105,11 @@ def best_set(
         "set": sorted(members),
         "argmax_frequency": {f"{r:g}": float(np.mean(argmax == r)) for r in rates},
         "p_adjusted": {f"{r:g}": float(p) for r, p in adjusted.items()},
-        "table": [
+        "table": _with_failed_cells([
             {"rate": r, "mean": means[r], "sd": float(np.std(cells[r], ddof=1)) if len(cells[r]) > 1 else math.nan,
              "n": int(len(cells[r]))}
             for r in rates
-        ],
+        ], failed),
     }
 
 
@@ -86,13 +129,13 @@ def optimum_claim(df: pd.DataFrame, rate_col: str, settings: Mapping[str, Any], 
     """Claim 1a: the best mean test accuracy over the rate grid lies at rate 0.5."""
     claimed, window = settings["claimed_rate"], settings["sharp_window"]
     result = best_set(df, rate_col, "test_acc", True, alpha, samples)
-    if not any(math.isclose(r, claimed) for r in (row["rate"] for row in result["table"])):
-        verdict, reason = INCONCLUSIVE, f"rate {claimed:g} is not in the grid"
+    if not any(math.isclose(r, claimed) for r in (row["rate"] for row in result["table"] if row["n"])):
+        verdict, reason = INCONCLUSIVE, f"rate {claimed:g} has no run that trained"
     else:
         verdict, reason = _sharp_verdict(result, claimed, window)
     band = settings["published_band"]
     return {
-        "claim": "Dropping hidden units at rate 0.5 (retain p = 0.5) gives the best test accuracy",
+        "claim": f"Dropping hidden units at rate {claimed:g} (retain p = {1 - claimed:g}) gives the best test accuracy",
         "statistic": "argmax over the rate grid of mean test accuracy over seeds; rates not significantly "
         "worse (one-sided Welch, Holm; seed bootstrap for P(best)) form the best set",
         "estimate": result["best"],
@@ -110,7 +153,7 @@ def _smallest_claim(df: pd.DataFrame, rate_col: str, metric: str, reading: str, 
     result = best_set(df, rate_col, metric, False, alpha, samples)
     verdict, reason = _sharp_verdict(result, settings["claimed_rate"], settings["sharp_window"])
     return {
-        "claim": f"Rate 0.5 regularises most (smallest {reading})",
+        "claim": f"Rate {settings['claimed_rate']:g} regularises most (smallest {reading})",
         "statistic": f"argmin over the rate grid of the mean {reading}; rates not significantly larger "
         "(one-sided Welch, Holm) form the set",
         "estimate": result["best"],
@@ -144,7 +187,8 @@ def _welch_greater(a: np.ndarray, b: np.ndarray) -> float:
 def input_rate_claim(df: pd.DataFrame, settings: Mapping[str, Any], alpha: float) -> dict:
     """Claim 2: input layers should drop at rate <= threshold; higher rates are worse."""
     threshold = settings["threshold"]
-    cells = _cells(df, "input_rate", "test_acc")
+    failed = _failed_by(df, "input_rate")
+    cells = _cells(_ok(df), "input_rate", "test_acc")
     means = {r: float(np.mean(v)) for r, v in cells.items()}
     low = [r for r in cells if r <= threshold + 1e-9]
     high = [r for r in cells if r > threshold + 1e-9]
@@ -170,8 +214,9 @@ def input_rate_claim(df: pd.DataFrame, settings: Mapping[str, Any], alpha: float
         f"{threshold:g} against each higher rate, Holm-corrected",
         "estimate": best,
         "best_low": best_low,
-        "table": [{"rate": r, "mean": means[r], "sd": float(np.std(cells[r], ddof=1)) if len(cells[r]) > 1
-                   else math.nan, "n": len(cells[r])} for r in sorted(cells)],
+        "table": _with_failed_cells([{"rate": r, "mean": means[r], "sd": float(np.std(cells[r], ddof=1))
+                                      if len(cells[r]) > 1 else math.nan, "n": len(cells[r])} for r in sorted(cells)],
+                                    failed),
         "p_worse_adjusted": {f"{r:g}": float(p) for r, p in zip(high, worse)},
         "p_better_adjusted": {f"{r:g}": float(p) for r, p in zip(high, better)},
         "verdict": verdict,
@@ -199,70 +244,151 @@ def _worse_beyond(diffs: np.ndarray, margin: float) -> float:
     return float(p) if math.isfinite(p) else 1.0
 
 
-def parity_claim(df: pd.DataFrame, rate_col: str, gates: list[str], settings: Mapping[str, Any], alpha: float) -> dict:
-    """Claim 3: the Gaussian gate with matched variance does as well as the Bernoulli gate."""
+def _paired_ci(diffs: np.ndarray, alpha: float) -> list[float]:
+    """The TOST's (1 - 2 alpha) confidence interval of the mean paired difference."""
+    if len(diffs) < 2:
+        return [math.nan, math.nan]
+    half = stats.t.ppf(1 - alpha, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs))
+    return [float(diffs.mean() - half), float(diffs.mean() + half)]
+
+
+def _equivalence_rows(rows: list[dict[str, Any]], alpha: float, worse: str, better: str) -> None:
+    """Per row: Holm over rows for 'worse/better beyond the margin', then a per-row verdict, in place.
+
+    A row is `equivalent` when its TOST rejects, `worse` or `better` when its mean lies
+    significantly beyond the margin on that side, `no runs` when it has no pair, else
+    `inconclusive`.
+    """
+    low = _holm([r["p_below"] for r in rows])
+    high = _holm([r["p_above"] for r in rows])
+    for row, p_low, p_high in zip(rows, low, high):
+        row["p_below_adjusted"], row["p_above_adjusted"] = p_low, p_high
+        row["equivalent"] = row["n"] > 1 and row["p_tost"] < alpha
+        if row["n"] == 0:
+            row["verdict"] = "no runs"
+        elif p_low < alpha:
+            row["verdict"] = worse
+        elif row["equivalent"]:
+            row["verdict"] = "equivalent"
+        elif p_high < alpha:
+            row["verdict"] = better
+        else:
+            row["verdict"] = "inconclusive"
+
+
+def _equivalence_row(diffs: np.ndarray, margin: float, alpha: float) -> dict[str, Any]:
+    n = len(diffs)
+    return {"mean_diff": float(diffs.mean()) if n else math.nan, "ci": _paired_ci(diffs, alpha), "n": n,
+            "p_tost": _tost(diffs, margin), "p_below": _worse_beyond(diffs, margin),
+            "p_above": _worse_beyond(-diffs, margin)}
+
+
+def _headline(rows: list[dict[str, Any]], grid: list[float], phrases: Mapping[str, str]) -> str:
+    """'equivalent at 0.1-0.7; worse at 0.8 (-0.89 points); no runs at 0.9': which rates give which verdict."""
+    parts = []
+    for verdict, phrase in phrases.items():
+        chosen = [r for r in rows if r["verdict"] == verdict]
+        if not chosen:
+            continue
+        text = f"{phrase} at {rate_ranges([r['rate'] for r in chosen], grid)}"
+        if verdict not in ("equivalent", "no runs", "inconclusive"):
+            text += " (" + ", ".join(f"{100 * r['mean_diff']:+.2f}" for r in chosen) + " points)"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def parity_claim(df: pd.DataFrame, rate_col: str, gates: list[str], settings: Mapping[str, Any], alpha: float,
+                 grid: list[float] | None = None) -> dict:
+    """Claim 3: the Gaussian gate with matched variance does as well as the Bernoulli gate, judged per rate.
+
+    At each rate: the paired (other - reference) test accuracy, TOST within the margin,
+    and one-sided tests for a difference beyond the margin on either side (Holm over
+    rates). A rate where a run of a pair failed loses that pair; a rate with no pair
+    left is reported as such. No mean pooled across rates is reported: the verdict
+    names the rates where the claim holds and where it fails.
+    """
     margin = settings["margin"]
     reference, other = gates  # e.g. bernoulli, gaussian
-    wide = df.pivot_table(index=[rate_col, "seed"], columns="gate", values="test_acc").dropna()
+    failed = _failed_by(df, rate_col)
+    wide = _ok(df).pivot_table(index=[rate_col, "seed"], columns="gate", values="test_acc")
+    wide = wide.reindex(columns=gates).dropna()
+    grid = sorted(set(grid or []) | {float(r) for r in df[rate_col]})
     rows = []
-    for rate, group in wide.groupby(level=0):
+    for rate in grid:
+        group = wide[wide.index.get_level_values(0) == rate]
         diffs = (group[other] - group[reference]).to_numpy(float)
-        n = len(diffs)
-        mean = float(diffs.mean())
-        if n > 1:
-            half = stats.t.ppf(1 - alpha, n - 1) * diffs.std(ddof=1) / math.sqrt(n)  # the TOST's (1 - 2 alpha) CI
-            ci = [mean - half, mean + half]
-        else:
-            ci = [math.nan, math.nan]
-        rows.append({"rate": float(rate), "mean_diff": mean, "ci": ci, "n": n,
-                     "p_tost": _tost(diffs, margin), "p_worse": _worse_beyond(diffs, margin)})
-    worse_adjusted = _holm([r["p_worse"] for r in rows])
-    for row, p in zip(rows, worse_adjusted):
-        row["p_worse_adjusted"] = p
-        row["equivalent"] = row["p_tost"] < alpha
-    if not rows:
+        rows.append({"rate": float(rate), **_equivalence_row(diffs, margin, alpha), "failed": failed.get(rate, 0)})
+    _equivalence_rows(rows, alpha, worse=f"{other} worse", better=f"{other} better")
+    verdicts = {r["verdict"] for r in rows}
+    headline = _headline(rows, grid, {"equivalent": "equivalent", f"{other} better": f"{other} better",
+                                      f"{other} worse": f"{other} worse", "inconclusive": "inconclusive",
+                                      "no runs": "every run failed"})
+    if not rows or verdicts == {"no runs"}:
         verdict, reason = INCONCLUSIVE, "no paired runs"
-    elif any(p < alpha for p in worse_adjusted):
-        verdict, reason = NOT_SUPPORTED, f"{other} is significantly worse than {reference} by more than the margin"
-    elif all(r["equivalent"] for r in rows):
-        verdict, reason = SUPPORTED, f"the two gates are equivalent within {margin:g} at every rate"
+    elif f"{other} worse" in verdicts:
+        verdict, reason = NOT_SUPPORTED, f"{other} is significantly worse than {reference} by more than the margin " \
+            f"at some rates: {headline}"
+    elif verdicts <= {"equivalent", f"{other} better"}:
+        verdict, reason = SUPPORTED, f"{other} is equivalent within {margin:g} or better at every rate"
     else:
-        verdict = INCONCLUSIVE
-        reason = f"equivalence within {margin:g} is shown at {sum(r['equivalent'] for r in rows)} of {len(rows)} rates"
+        verdict, reason = INCONCLUSIVE, f"the claim is not decided at every rate: {headline}"
     return {
         "claim": f"{other.capitalize()} dropout with matched variance does as well as {reference} dropout",
-        "statistic": f"paired ({other} - {reference}) test accuracy per rate, paired by seed; TOST with margin "
-        f"{margin:g} at level {alpha:g}; one-sided tests for being worse by more than the margin, Holm-corrected",
-        "estimate": float(np.mean([r["mean_diff"] for r in rows])) if rows else math.nan,
+        "statistic": f"at each rate, paired ({other} - {reference}) test accuracy, paired by seed; TOST with margin "
+        f"{margin:g} at level {alpha:g}; one-sided tests for a difference beyond the margin, Holm over rates",
+        "headline": headline,
         "margin": margin,
+        "gates": list(gates),
         "table": rows,
         "verdict": verdict,
         "reason": reason,
     }
 
 
-def inference_claim(mc: pd.DataFrame, settings: Mapping[str, Any], alpha: float) -> dict:
-    """Monte-Carlo averaging over k masks matches the deterministic (weight-scaled) net within a margin."""
+def inference_claim(mc: pd.DataFrame, rate_col: str, settings: Mapping[str, Any], alpha: float) -> dict:
+    """Monte-Carlo averaging over k masks matches the deterministic (weight-scaled) net, per gate and rate.
+
+    Per run, the MC test accuracy after k masks minus the deterministic net's; per
+    (gate, rate) a TOST within the margin and one-sided tests beyond it (Holm over the
+    cells); no mean pooled across rates.
+    """
     margin = settings["margin"]
     k = min(settings["k"], int(mc["k"].max()))
     at_k = mc[mc["k"] == k]
+    grid = sorted({float(r) for r in mc[rate_col]})
     rows = []
-    for gate, group in at_k.groupby("gate"):
-        diffs = (group["mc_test_acc"] - group["test_acc"]).to_numpy(float)
-        rows.append({"gate": gate, "k": k, "mean_diff": float(diffs.mean()), "n": len(diffs),
-                     "p_tost": _tost(diffs, margin),
-                     "p_outside": min(_worse_beyond(diffs, margin), _worse_beyond(-diffs, margin))})
-    if any(r["p_outside"] < alpha / 2 for r in rows):
-        verdict, reason = NOT_SUPPORTED, f"MC averaging over {k} masks differs from the deterministic net by more than the margin"
-    elif rows and all(r["p_tost"] < alpha for r in rows):
-        verdict, reason = SUPPORTED, f"MC averaging over {k} masks matches the deterministic net within {margin:g} for every gate"
+    for gate in sorted(set(at_k["gate"])):
+        failed = _failed_by(at_k[at_k["gate"] == gate], rate_col)
+        ok = _ok(at_k[at_k["gate"] == gate])
+        for rate in grid:
+            group = ok[ok[rate_col] == rate]
+            diffs = (group["mc_test_acc"] - group["test_acc"]).to_numpy(float)
+            rows.append({"gate": gate, "rate": rate, "k": k, **_equivalence_row(diffs, margin, alpha),
+                         "failed": failed.get(rate, 0)})
+    _equivalence_rows(rows, alpha, worse="MC worse", better="MC better")
+    phrases = {"equivalent": "matches", "MC better": "MC better", "MC worse": "MC worse",
+               "inconclusive": "inconclusive", "no runs": "every run failed"}
+    by_gate = {gate: _headline([r for r in rows if r["gate"] == gate], grid, phrases)
+               for gate in sorted({r["gate"] for r in rows})}
+    if len(set(by_gate.values())) == 1 and len(by_gate) > 1:
+        headline = "both gates: " + next(iter(by_gate.values()))
     else:
-        verdict, reason = INCONCLUSIVE, f"equivalence within {margin:g} at k = {k} is not shown for every gate"
+        headline = "; ".join(f"{gate}: {text}" for gate, text in by_gate.items())
+    verdicts = {r["verdict"] for r in rows}
+    if verdicts & {"MC better", "MC worse"}:
+        verdict, reason = NOT_SUPPORTED, f"MC averaging over {k} masks differs from the deterministic net by more " \
+            f"than the margin at some rates ({headline})"
+    elif rows and verdicts == {"equivalent"}:
+        verdict, reason = SUPPORTED, f"MC averaging over {k} masks matches the deterministic net within {margin:g} " \
+            "for every gate and rate"
+    else:
+        verdict, reason = INCONCLUSIVE, f"equivalence within {margin:g} at k = {k} is not shown everywhere ({headline})"
     return {
         "claim": f"Averaging {settings['k']} sampled networks matches the deterministic net at inference",
-        "statistic": f"per run, MC test accuracy after k = {k} masks minus the deterministic net's; TOST with "
-        f"margin {margin:g} per gate",
-        "estimate": float(np.mean([r["mean_diff"] for r in rows])) if rows else math.nan,
+        "statistic": f"per run, MC test accuracy after k = {k} masks minus the deterministic net's; per gate and "
+        f"rate, TOST with margin {margin:g}, one-sided tests beyond it (Holm)",
+        "headline": headline,
+        "margin": margin,
         "k": k,
         "table": rows,
         "verdict": verdict,
@@ -273,7 +399,7 @@ def inference_claim(mc: pd.DataFrame, settings: Mapping[str, Any], alpha: float)
 def convention_claim(runs: pd.DataFrame, alpha: float) -> dict:
     """The article's scaled convention needs its activations scaled by p at inference; inverted gates need nothing."""
     rows = []
-    for gate, group in runs.groupby("gate"):
+    for gate, group in _ok(runs).groupby("gate"):
         scaled = group[group["convention"] == "scaled"]
         inverted = group[group["convention"] == "inverted"].set_index("seed")
         if scaled.empty:
@@ -309,20 +435,15 @@ def convention_claim(runs: pd.DataFrame, alpha: float) -> dict:
     }
 
 
-def evaluate_claims(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFrame | None = None) -> dict[str, Any]:
-    """All verdicts for the experiments that ran; a claim whose experiment did not run is skipped."""
+def _evaluate(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFrame | None) -> dict[str, Any]:
+    """Every verdict from `runs` (failed runs are passed in: each claim counts them and leaves them out)."""
     settings = config["claims"]
     alpha, samples = settings["alpha"], settings["bootstrap_samples"]
     out: dict[str, Any] = {}
-    runs = runs[runs["status"] == "ok"]  # diverged runs are counted (diverged_runs), never averaged in
-    if mc is not None and len(mc):
-        mc = mc[mc["run"].isin(runs["run"])]
 
     def sweep(claim: str, name: str) -> tuple[pd.DataFrame, Mapping[str, Any]] | None:
         experiment = settings[claim]["experiment"]
-        column = {"hidden_sweep": "in_hidden_sweep", "input_sweep": "in_input_sweep",
-                  "gate_parity": "in_gate_parity", "conventions": "in_conventions"}[name]
-        rows = runs[(runs["experiment"] == experiment) & runs[column]]
+        rows = runs[(runs["experiment"] == experiment) & runs[SWEEP_COLUMNS[name]]]
         return (rows, config["grids"][experiment][name]) if len(rows) else None
 
     found = sweep("optimum", "hidden_sweep")
@@ -340,14 +461,18 @@ def evaluate_claims(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFr
     found = sweep("gaussian_parity", "gate_parity")
     if found:
         rows, spec = found
-        inverted = rows[rows["convention"] == "inverted"] if "convention" in rows else rows
-        out["gaussian_parity"] = parity_claim(inverted, f"{spec['vary']}_rate", list(spec["gates"]),
-                                              settings["gaussian_parity"], alpha)
+        out["gaussian_parity"] = parity_claim(rows[rows["convention"] == "inverted"], f"{spec['vary']}_rate",
+                                              list(spec["gates"]), settings["gaussian_parity"], alpha,
+                                              list(spec["rates"]))
     experiment = settings["inference"]["experiment"]
     if mc is not None and len(mc):
-        own = mc[(mc["experiment"] == experiment) & (mc["convention"] == "inverted")]
+        # The runs with one hidden rate and no other dropout (hidden sweep and gate parity), rate > 0.
+        hidden = runs[(runs["experiment"] == experiment) & (runs["convention"] == "inverted")
+                      & (runs["in_hidden_sweep"] | runs["in_gate_parity"])]
+        own = mc[mc["run"].isin(hidden["run"]) & (mc["hidden_rate"] > 0)]
+        own = own.drop(columns="status", errors="ignore").merge(hidden[["run", "status"]], on="run")
         if len(own):
-            out["inference"] = inference_claim(own, settings["inference"], alpha)
+            out["inference"] = inference_claim(own, "hidden_rate", settings["inference"], alpha)
     if "conventions" in config["grids"].get(experiment, {}):
         rows = runs[(runs["experiment"] == experiment) & runs["in_conventions"]]
         if len(rows):
@@ -355,15 +480,33 @@ def evaluate_claims(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFr
     return out
 
 
-def diverged_runs(runs: pd.DataFrame) -> dict[str, Any]:
-    """How many runs diverged, and which (experiment, gate, convention, cell, seed, epoch)."""
-    bad = runs[runs["status"] != "ok"]
-    return {
-        "count": int(len(bad)),
-        "of": int(len(runs)),
-        "runs": [
-            {"experiment": r.experiment, "gate": r.gate, "convention": r.convention, "cell": r.cell,
-             "seed": int(r.seed), "epoch": None if pd.isna(r.diverged_epoch) else int(r.diverged_epoch)}
-            for r in bad.itertuples()
-        ],
-    }
+def _summary(result: Mapping[str, Any]) -> Any:
+    """What a claim's verdict rests on: its estimate, or its per-rate headline."""
+    return result.get("headline", result.get("estimate"))
+
+
+def evaluate_claims(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFrame | None = None) -> dict[str, Any]:
+    """All verdicts for the experiments that ran; a claim whose experiment did not run is skipped.
+
+    Failed runs (diverged or collapsed, dropout_lab.health) are left out and counted. Each
+    claim also records `with_failed`: its verdict and estimate had the collapsed runs been
+    included (diverged runs have no numbers), and whether that would change it.
+    """
+    verdicts = _evaluate(runs, config, mc)
+    collapsed = runs["status"] == "collapsed"
+    if not collapsed.any():
+        return verdicts
+    counted = runs.assign(status=np.where(collapsed, OK, runs["status"]))
+    alternative = _evaluate(counted, config, mc)
+    for name, result in verdicts.items():
+        other = alternative.get(name)
+        if other is None:
+            continue
+        result["with_failed"] = {
+            "collapsed_runs": int(collapsed.sum()),
+            "verdict": other["verdict"],
+            "summary": _summary(other),
+            "changes_verdict": other["verdict"] != result["verdict"],
+            "changes_summary": _summary(other) != _summary(result),
+        }
+    return verdicts

@@ -51,6 +51,7 @@ class DatasetSpec:
     official_mirrors: tuple[str, ...]
     gzipped: bool  # sources may hold NAME.gz (decompressed on arrival) as well as NAME
     mirror_env: str  # environment variable that names a user mirror
+    classes: int  # label values 0..classes-1
 
 
 MNIST = DatasetSpec(
@@ -67,6 +68,7 @@ MNIST = DatasetSpec(
     ),
     gzipped=True,
     mirror_env="DROPOUT_LAB_MNIST_MIRROR",
+    classes=10,
 )
 
 CIFAR10 = DatasetSpec(
@@ -75,6 +77,7 @@ CIFAR10 = DatasetSpec(
     official_mirrors=("https://www.cs.toronto.edu/~kriz/",),
     gzipped=False,
     mirror_env="DROPOUT_LAB_CIFAR10_MIRROR",
+    classes=10,
 )
 
 SPECS = {spec.name: spec for spec in (MNIST, CIFAR10)}

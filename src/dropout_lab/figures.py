@@ -16,6 +16,10 @@ import seaborn as sns  # noqa: E402
 from dropout_lab.atomic import atomic_path  # noqa: E402
 
 SLOT_NAMES = {"hidden": "hidden", "input": "input", "conv": "conv", "fc": "fully connected"}
+# Vector text that venues accept (TrueType, not Type 3), and print-resolution PNGs.
+matplotlib.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42})
+PNG_DPI = 300
+FAILED_COLOUR = "tab:red"
 
 
 def save(fig: plt.Figure, stem: Path) -> None:
@@ -23,7 +27,7 @@ def save(fig: plt.Figure, stem: Path) -> None:
     for suffix in (".pdf", ".png"):
         target = stem.with_suffix(suffix)
         with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=150, bbox_inches="tight")
+            fig.savefig(tmp, format=suffix[1:], dpi=PNG_DPI, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -33,52 +37,110 @@ def _retain_axis(ax: plt.Axes) -> None:
     top.set_xlabel("retain probability p")
 
 
-def rate_sweep(runs: pd.DataFrame, vary: str, title: str, stem: Path) -> None:
-    """Test accuracy and train-test gap against the drop rate, mean +/- sd over seeds, each seed a dot."""
+def _mark_failed(ax: plt.Axes, failed: Mapping[float, tuple[int, int]]) -> None:
+    """At each rate with failed runs, 'k/n failed' along the bottom of the axes (the numbers are not plotted)."""
+    for rate, (bad, total) in sorted(failed.items()):
+        ax.annotate(f"{bad}/{total}\nfailed", xy=(rate, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=6, color=FAILED_COLOUR)
+        ax.axvline(rate, color=FAILED_COLOUR, lw=0.6, ls=":", alpha=0.7)
+
+
+def _failed_by_rate(runs: pd.DataFrame, col: str) -> dict[float, tuple[int, int]]:
+    counts = runs.groupby(col)["status"].agg(lambda s: (int((s != "ok").sum()), int(len(s))))
+    return {float(r): c for r, c in counts.items() if c[0]}
+
+
+def _with_failed_range(ax: plt.Axes, rates: list[float]) -> None:
+    """The x-axis spans every rate of the sweep, failed ones included (they are marked, not plotted)."""
+    if rates:
+        pad = 0.03 * max(max(rates) - min(rates), 0.1)
+        ax.set_xlim(min(rates) - pad, max(rates) + pad)
+
+
+def rate_sweep(runs: pd.DataFrame, vary: str, title: str, stem: Path, band: list[float] | None = None) -> None:
+    """Test accuracy and train-test gap against the drop rate over the runs that trained, mean +/- sd over seeds,
+    each seed a dot; failed runs counted at their rate along the bottom; the published flat band shaded."""
     col = f"{vary}_rate"
-    data = runs.assign(test_pct=100 * runs["test_acc"], gap_pct=100 * runs["gap_acc"])
+    failed = _failed_by_rate(runs, col)
+    ok = runs[runs["status"] == "ok"]
+    data = ok.assign(test_pct=100 * ok["test_acc"], gap_pct=100 * ok["gap_acc"])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, metric, label in (
         (axes[0], "test_pct", "test accuracy (%)"),
         (axes[1], "gap_pct", "train - test accuracy (points)"),
     ):
-        sns.lineplot(data=data, x=col, y=metric, errorbar="sd", marker="o", ax=ax)
-        sns.stripplot(data=data, x=col, y=metric, native_scale=True, color="0.3", size=3, alpha=0.6, ax=ax)
+        if len(data):
+            sns.lineplot(data=data, x=col, y=metric, errorbar="sd", marker="o", ax=ax)
+            sns.stripplot(data=data, x=col, y=metric, native_scale=True, color="0.3", size=3, alpha=0.6, ax=ax)
+        if band:
+            ax.axvspan(band[0], band[1], color="tab:green", alpha=0.12, lw=0,
+                       label="flat band, Srivastava et al. Fig. 9")
+        _mark_failed(ax, failed)
+        _with_failed_range(ax, sorted({float(r) for r in runs[col]}))
         ax.set_xlabel(f"{SLOT_NAMES[vary]} drop rate (1 - p)")
         ax.set_ylabel(label)
         _retain_axis(ax)
+    if band:
+        axes[0].legend(loc="lower left", fontsize="x-small")
     fig.suptitle(title, y=1.08)
     save(fig, stem)
 
 
-def gate_parity(runs: pd.DataFrame, vary: str, gates: list[str], margin: float, title: str, stem: Path) -> None:
-    """Both gates against the rate, and the paired difference (second minus first) with the margin."""
+def gate_parity(runs: pd.DataFrame, vary: str, gates: list[str], margin: float, title: str, stem: Path,
+                published: list[Mapping[str, Any]] | None = None) -> None:
+    """Both gates against the rate, and the paired difference (second minus first) with the margin band, over the
+    runs that trained; failed runs counted at their rate; published values drawn at their rate."""
     col = f"{vary}_rate"
-    data = runs.assign(test_pct=100 * runs["test_acc"])
-    wide = data.pivot_table(index=[col, "seed"], columns="gate", values="test_pct").dropna().reset_index()
+    failed = _failed_by_rate(runs, col)
+    ok = runs[runs["status"] == "ok"]
+    data = ok.assign(test_pct=100 * ok["test_acc"])
+    wide = data.pivot_table(index=[col, "seed"], columns="gate", values="test_pct").reindex(columns=gates)
+    wide = wide.dropna().reset_index()
     wide["diff"] = wide[gates[1]] - wide[gates[0]]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    sns.lineplot(data=data, x=col, y="test_pct", hue="gate", hue_order=gates, errorbar="sd", marker="o", ax=axes[0])
+    palette = dict(zip(gates, sns.color_palette(n_colors=len(gates))))
+    if len(data):
+        sns.lineplot(data=data, x=col, y="test_pct", hue="gate", hue_order=gates, palette=palette, errorbar="sd",
+                     marker="o", ax=axes[0])
+    for point in published or []:
+        axes[0].scatter([point["rate"]], [100 - point["error_pct"]], marker="*", s=90, zorder=5,
+                        color=palette.get(point["gate"], "k"), edgecolor="k", lw=0.5,
+                        label=f"{point['gate']}, {point['where']}")
+    axes[0].legend(fontsize="x-small", loc="lower left")
     axes[0].set_ylabel("test accuracy (%)")
-    sns.pointplot(data=wide, x=col, y="diff", native_scale=True, errorbar=("ci", 90), ax=axes[1], linestyle="none")
-    sns.stripplot(data=wide, x=col, y="diff", native_scale=True, color="0.3", size=3, alpha=0.6, ax=axes[1])
+    if len(wide):
+        sns.pointplot(data=wide, x=col, y="diff", native_scale=True, errorbar=("ci", 90), ax=axes[1],
+                      linestyle="none")
+        sns.stripplot(data=wide, x=col, y="diff", native_scale=True, color="0.3", size=3, alpha=0.6, ax=axes[1])
     axes[1].axhspan(-100 * margin, 100 * margin, color="tab:green", alpha=0.15, label="equivalence margin")
     axes[1].axhline(0, color="0.5", lw=0.8)
     axes[1].set_ylabel(f"{gates[1]} - {gates[0]} (points)")
-    axes[1].legend(loc="lower right", fontsize="small")
+    axes[1].legend(loc="lower left", fontsize="x-small")
     for ax in axes:
+        _mark_failed(ax, failed)
+        _with_failed_range(ax, sorted({float(r) for r in runs[col]}))
         ax.set_xlabel(f"{SLOT_NAMES[vary]} drop rate (1 - p)")
         _retain_axis(ax)
     fig.suptitle(title, y=1.08)
     save(fig, stem)
 
 
-def placement(runs: pd.DataFrame, presets: list[str], title: str, stem: Path) -> None:
-    """Test accuracy for each placement preset, mean +/- sd over seeds."""
-    data = runs[runs["placement"].isin(presets)].assign(test_pct=100 * runs["test_acc"])
+def placement(runs: pd.DataFrame, presets: list[str], title: str, stem: Path,
+              published: list[Mapping[str, Any]] | None = None) -> None:
+    """Test accuracy for each placement preset, mean +/- sd over the runs that trained; published values as stars."""
+    ok = runs[runs["placement"].isin(presets) & (runs["status"] == "ok")]
+    data = ok.assign(test_pct=100 * ok["test_acc"])
     fig, ax = plt.subplots(figsize=(5, 3.2))
     sns.pointplot(data=data, x="placement", y="test_pct", order=presets, errorbar="sd", linestyle="none", ax=ax)
     sns.stripplot(data=data, x="placement", y="test_pct", order=presets, color="0.3", size=3, alpha=0.6, ax=ax)
+    for point in published or []:
+        if point["placement"] in presets:
+            ax.scatter([presets.index(point["placement"])], [100 - point["error_pct"]], marker="*", s=90, zorder=5,
+                       color="tab:orange", edgecolor="k", lw=0.5)
+    if published:
+        ax.scatter([], [], marker="*", s=90, color="tab:orange", edgecolor="k", lw=0.5,
+                   label="Srivastava et al. (their nets)")
+        ax.legend(fontsize="x-small", loc="lower right")
     ax.set_xlabel("where dropout is applied (preset)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
@@ -86,13 +148,18 @@ def placement(runs: pd.DataFrame, presets: list[str], title: str, stem: Path) ->
 
 
 def weight_norms(runs: pd.DataFrame, vary: str, title: str, stem: Path) -> None:
-    """Norm of the weights used at inference, and the train-test gap, against the rate."""
+    """Norm of the weights used at inference, and the train-test gap, against the rate, over the runs that trained."""
     col = f"{vary}_rate"
-    data = runs.assign(gap_pct=100 * runs["gap_acc"])
+    failed = _failed_by_rate(runs, col)
+    ok = runs[runs["status"] == "ok"]
+    data = ok.assign(gap_pct=100 * ok["gap_acc"])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, metric, label in ((axes[0], "weight_norm", "effective weight norm"),
                               (axes[1], "gap_pct", "train - test accuracy (points)")):
-        sns.lineplot(data=data, x=col, y=metric, errorbar="sd", marker="o", ax=ax)
+        if len(data):
+            sns.lineplot(data=data, x=col, y=metric, errorbar="sd", marker="o", ax=ax)
+        _mark_failed(ax, failed)
+        _with_failed_range(ax, sorted({float(r) for r in runs[col]}))
         ax.set_xlabel(f"{SLOT_NAMES[vary]} drop rate (1 - p)")
         ax.set_ylabel(label)
         _retain_axis(ax)
@@ -100,16 +167,36 @@ def weight_norms(runs: pd.DataFrame, vary: str, title: str, stem: Path) -> None:
     save(fig, stem)
 
 
-def mc_inference(mc: pd.DataFrame, title: str, stem: Path) -> None:
-    """Monte-Carlo test accuracy after k masks minus the deterministic net's, per gate."""
-    data = mc.assign(diff=100 * (mc["mc_test_acc"] - mc["test_acc"]))
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    sns.lineplot(data=data, x="k", y="diff", hue="gate", errorbar="sd", marker="o", ax=ax)
-    ax.axhline(0, color="0.5", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("sampled masks averaged, k")
-    ax.set_ylabel("MC - deterministic accuracy (points)")
-    ax.set_title(title)
+def mc_inference(mc: pd.DataFrame, k: int, margin: float, title: str, stem: Path) -> None:
+    """Left: MC(k) minus deterministic test accuracy per rate and gate, with the margin band (the decision).
+    Right: the same difference against k, one line per rate. Runs that trained, rate > 0."""
+    col = "hidden_rate"
+    failed = _failed_by_rate(mc[mc["k"] == mc["k"].min()], col)
+    ok = mc[mc["status"] == "ok"]
+    data = ok.assign(diff=100 * (ok["mc_test_acc"] - ok["test_acc"]))
+    at_k = data[data["k"] == k]
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
+    if len(at_k):
+        sns.pointplot(data=at_k, x=col, y="diff", hue="gate", native_scale=True, errorbar=("ci", 90),
+                      dodge=0.02, linestyle="none", ax=axes[0])
+    axes[0].axhspan(-100 * margin, 100 * margin, color="tab:green", alpha=0.15, label="margin")
+    axes[0].axhline(0, color="0.5", lw=0.8)
+    _mark_failed(axes[0], failed)
+    _with_failed_range(axes[0], sorted({float(r) for r in mc[col]}))
+    axes[0].set_xlabel("hidden drop rate (1 - p)")
+    axes[0].set_ylabel(f"MC (k = {k}) - deterministic (points)")
+    axes[0].legend(fontsize="x-small", loc="upper left")
+    _retain_axis(axes[0])
+    if len(data):
+        curves = data.assign(rate=data[col].map(lambda r: f"{r:g}"))
+        sns.lineplot(data=curves, x="k", y="diff", hue="rate", errorbar=None, palette="viridis", marker="o",
+                     markersize=3, ax=axes[1])
+        axes[1].legend(title="hidden rate", fontsize="x-small", ncol=2)
+    axes[1].axhline(0, color="0.5", lw=0.8)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("sampled masks averaged, k")
+    axes[1].set_ylabel("MC - deterministic (points)")
+    fig.suptitle(title, y=1.08)
     save(fig, stem)
 
 
@@ -168,57 +255,96 @@ def theory_regression(result: Mapping[str, Any], stem: Path) -> None:
     save(fig, stem)
 
 
-def learning_curves(curves: pd.DataFrame, vary: str, title: str, stem: Path) -> None:
-    """Test accuracy per epoch for each rate of the sweep, mean over seeds."""
+def learning_curves(curves: pd.DataFrame, vary: str, classes: int, title: str, stem: Path) -> None:
+    """Test accuracy and training loss per epoch for each rate of the sweep (mean over seeds); failed runs are
+    drawn dashed so that a collapse shows, with the loss of a uniform guess, ln(classes), dotted."""
     col = f"{vary}_rate"
-    data = curves.assign(test_pct=100 * curves["test_acc"], rate=curves[col].map(lambda r: f"{r:g}"))
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    sns.lineplot(data=data, x="epoch", y="test_pct", hue="rate", errorbar=None, palette="viridis", ax=ax)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
-    ax.legend(title=f"{SLOT_NAMES[vary]} drop rate", fontsize="small", ncol=2)
-    ax.set_title(title)
+    data = curves.assign(test_pct=100 * curves["test_acc"], rate=curves[col].map(lambda r: f"{r:g}"),
+                         trained=np.where(curves["status"] == "ok", "trained", "failed"))
+    order = [f"{r:g}" for r in sorted(curves[col].unique())]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, metric, label in ((axes[0], "test_pct", "test accuracy (%)"), (axes[1], "train_loss", "training loss")):
+        sns.lineplot(data=data, x="epoch", y=metric, hue="rate", hue_order=order, style="trained",
+                     style_order=["trained", "failed"], errorbar=None, palette="viridis", ax=ax)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.get_legend().remove()
+    axes[1].axhline(np.log(classes), color="0.4", lw=0.8, ls=":")
+    axes[1].set_yscale("log")
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=8, fontsize="x-small",
+               title=f"{SLOT_NAMES[vary]} drop rate; line style: runs that trained or failed")
+    fig.suptitle(title, y=1.04)
     save(fig, stem)
 
 
+def _published(anchors: list[Mapping[str, Any]], experiment: str, figure: str) -> list[dict[str, Any]]:
+    """The published values drawn on one figure (anchors.yaml entries with `figure:` naming it)."""
+    points = []
+    for anchor in anchors:
+        ours = anchor["ours"]
+        if ours["experiment"] == experiment and anchor.get("figure") == figure:
+            points.append({"error_pct": anchor["error_pct"], "where": anchor["where"],
+                           "gate": ours.get("gate", "bernoulli"), "placement": ours.get("placement"),
+                           "rate": anchor.get("rate")})
+    return points
+
+
 def draw(stem: str, runs: pd.DataFrame, curves: pd.DataFrame, config: Mapping[str, Any], out_dir: Path,
-         mc: pd.DataFrame | None = None) -> None:
-    """Draw one figure named by `dropout_lab.grid.figure_stems`."""
+         mc: pd.DataFrame | None = None, anchors: list[Mapping[str, Any]] | None = None) -> None:
+    """Draw one figure named by `dropout_lab.grid.figure_stems`.
+
+    Each figure plots the runs that trained and counts the failed ones (diverged or
+    collapsed) in its title and at their rate.
+    """
+    from dropout_lab.data import SPECS
+
     name = next(n for n in config["experiments"] if stem.startswith(f"{n}_"))
     kind = stem[len(name) + 1 :]
     grid = config["grids"][name]
+    anchors = anchors or []
     label = f"{grid['dataset'].upper()} {grid['model'].upper()}"
     own = runs[runs["experiment"] == name]
-    diverged = int((own["status"] != "ok").sum())
-    if diverged:  # counted in the title, never plotted as numbers
-        label += f" ({diverged} diverged run{'s' if diverged > 1 else ''} excluded)"
-    own = own[own["status"] == "ok"]
-    curves = curves[curves["run"].isin(own["run"])]
-    if mc is not None and len(mc):
-        mc = mc[mc["run"].isin(own["run"])]
-    bernoulli_sweep = own[own["in_hidden_sweep"] & (own["gate"] == "bernoulli")]
+    hidden_sweep = own[own["in_hidden_sweep"] & (own["gate"] == "bernoulli")]
+
+    def titled(rows: pd.DataFrame, what: str, shown: str = "left out") -> str:
+        failed = int((rows["status"] != "ok").sum())
+        return f"{label}: {what}" + (f" ({failed} failed run{'s' if failed > 1 else ''} {shown})" if failed else "")
+
     if kind == "hidden_sweep":
-        rate_sweep(bernoulli_sweep, grid[kind]["vary"], f"{label}: rate sweep", out_dir / stem)
+        rate_sweep(hidden_sweep, grid[kind]["vary"], titled(hidden_sweep, "rate sweep"), out_dir / stem,
+                   config["claims"]["optimum"]["published_band"] if config["claims"]["optimum"]["experiment"] == name
+                   else None)
     elif kind == "input_sweep":
         rows = own[own["in_input_sweep"] & (own["gate"] == "bernoulli")]
-        rate_sweep(rows, grid[kind]["vary"], f"{label}: input-rate sweep", out_dir / stem)
+        rate_sweep(rows, grid[kind]["vary"], titled(rows, "input-rate sweep"), out_dir / stem)
     elif kind == "gate_parity":
         spec = grid[kind]
+        rows = own[own["in_gate_parity"] & (own["convention"] == "inverted")]
         margin = config["claims"]["gaussian_parity"]["margin"]
-        gate_parity(own[own["in_gate_parity"]], spec["vary"], list(spec["gates"]), margin,
-                    f"{label}: {spec['gates'][0]} vs {spec['gates'][1]}", out_dir / stem)
+        gate_parity(rows, spec["vary"], list(spec["gates"]), margin,
+                    titled(rows, f"{spec['gates'][0]} vs {spec['gates'][1]}"), out_dir / stem,
+                    _published(anchors, name, kind))
     elif kind == "learning_curves":
-        rows = curves[curves["run"].isin(bernoulli_sweep["run"])]
-        learning_curves(rows, grid["hidden_sweep"]["vary"], f"{label}: learning curves", out_dir / stem)
+        rows = curves[curves["run"].isin(hidden_sweep["run"])]
+        learning_curves(rows, grid["hidden_sweep"]["vary"], SPECS[grid["dataset"]].classes,
+                        titled(hidden_sweep, "learning curves", "dashed"), out_dir / stem)
     elif kind == "placement":
-        placement(own, list(grid["placement"]), f"{label}: placement", out_dir / stem)
+        rows = own[own["placement"].isin(list(grid["placement"]))]
+        placement(rows, list(grid["placement"]), titled(rows, "placement"), out_dir / stem,
+                  _published(anchors, name, kind))
     elif kind == "weight_norms":
-        weight_norms(bernoulli_sweep, grid["hidden_sweep"]["vary"], f"{label}: weight norms and gap", out_dir / stem)
+        weight_norms(hidden_sweep, grid["hidden_sweep"]["vary"], titled(hidden_sweep, "weight norms and gap"),
+                     out_dir / stem)
     elif kind == "mc_inference":
-        rows = mc[(mc["experiment"] == name) & (mc["convention"] == "inverted")
-                  & mc["run"].isin(own[own["in_hidden_sweep"] | own["in_gate_parity"]]["run"])]
-        mc_inference(rows, f"{label}: Monte-Carlo averaging", out_dir / stem)
+        hidden = own[own["convention"].eq("inverted") & (own["in_hidden_sweep"] | own["in_gate_parity"])]
+        rows = mc[mc["run"].isin(hidden["run"]) & (mc["hidden_rate"] > 0)]
+        settings = config["claims"]["inference"]
+        k = min(settings["k"], int(rows["k"].max())) if len(rows) else settings["k"]
+        mc_inference(rows, k, settings["margin"], titled(hidden[hidden["hidden_rate"] > 0], "Monte-Carlo averaging"),
+                     out_dir / stem)
     elif kind == "conventions":
-        conventions(own[own["in_conventions"]], f"{label}: inference conventions", out_dir / stem)
+        rows = own[own["in_conventions"]]
+        conventions(rows[rows["status"] == "ok"], titled(rows, "inference conventions"), out_dir / stem)
     else:
         raise ValueError(f"unknown figure {stem!r}")

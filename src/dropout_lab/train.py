@@ -16,7 +16,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -38,6 +37,7 @@ from dropout_lab.config import (
 from dropout_lab.engine import EngineSettings, Hyper, Member, PackTrainer
 from dropout_lab.gates import Gate, sampling_gates, set_generator
 from dropout_lab.models import CNN, MLP, effective_weight_norms
+from dropout_lab.provenance import git_commit
 
 CLASSES = 10
 
@@ -222,21 +222,6 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
 
 
 # --------------------------------------------------------------------------- provenance
-
-
-def git_commit() -> dict[str, object]:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-        return {"commit": commit, "dirty": bool(dirty)}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
 
 
 def library_versions() -> dict[str, str]:

@@ -9,7 +9,9 @@ rule claims:
         json=report("results/claims/claims.json", category="Verdicts"),
         macros="results/claims/macros.tex",
         verdicts="results/claims/verdicts.tex",
-        diverged="results/claims/diverged.tex",
+        failed="results/claims/failed.tex",
+        methods="results/claims/methods.tex",
+        discussion="results/claims/discussion.tex",
         theory="results/claims/theory.tex",
         sections=expand(
             "results/claims/claims/{claim}.tex",

@@ -3,6 +3,7 @@ rule figure:
         runs="results/aggregate/runs.parquet",
         curves="results/aggregate/curves.parquet",
         mc="results/aggregate/mc_curves.parquet",
+        anchors=f"{PAPER_DIR}/anchors.yaml",
     output:
         pdf="results/figures/{stem}.pdf",
         png=report("results/figures/{stem}.png", category="Figures"),

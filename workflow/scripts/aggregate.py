@@ -9,7 +9,7 @@ sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 records = snakemake.params.records  # noqa: F821
 out = snakemake.output  # noqa: F821
 loaded = load(records)
-runs, curves, mc = collect(loaded)
+runs, curves, mc = collect(loaded, snakemake.config["failure"])  # noqa: F821
 with atomic_path(out.runs) as tmp:
     runs.to_parquet(tmp, index=False)
 with atomic_path(out.csv) as tmp:

@@ -13,7 +13,7 @@ shutil.rmtree(build, ignore_errors=True)
 (build / "figures").mkdir()
 shutil.copy(inp.tex, build / "paper.tex")
 shutil.copy(inp.bib, build / "refs.bib")
-for name in ("macros", "verdicts", "diverged", "theory", "placement", "anchors", "provenance"):
+for name in ("macros", "verdicts", "failed", "methods", "discussion", "theory", "placement", "anchors", "provenance"):
     shutil.copy(inp[name], build / "generated" / Path(inp[name]).name)
 for section in inp.sections:
     shutil.copy(section, build / "generated" / "claims" / Path(section).name)

@@ -1,12 +1,16 @@
-"""Compute the verdicts from the aggregated table; write claims.json and the paper's LaTeX."""
+"""Compute the verdicts and the paper's other numbers from the aggregated tables into claims.json, then write
+the paper's LaTeX from that document alone."""
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
+from dropout_lab import provenance
 from dropout_lab.atomic import write_json
-from dropout_lab.claims import diverged_runs, evaluate_claims
+from dropout_lab.claims import evaluate_claims
+from dropout_lab.facts import claims_document
 from dropout_lab.report import write_report
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
@@ -16,12 +20,13 @@ runs = pd.read_parquet(snakemake.input.runs)  # noqa: F821
 mc = pd.read_parquet(snakemake.input.mc)  # noqa: F821
 theory = json.loads(Path(snakemake.input.theory).read_text())  # noqa: F821
 prov = json.loads(Path(snakemake.input.provenance).read_text())  # noqa: F821
+anchors = yaml.safe_load(Path(snakemake.input.anchors).read_text())["anchors"]  # noqa: F821
+# The code that builds this report, and whether the training commits are this project's.
+built = {"commit": provenance.git_commit(), "versions": provenance.library_versions(),
+         "known_commits": {c: provenance.in_history(c) for c in prov["commits"]}}
 verdicts = evaluate_claims(runs, config, mc)
-diverged = diverged_runs(runs)
-write_json(snakemake.output.json,  # noqa: F821
-           {"scale": config["scale"], "runs": len(runs), "diverged": diverged, "claims": verdicts,
-            "theory": theory})
-write_report(verdicts, theory, runs, prov, config, Path(snakemake.input.anchors),  # noqa: F821
-             Path(snakemake.output.macros).parent, diverged)  # noqa: F821
+write_json(snakemake.output.json, claims_document(verdicts, theory, runs, prov, config, anchors, built))  # noqa: F821
+write_report(json.loads(Path(snakemake.output.json).read_text()), config,  # noqa: F821
+             Path(snakemake.output.macros).parent)  # noqa: F821
 for name, result in verdicts.items():
     print(f"{name}: {result['verdict']} ({result['reason']})", file=sys.stderr)

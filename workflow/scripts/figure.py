@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 import seaborn as sns
+import yaml
 
 from dropout_lab.figures import draw
 
@@ -14,4 +15,5 @@ runs = pd.read_parquet(snakemake.input.runs)  # noqa: F821
 curves = pd.read_parquet(snakemake.input.curves)  # noqa: F821
 mc = pd.read_parquet(snakemake.input.mc)  # noqa: F821
 stem = snakemake.wildcards.stem  # noqa: F821
-draw(stem, runs, curves, snakemake.config, Path(snakemake.output.pdf).parent, mc)  # noqa: F821
+anchors = yaml.safe_load(Path(snakemake.input.anchors).read_text())["anchors"]  # noqa: F821
+draw(stem, runs, curves, snakemake.config, Path(snakemake.output.pdf).parent, mc, anchors)  # noqa: F821

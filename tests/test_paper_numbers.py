@@ -1,0 +1,181 @@
+"""The paper from a synthetic grid whose answers are known: a collapsed cell, a scaled-convention cell, a rate
+where the Gaussian gate is worse. Every run goes through the real aggregate, claims and report code."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from dropout_lab import aggregate, claims, facts, grid, report, theory
+from dropout_lab.atomic import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = 3
+
+
+def accuracy(run: grid.Run) -> float:
+    """The known answer of each cell: a flat optimum around hidden 0.5, input 0.1-0.2 best, Gaussian 1 point worse
+    at hidden 0.8, and the article's scaled convention far worse (so averaging it in would show)."""
+    rates = dict(run.rates)
+    hidden, inp = rates.get("hidden", 0.0), rates.get("input", 0.0)
+    acc = 0.985 - 0.05 * (hidden - 0.5) ** 2 - 0.02 * max(inp - 0.2, 0.0)
+    if run.gate == "gaussian" and math.isclose(hidden, 0.8):
+        acc -= 0.01
+    if run.convention == "scaled":
+        acc = 0.90
+    return acc
+
+
+def collapses(run: grid.Run) -> bool:
+    return math.isclose(dict(run.rates).get("hidden", 0.0), 0.9)
+
+
+def metrics(run: grid.Run, rng: np.random.Generator) -> dict:
+    epochs = 4
+    acc = accuracy(run) + rng.normal(0, 0.0005)
+    if collapses(run):  # the loss falls, then climbs back to ln 10: the net unlearnt
+        losses, acc, train_acc = [1.6, 2.1, 2.2, 1.9], 0.55, 0.56
+    else:
+        losses, train_acc = [0.5, 0.3, 0.2, 0.1], min(acc + 0.01, 1.0)
+    rates = dict(run.rates)
+    history = [{"epoch": e + 1, "train_loss": loss, "train_acc": train_acc, "test_loss": 0.1, "test_acc": acc,
+                "train_seconds": 1.5} for e, loss in enumerate(losses)]
+    return {
+        "config": {"dataset": {"name": "mnist"},
+                   "model": {"name": "mlp", "depth": 2, "width": 64, "channels": None, "fc_depth": None,
+                             "fc_width": None, "max_norm": None},
+                   "gate": {"name": run.gate, "convention": run.convention},
+                   "train": {"epochs": epochs, "lr": 0.05, "momentum": 0.9, "batch_size": 128, "weight_decay": 0.0,
+                             "schedule": "cosine"},
+                   "scale": {"name": "smoke"}},
+        "seed": run.seed, "status": "ok", "diverged_epoch": None,
+        "rates": {"input": rates.get("input", 0.0), "hidden": [rates.get("hidden", 0.0)] * 2, "conv": [], "fc": []},
+        "train_samples": 6000, "test_samples": 1000, "history": history,
+        "final": {"train_acc": train_acc, "train_loss": losses[-1], "test_acc": acc, "test_loss": 0.1,
+                  "gap_acc": train_acc - acc, "gap_loss": 0.0},
+        "mc": {"samples": 50, "test_acc": acc, "curve": {"1": acc - 0.01, "50": acc + rng.normal(0, 0.0003)}},
+        "unscaled_inference": {"test_acc": acc - 0.001, "test_loss": 0.3} if run.convention == "scaled" else None,
+        "weight_norms": {"hidden.0": 10 + 10 * rates.get("hidden", 0.0)},
+        "engine": {"precision": "fp32", "pack_size": 1}, "pack_fingerprint": None, "wall_seconds": 7.0,
+        "device": {"type": "cpu", "name": "test cpu"}, "versions": {"torch": "2.x", "python": "3.x"},
+        "git": {"commit": None, "dirty": None}, "data_sha256": {"train-images-idx3-ubyte": "ab" * 32},
+    }
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    """The generated LaTeX and claims.json of a synthetic MNIST grid."""
+    work = tmp_path_factory.mktemp("paper")
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config.update(scale="smoke", experiments=["mnist_mlp"], seeds={**config["seeds"], "smoke": SEEDS})
+    config["theory"]["gradient"]["samples"] = [10, 100, 1000]
+    config["theory"]["regression"]["epochs"] = 20
+    runs = grid.expand_runs(config)
+    rng = np.random.default_rng(0)
+    for run in runs:
+        write_json(work / run.folder / "metrics.json", metrics(run, rng))
+    loaded = aggregate.load(grid.run_table(runs), root=work)
+    table, _, mc = aggregate.collect(loaded, config["failure"])
+    anchors = yaml.safe_load((ROOT / "paper" / "anchors.yaml").read_text())["anchors"]
+    built = {"commit": {"commit": None, "dirty": None}, "versions": {"pandas": "x"}, "known_commits": {}}
+    doc = facts.claims_document(claims.evaluate_claims(table, config, mc), theory.run_checks(config["theory"]),
+                                table, aggregate.provenance(loaded), config, anchors, built)
+    write_json(work / "claims.json", doc)
+    doc = json.loads((work / "claims.json").read_text())
+    report.write_report(doc, config, work / "generated")
+    return {"doc": doc, "table": table, "tex": work / "generated", "runs": runs}
+
+
+def test_collapsed_cell_is_recorded_excluded_and_counted(paper):
+    table, doc = paper["table"], paper["doc"]
+    assert set(table.loc[table["hidden_rate"] == 0.9, "status"]) == {"collapsed"}
+    assert set(table.loc[table["hidden_rate"] != 0.9, "status"]) == {"ok"}
+    optimum = doc["claims"]["optimum"]
+    row = next(r for r in optimum["table"] if r["rate"] == 0.9)
+    assert (row["n"], row["failed"]) == (0, SEEDS)
+    cells = doc["facts"]["failed"]["cells"]
+    assert {(c["gate"], c["cell"], c["failed"], c["of"]) for c in cells} == {
+        ("bernoulli", "input0_hidden0.9", SEEDS, SEEDS), ("gaussian", "input0_hidden0.9", SEEDS, SEEDS)}
+    assert "climbed back" in cells[0]["reason"] and cells[0]["epochs"] == [2]
+    failed_tex = (paper["tex"] / "failed.tex").read_text()
+    assert "input 0, hidden 0.9" in failed_tex and f"{SEEDS}/{SEEDS}" in failed_tex
+
+
+def test_gate_parity_is_judged_per_rate(paper):
+    parity = paper["doc"]["claims"]["gaussian_parity"]
+    verdicts = {r["rate"]: r["verdict"] for r in parity["table"]}
+    assert verdicts[0.8] == "gaussian worse" and verdicts[0.9] == "no runs"
+    assert all(v == "equivalent" for r, v in verdicts.items() if r < 0.8)
+    assert parity["verdict"] == claims.NOT_SUPPORTED
+    assert parity["headline"].startswith("equivalent at 0.1-0.7; gaussian worse at 0.8 (-1.0")
+    assert parity["headline"].endswith("every run failed at 0.9")
+    assert parity["headline"] in (paper["tex"] / "verdicts.tex").read_text()
+
+
+def test_anchors_compare_like_with_like(paper):
+    # Table 10's Bernoulli row: the inverted runs at input 0, hidden 0.5 only, never the scaled-convention ones.
+    table = paper["table"]
+    inverted = table[(table["gate"] == "bernoulli") & (table["convention"] == "inverted")
+                     & (table["cell"] == "input0_hidden0.5")]
+    scaled = table[(table["gate"] == "bernoulli") & (table["convention"] == "scaled")]
+    assert len(inverted) == SEEDS and len(scaled) == SEEDS
+    row = next(r for r in paper["doc"]["facts"]["anchors"] if r["where"] == "Table 10" and r["gate"] == "bernoulli")
+    assert row["n"] == SEEDS and row["convention"] == "inverted"
+    assert row["mean"] == pytest.approx(inverted["test_error_pct"].mean())
+    pooled = np.concatenate([inverted["test_error_pct"], scaled["test_error_pct"]]).mean()
+    assert abs(row["mean"] - pooled) > 1.0
+    anchors_tex = (paper["tex"] / "anchors.tex").read_text()
+    assert f"{row['mean']:.2f} $\\pm$ {row['sd']:.2f}" in anchors_tex
+    assert "bernoulli, inverted; input 0, hidden 0.5; 3 runs" in anchors_tex
+
+
+# Reference labels of the prose (Fig.~9, Table~10, Section 6) and LaTeX layout are not results.
+_NOT_RESULTS = [r"\\begin\{tabular\}\{[^}]*\}", r"P\{[\d.]+cm\}", r"p\{[\d.]+cm\}", r"width=\\linewidth",
+                r"(Fig|Figure|Table|Tables|Section|Sec)\.?~?\s?\d+", r"\\label\{[^}]*\}", r"\\ref\{[^}]*\}",
+                r"figures/[\w/]+\.pdf", r"slope \$-0\.5\$", r"1/\\sqrt\{n\}", r"\\citet\[[^\]]*\]",
+                r"srivastava2014|baldi2013|baldi2014", r"\\\w+"]
+
+
+def _printed_numbers(text: str) -> list[str]:
+    for pattern in _NOT_RESULTS:
+        text = re.sub(pattern, " ", text)
+    return re.findall(r"(?<![\w.])[-+]?\d+(?:\.\d+)?", text)
+
+
+def _values(node) -> set[float]:
+    """Every number in the document, with the forms the paper prints it in: as is, in % or points, as a retain
+    probability (1 - rate), in minutes."""
+    found: set[float] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found |= _values(key) | _values(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _values(value)
+    elif isinstance(node, bool) or node is None:
+        pass
+    elif isinstance(node, (int, float)):
+        found |= {float(node), 100.0 * node, 1.0 - node, node / 60.0}
+    elif isinstance(node, str):
+        for match in re.findall(r"[-+]?\d+(?:\.\d+)?", node):
+            found |= _values(float(match))
+    return found
+
+
+def test_every_number_the_paper_prints_is_in_claims_json(paper):
+    values = _values(paper["doc"])
+    missing = []
+    for path in sorted(paper["tex"].rglob("*.tex")):
+        for printed in _printed_numbers(path.read_text()):
+            digits = len(printed.split(".")[1]) if "." in printed else 0
+            target = float(printed)
+            if not any(abs(round(v, digits) - target) < 1e-9 or abs(v - target) < 0.5 * 10 ** -digits + 1e-12
+                       for v in values):
+                missing.append(f"{path.name}: {printed}")
+    assert not missing, missing
