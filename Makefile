@@ -5,8 +5,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SCALE ?= paper
 CORES ?= all
-# More Snakemake options, e.g. ARGS="--config experiments=[mnist_mlp]" or ARGS="-n".
+# More workflow settings, all in Snakemake's one --config: CONFIG="experiments=[mnist_mlp] runs_per_job=all".
+CONFIG ?=
+# More Snakemake options, e.g. ARGS="-n" or ARGS="--profile workflow/profiles/slurm".
 ARGS ?=
+# Snakemake keeps only the last of several --config flags: a second one would silently drop SCALE.
+ifneq (,$(findstring --config,$(ARGS)))
+$(error ARGS holds --config, which would replace scale=$(SCALE); pass settings as CONFIG="key=value ...")
+endif
 
 .PHONY: env test paper report bench bench-grid clean-env
 
@@ -21,10 +27,10 @@ test: env
 	$(BIN)/python -m pytest
 
 paper: env
-	$(BIN)/snakemake --cores $(CORES) --config scale=$(SCALE) $(ARGS)
+	$(BIN)/snakemake --cores $(CORES) $(ARGS) --config scale=$(SCALE) $(CONFIG)
 
 report: env
-	$(BIN)/snakemake --config scale=$(SCALE) $(ARGS) --report results/report.html
+	$(BIN)/snakemake $(ARGS) --config scale=$(SCALE) $(CONFIG) --report results/report.html
 
 bench: env
 	$(BIN)/python bench/epoch_bench.py

@@ -36,7 +36,14 @@ BAD = [
     (["model.max_norm=0"], "model.max_norm=0.0 must be positive"),
     (["train.epochs=0"], "train.epochs=0"),
     (["train.batch_size=0"], "train.batch_size=0"),
-    (["train.lr=0"], "train.lr=0.0 must be positive"),
+    (["train.lr=0"], "train.lr=0.0 must be a finite positive number"),
+    (["train.lr=inf"], "train.lr=inf must be a finite positive number"),
+    (["train.weight_decay=nan"], "train.weight_decay=nan must be a finite number >= 0"),
+    (["model.depth=0", "dropout.hidden=0.5"], "dropout.hidden=0.5 has no hidden layer to act on (model.depth=0)"),
+    (["model=cnn", "dataset=cifar10", "model.fc_depth=0", "dropout=fc-only"],
+     "dropout.fc=0.5 has no fully connected hidden layer"),
+    (["dataset.test_fraction=1e-9"], "dataset.test_fraction=1e-09 keeps 0 of the 10000 test images; at least 100"),
+    (["model.width=100000000"], "model.width=100000000 needs about"),
     (["train.momentum=1.0"], "train.momentum=1.0"),
     (["train.schedule=step"], "train.schedule='step' is unknown"),
     (["train.lrr=0.1"], "train.lrr is not a setting; train has: epochs, batch_size, lr"),
@@ -110,3 +117,24 @@ def test_cli_fails_with_one_line_before_touching_data(tmp_path, overrides, expec
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith(expected)
     assert not data_dir.exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "arguments, expected",
+    [
+        ([], "error: out is not set; pass out=PATH"),
+        (["out={file}"], "is a file, not a folder"),
+        (["out={tmp}/run", "data_dir={file}"], "error: data_dir="),
+    ],
+    ids=["no out", "out is a file", "data_dir is a file"],
+)
+def test_bad_folders_fail_with_one_line_before_training(tmp_path, arguments, expected):
+    afile = tmp_path / "a-file"
+    afile.write_text("finished result")
+    args = [a.format(file=afile, tmp=tmp_path) for a in arguments]
+    proc = subprocess.run([sys.executable, "-m", "dropout_lab.train", "scale=smoke", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert expected in proc.stderr
+    assert afile.read_text() == "finished result"  # nothing lost

@@ -73,7 +73,29 @@ def test_read_only_results(mountpoint, mnist_data_dir, mnist_mirror):
     _mount("--bind", str(mountpoint), str(mountpoint))
     _mount("-o", "remount,ro,bind", str(mountpoint))
     proc = train(mountpoint / "run", mnist_data_dir, mnist_mirror)
-    assert proc.returncode == 1
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: could not write ") and "Read-only file system" in last
+    # Found before any training, with one line naming the folder.
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: out={mountpoint / 'run'} cannot be written (Read-only file system); pass a writable folder "
+        "or fix its permissions"]
+    assert "epoch" not in proc.stdout
     assert json.loads(earlier.read_text()) == {"kept": True}
+
+
+@pytest.mark.slow
+def test_aggregate_on_a_full_disk_is_one_line_and_keeps_the_earlier_table(mountpoint):
+    import pandas as pd
+
+    from dropout_lab.aggregate import WriteError, write_tables
+
+    _mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mountpoint))
+    table = mountpoint / "runs.parquet"
+    pd.DataFrame({"a": [1.0]}).to_parquet(table)
+    earlier = table.read_bytes()
+    big = pd.DataFrame({"a": range(200_000)})
+    with pytest.raises(WriteError) as info:
+        write_tables({str(table): big}, {}, str(mountpoint / "provenance.json"))
+    message = str(info.value)
+    assert message.startswith(f"could not write {table}: ") and "\n" not in message
+    assert table.read_bytes() == earlier
+    assert not list(mountpoint.glob(".*.part"))

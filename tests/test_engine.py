@@ -203,13 +203,17 @@ def test_pack_cli_bad_input_is_one_line(tmp_path, argv, expected):
 def test_provenance_counts_the_wall_time_of_a_pack_once():
     from dropout_lab.aggregate import provenance
 
-    def metrics(wall, pack, precision):
+    def metrics(wall, pack, precision, epochs):
         return {"config": {"dataset": {"name": "mnist"}}, "data_sha256": {}, "versions": {},
                 "device": {"type": "cuda", "name": "GPU"}, "git": {"commit": "abc", "dirty": False},
-                "wall_seconds": wall, "pack_fingerprint": pack, "engine": {"precision": precision, "tf32": True}}
+                "wall_seconds": wall, "pack_fingerprint": pack, "engine": {"precision": precision, "tf32": True},
+                "history": [{"epoch": e + 1, "train_seconds": s} for e, s in enumerate(epochs)]}
 
-    loaded = [({"path": "a"}, metrics(10.0, "p1", "bf16")), ({"path": "b"}, metrics(10.0, "p1", "bf16")),
-              ({"path": "c"}, metrics(4.0, None, "fp32"))]
+    # The runs of a pack share its epochs; the pack's wall time is its latest run's.
+    loaded = [({"path": "a"}, metrics(9.0, "p1", "bf16", [2.0, 3.0])),
+              ({"path": "b"}, metrics(10.0, "p1", "bf16", [2.0, 3.0])),
+              ({"path": "c"}, metrics(4.0, None, "fp32", [1.5]))]
     prov = provenance(loaded)
     assert prov["train_wall_seconds"] == 14.0 and prov["training_jobs"] == 2
+    assert prov["train_seconds"] == 6.5
     assert prov["precisions"] == ["bf16 with TF32", "fp32 with TF32"]

@@ -68,7 +68,34 @@ def test_checksums_reach_hydra():
     run = next(r for r in grid.expand_runs(cfg) if r.dataset == "cifar10")
     hydra_cfg = compose_config(run.overrides({**cfg, "data": cfg["data"]}))
     assert dict(hydra_cfg.dataset.checksums) == {"cifar-10-python.tar.gz": "a" * 64}
-    assert hydra_cfg.dataset.mirror == "http://127.0.0.1:1/"
+    # Where the data lies is not a run setting: the runs read the mirror and data folder from the environment.
+    assert not [a for a in run.overrides(cfg) if a.startswith(("dataset.mirror", "data_dir", "threads"))]
+
+
+def test_where_the_data_lies_and_the_threads_change_no_run_identity():
+    cfg = config(scale="smoke")
+    runs = grid.expand_runs(cfg)
+    before = grid.expected_settings(cfg, runs)
+    moved = {**cfg, "threads_per_run": 2,
+             "data": {"dir": "elsewhere", "mirrors": {"mnist": "/srv/mnist", "cifar10": None}}}
+    assert grid.expected_settings(moved, runs) == before
+    assert [r.overrides(grid.run_settings(moved)) for r in runs] == [r.overrides(grid.run_settings(cfg)) for r in runs]
+
+
+def test_a_scale_edit_changes_exactly_the_runs_it_defines(tmp_path):
+    # Copy the Hydra configs and change the MLP's epochs in the smoke scale: MLP runs change, CNN runs do not.
+    import shutil
+
+    configs = tmp_path / "config"
+    shutil.copytree(ROOT / "config", configs)
+    scale = configs / "scale" / "smoke.yaml"
+    scale.write_text(scale.read_text().replace("mlp:\n  epochs: 1", "mlp:\n  epochs: 2"))
+    cfg = config(scale="smoke")
+    runs = grid.expand_runs(cfg)
+    before, after = grid.expected_settings(cfg, runs), grid.expected_settings(cfg, runs, str(configs))
+    changed = {folder for folder in before if before[folder] != after[folder]}
+    assert changed == {r.folder for r in runs if r.model == "mlp"} and changed
+    assert all(after[f]["train.epochs"] == 2 for f in changed)
 
 
 def _bad(path: list, value):
@@ -89,11 +116,56 @@ def _bad(path: list, value):
         (_bad(["grids", "mnist_mlp", "placement"], ["middle"]), "placement preset 'middle' does not exist"),
         (_bad(["grids", "mnist_mlp", "input_sweep", "rates"], [0.1, 0.1]), "repeats a rate"),
         (_bad(["grids", "mnist_mlp", "gate_parity", "gates"], ["gaussian", "gaussian"]), "two different gates"),
+        # Two rates that map to one run folder would train one run twice and lose a result.
+        (_bad(["grids", "mnist_mlp", "input_sweep", "rates"], [0.1, 0.1000001]),
+         "both map to the run folder results/runs/mnist_mlp/bernoulli/input0.1_hidden0.5/seed0"),
     ],
 )
 def test_bad_grids_are_named(cfg, message):
     with pytest.raises(grid.GridError, match=message.replace("(", r"\(")):
         grid.expand_runs(cfg)
+
+
+@pytest.mark.parametrize("override", ["seed=7", "gate=gaussian", "gate.convention=scaled", "out=runs/x",
+                                      "scale=quick", "dropout.hidden=0.3", "+dropout=both", "data_dir=/d",
+                                      "dataset=cifar10", "threads=4", "device=cpu"])
+def test_train_overrides_may_not_set_what_the_grid_owns(override):
+    cfg = config(scale="smoke", train_overrides=[override])
+    with pytest.raises(grid.GridError) as info:
+        grid.check_train_overrides(cfg, grid.expand_runs(cfg))
+    assert f"train_overrides: {override!r} sets" in str(info.value) and "which the workflow owns" in str(info.value)
+
+
+def test_train_overrides_of_run_settings_pass_and_reach_the_identity():
+    cfg = config(scale="smoke", train_overrides=["engine.precision=bf16", "model.max_norm=3.0"])
+    runs = grid.expand_runs(cfg)
+    grid.check_train_overrides(cfg, runs)
+    expected = grid.expected_settings(cfg, runs)
+    assert {s["engine.precision"] for s in expected.values()} == {"bf16"}
+    assert {s["model.max_norm"] for s in expected.values()} == {3.0}
+
+
+def test_runs_of_another_scale_are_refused_naming_the_setting():
+    from dropout_lab.identity import IdentityError, check_run
+
+    runs = grid.expand_runs(config(scale="smoke"))
+    run = runs[0]
+    quick = grid.expected_settings(config(scale="quick"), runs)[run.folder]
+    smoke = grid.expected_settings(config(scale="smoke"), runs)[run.folder]
+    metrics = {"config": {"out": run.folder}}
+    for dotted, value in smoke.items():  # a smoke run's recorded config, nested as metrics.json holds it
+        node = metrics["config"]
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    check_run(run.folder, metrics, smoke)
+    with pytest.raises(IdentityError) as info:
+        check_run(run.folder, metrics, quick)
+    message = str(info.value)
+    assert message.startswith(f"{run.folder} was trained with ") and "but the workflow expects" in message
+    key = message.split(" was trained with ")[1].split("=")[0]
+    assert smoke[key] != quick[key]
 
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -120,6 +192,7 @@ BAD_CONFIG = [
     (["grids", "mnist_mlp", "dataset"], "imagenet", "grids.mnist_mlp.dataset='imagenet' is not allowed"),
     (["claims", "alpha"], 0.7, "claims.alpha=0.7"),
     (["claims", "gaussian_parity", "margin"], -0.01, "claims.gaussian_parity.margin=-0.01"),
+    (["failure", "rebound_fraction"], 1.5, "failure.rebound_fraction=1.5"),
     (["theory", "gradient", "samples"], [10], "theory.gradient.samples=[10]"),
 ]
 
@@ -133,6 +206,11 @@ def test_bad_workflow_config_is_named_in_one_line(path, value, message):
 
 def test_the_shipped_config_is_valid():
     grid.check_schema(CONFIG, SCHEMA)
+
+
+def test_a_backwards_published_band_is_named():
+    with pytest.raises(grid.GridError, match=r"claims.optimum.published_band=\[0.6, 0.2\] runs backwards"):
+        grid.check_claims(_bad(["claims", "optimum", "published_band"], [0.6, 0.2]))
 
 
 @pytest.mark.parametrize(

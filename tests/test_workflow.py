@@ -32,17 +32,18 @@ def _require(tool: str) -> None:
         pytest.skip(f"{tool} is not installed (Debian: see the README's TeX line)")
 
 
-def snakemake(workdir: Path, config: dict, *extra: str, background: bool = False):
+def snakemake(workdir: Path, config: dict, *extra: str, background: bool = False, env: dict | None = None):
     overrides = workdir / "test-config.yaml"
     overrides.write_text(yaml.safe_dump(config))
     args = [
         str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2",
         *extra, "--configfile", str(overrides),  # --configfile takes several values: it goes last
     ]
+    env = {**os.environ, **(env or {})}
     if background:
         return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-    return subprocess.run(args, capture_output=True, text=True, timeout=900)
+                                start_new_session=True, env=env)
+    return subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)
 
 
 @pytest.mark.slow
@@ -129,6 +130,40 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     again = snakemake(work, config)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # Only what defines a run retrains it. More threads and another mirror with the same
+    # files change nothing; an edit to the MLP part of the smoke scale retrains exactly the
+    # MNIST runs.
+    moved = {**config, "threads_per_run": 2}
+    if Path(mnist_mirror).is_dir():
+        shutil.copytree(mnist_mirror, tmp_path / "mirror-copy")
+        moved["data"] = {**config["data"], "mirrors": {**config["data"]["mirrors"], "mnist": str(tmp_path / "mirror-copy")}}
+    plan = snakemake(work, moved, "-n")
+    assert plan.returncode == 0 and "Nothing to be done" in plan.stdout + plan.stderr, plan.stdout[-3000:]
+    configs = tmp_path / "hydra-config"
+    shutil.copytree(ROOT / "config", configs)
+    scale = configs / "scale" / "smoke.yaml"
+    scale.write_text(scale.read_text().replace("mlp:\n  epochs: 1", "mlp:\n  epochs: 2"))
+    plan = snakemake(work, config, "-n", env={"DROPOUT_LAB_CONFIG_DIR": str(configs)})
+    planned = plan.stdout + plan.stderr
+    mnist_packs = [p for p in grid.make_packs(grid.expand_runs(full), 1) if p.runs[0].experiment == "mnist_mlp"]
+    assert plan.returncode == 0 and planned.count("rule train:") == len(mnist_packs), planned[-3000:]
+    assert "wildcards: pack=cifar10_cnn" not in planned
+
+    # A metrics.json copied into another cell's folder is refused before aggregation, with one
+    # line naming the run and the setting; no finished result is lost or changed.
+    runs_dir = results / "runs" / "mnist_mlp" / "bernoulli"
+    source, target = runs_dir / "input0_hidden0.1" / "seed0" / "metrics.json", runs_dir / "input0_hidden0.5" / "seed0" / "metrics.json"
+    saved = {p: p.read_bytes() for p in (source, target)}
+    aggregate_before = (results / "aggregate" / "runs.parquet").read_bytes()
+    target.write_bytes(saved[source])
+    refused = snakemake(work, config)
+    assert refused.returncode != 0
+    assert ("error: results/runs/mnist_mlp/bernoulli/input0_hidden0.5/seed0/metrics.json was trained with "
+            "dropout.hidden=0.1, but the workflow expects dropout.hidden=0.5") in refused.stdout + refused.stderr
+    assert source.read_bytes() == saved[source]
+    assert (results / "aggregate" / "runs.parquet").read_bytes() == aggregate_before
+    target.write_bytes(saved[target])
 
     # The same MNIST runs trained as packs (every run of a gate and convention in one job)
     # give the same numbers: on the CPU a run's results do not depend on its pack.

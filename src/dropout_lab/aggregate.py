@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
+import pyarrow
 
+from dropout_lab.atomic import atomic_path, write_json
 from dropout_lab.data import SPECS
 from dropout_lab.health import classify
 
@@ -157,3 +159,27 @@ def provenance(loaded: Loaded) -> dict[str, Any]:
         "train_seconds": sum(train for train, _ in jobs.values()),
         "train_wall_seconds": sum(wall for _, wall in jobs.values()),
     }
+
+
+class WriteError(OSError):
+    """An aggregate table could not be written; the message is one line naming the file and the cause."""
+
+
+def write_tables(tables: Mapping[str, pd.DataFrame], prov: Mapping[str, Any], prov_path: str | Path) -> None:
+    """Write each table (parquet, or CSV for a .csv path) and the provenance atomically; a failure is one line and
+    leaves the earlier file in place."""
+    for target, table in tables.items():
+        try:
+            with atomic_path(target) as tmp:
+                if str(target).endswith(".csv"):
+                    table.to_csv(tmp, index=False)
+                else:
+                    table.to_parquet(tmp, index=False)
+        except (OSError, pyarrow.ArrowException) as err:
+            raise WriteError(f"could not write {target}: {err}; free space or make the folder writable, "
+                             "then run again") from err
+    try:
+        write_json(prov_path, prov)
+    except OSError as err:
+        raise WriteError(f"could not write {prov_path}: {err}; free space or make the folder writable, "
+                         "then run again") from err

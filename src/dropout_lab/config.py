@@ -8,6 +8,7 @@ checks ranges and combinations and returns the per-slot dropout rates, raising
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -255,6 +256,56 @@ def _check_model(model: DictConfig) -> None:
         _fail(f"model.max_norm={model.max_norm} must be positive (Srivastava et al. use 3 to 4), or null for none")
 
 
+MIN_IMAGES = 100  # fewer test or training images than this make an accuracy meaningless
+
+
+def _check_fractions(dataset: DictConfig) -> None:
+    spec = SPECS[dataset.name]
+    for key, total in (("train_fraction", spec.train_images), ("test_fraction", spec.test_images)):
+        value = dataset[key]
+        if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
+            _fail(f"dataset.{key}={value} must be in (0, 1]; 1.0 uses the whole split")
+        kept = int(value * total)
+        if kept < MIN_IMAGES:
+            _fail(f"dataset.{key}={value} keeps {kept} of the {total} {key.split('_')[0]} images; at least "
+                  f"{MIN_IMAGES} are needed, e.g. dataset.{key}={math.ceil(MIN_IMAGES / total * 1000) / 1000:g}")
+
+
+def model_parameters(model: DictConfig, dataset: str) -> int:
+    """How many weights the model has (to refuse a size that cannot fit before anything is allocated)."""
+    spec = SPECS[dataset]
+    channels, height, width = spec.image
+    if model.name == "mlp":
+        sizes = [channels * height * width] + [model.width] * model.depth + [spec.classes]
+        return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    total, c_in, side = 0, channels, height
+    for c_out in model.channels:
+        total += c_in * c_out * model.kernel_size ** 2 + c_out
+        c_in, side = c_out, side // 2
+    sizes = [c_in * side * side] + [model.fc_width] * model.fc_depth + [spec.classes]
+    return total + sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+
+
+BYTES_PER_WEIGHT = 16  # weights, gradients and momenta in float32, and a bf16 or scratch copy
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory (the most a run's weights could use)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def _check_size(cfg: DictConfig) -> None:
+    need = model_parameters(cfg.model, cfg.dataset.name) * BYTES_PER_WEIGHT
+    have = memory_bytes()
+    if need > have:
+        size = f"model.width={cfg.model.width}" if cfg.model.name == "mlp" else f"model.fc_width={cfg.model.fc_width}"
+        _fail(f"{size} needs about {need / 2**30:.0f} GiB for the weights, gradients and momenta of one run; "
+              f"this machine has {have / 2**30:.0f} GiB: choose a smaller width")
+
+
 def _check_checksums(dataset: DictConfig) -> None:
     checksums = dataset.checksums
     if checksums is None:
@@ -299,18 +350,19 @@ def validate(cfg: DictConfig) -> Rates:
         _fail(f"gate={cfg.gate.name!r} is unknown; choose one of {list(GATES)}")
     if cfg.gate.convention not in CONVENTIONS:
         _fail(f"gate.convention={cfg.gate.convention!r} is unknown; choose one of {list(CONVENTIONS)}")
-    for key in ("train_fraction", "test_fraction"):
-        value = cfg.dataset[key]
-        if not 0.0 < value <= 1.0:
-            _fail(f"dataset.{key}={value} must be in (0, 1]; 1.0 uses the whole split")
+    _check_fractions(cfg.dataset)
     _check_checksums(cfg.dataset)
     _check_model(cfg.model)
+    _check_size(cfg)
 
     drop = cfg.dropout
     if cfg.model.name == "mlp":
         for key in ("conv", "fc"):
             if not _is_zero(drop[key]):
                 _fail(f"dropout.{key}={drop[key]} applies to model=cnn; for model=mlp set dropout.input and dropout.hidden")
+        if cfg.model.depth == 0 and not _is_zero(drop.hidden):
+            _fail(f"dropout.hidden={drop.hidden} has no hidden layer to act on (model.depth=0); "
+                  "set dropout.hidden=0 or model.depth >= 1")
         rates = Rates(
             input=_check_rate("dropout.input", drop.input),
             hidden=_layer_rates("dropout.hidden", drop.hidden, cfg.model.depth),
@@ -318,6 +370,9 @@ def validate(cfg: DictConfig) -> Rates:
     else:
         if not _is_zero(drop.hidden):
             _fail(f"dropout.hidden={drop.hidden} applies to model=mlp; for model=cnn set dropout.conv and dropout.fc")
+        if cfg.model.fc_depth == 0 and not _is_zero(drop.fc):
+            _fail(f"dropout.fc={drop.fc} has no fully connected hidden layer to act on (model.fc_depth=0); "
+                  "set dropout.fc=0 or model.fc_depth >= 1")
         rates = Rates(
             input=_check_rate("dropout.input", drop.input),
             conv=_layer_rates("dropout.conv", drop.conv, len(cfg.model.channels)),
@@ -331,12 +386,13 @@ def validate(cfg: DictConfig) -> Rates:
     train = cfg.train
     _positive_int("train.epochs", train.epochs)
     _positive_int("train.batch_size", train.batch_size)
-    if not train.lr > 0:
-        _fail(f"train.lr={train.lr} must be positive, e.g. 0.05")
+    if not (isinstance(train.lr, (int, float)) and math.isfinite(train.lr) and train.lr > 0):
+        _fail(f"train.lr={train.lr} must be a finite positive number, e.g. 0.05")
     if not 0.0 <= train.momentum < 1.0:
         _fail(f"train.momentum={train.momentum} must be in [0, 1), e.g. 0.9")
-    if train.weight_decay < 0:
-        _fail(f"train.weight_decay={train.weight_decay} must be >= 0")
+    if not (isinstance(train.weight_decay, (int, float)) and math.isfinite(train.weight_decay)
+            and train.weight_decay >= 0):
+        _fail(f"train.weight_decay={train.weight_decay} must be a finite number >= 0, e.g. 0 or 5e-4")
     if train.schedule not in SCHEDULES:
         _fail(f"train.schedule={train.schedule!r} is unknown; choose one of {list(SCHEDULES)}")
     _positive_int("eval.mc_samples", cfg.eval.mc_samples, minimum=0)
@@ -348,6 +404,6 @@ def validate(cfg: DictConfig) -> Rates:
     if cfg.engine.precision not in PRECISIONS:
         _fail(f"engine.precision={cfg.engine.precision!r} is unknown; choose one of {list(PRECISIONS)}")
     _positive_int("engine.noise_chunk", cfg.engine.noise_chunk)
-    if not cfg.checkpoint_seconds >= 0:
+    if not (math.isfinite(cfg.checkpoint_seconds) and cfg.checkpoint_seconds >= 0):
         _fail(f"checkpoint_seconds={cfg.checkpoint_seconds} must be >= 0; 0 saves after every epoch")
     return rates

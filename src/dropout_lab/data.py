@@ -52,6 +52,9 @@ class DatasetSpec:
     gzipped: bool  # sources may hold NAME.gz (decompressed on arrival) as well as NAME
     mirror_env: str  # environment variable that names a user mirror
     classes: int  # label values 0..classes-1
+    image: tuple[int, int, int]  # channels, height, width
+    train_images: int  # in the official training split
+    test_images: int
 
 
 MNIST = DatasetSpec(
@@ -69,6 +72,9 @@ MNIST = DatasetSpec(
     gzipped=True,
     mirror_env="DROPOUT_LAB_MNIST_MIRROR",
     classes=10,
+    image=(1, 28, 28),
+    train_images=60000,
+    test_images=10000,
 )
 
 CIFAR10 = DatasetSpec(
@@ -78,6 +84,9 @@ CIFAR10 = DatasetSpec(
     gzipped=False,
     mirror_env="DROPOUT_LAB_CIFAR10_MIRROR",
     classes=10,
+    image=(3, 32, 32),
+    train_images=50000,
+    test_images=10000,
 )
 
 SPECS = {spec.name: spec for spec in (MNIST, CIFAR10)}
@@ -319,17 +328,27 @@ def load(
     spec = SPECS[name]
     pins = {**spec.files, **(checksums or {})}
     cache, manifest = cache_paths(Path(data_dir), name)
-    if not _cache_is_valid(cache, manifest, pins):
-        paths = fetch(spec, Path(data_dir), mirror, checksums, official)
-        splits = PARSERS[name](paths)
-        with atomic_path(cache) as tmp:
-            torch.save(splits.as_dict(), tmp)
-        write_json(
-            manifest,
-            {"format": CACHE_FORMAT, "raw_sha256": pins, "cache_sha256": sha256_file(cache)},
-        )
-    tensors = torch.load(cache, weights_only=True)
-    return Splits(**tensors)
+    if Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise DataError(f"data_dir={data_dir} is a file, not a folder; pass the folder that holds (or will hold) "
+                        "the data")
+    for attempt in (1, 2):
+        if attempt == 2 or not _cache_is_valid(cache, manifest, pins):
+            paths = fetch(spec, Path(data_dir), mirror, checksums, official)
+            splits = PARSERS[name](paths)
+            with atomic_path(cache) as tmp:
+                torch.save(splits.as_dict(), tmp)
+            write_json(
+                manifest,
+                {"format": CACHE_FORMAT, "raw_sha256": pins, "cache_sha256": sha256_file(cache)},
+            )
+        try:
+            # Plain tensors only: anything else in the file is refused, never unpickled.
+            return Splits(**torch.load(cache, weights_only=True))
+        except Exception as err:  # a cache that does not load is rebuilt from the verified files, once
+            if attempt == 2:
+                raise DataError(f"{cache} does not load after a rebuild from the verified files "
+                                f"({type(err).__name__}); delete {cache.parent} and run again") from err
+    raise AssertionError("unreachable")
 
 
 def raw_checksums(name: str, checksums: Mapping[str, str] | None = None) -> dict[str, str]:

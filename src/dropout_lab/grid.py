@@ -49,16 +49,18 @@ class Run:
         return f"results/runs/{self.experiment}/{gate}/{self.cell}/seed{self.seed}"
 
     def overrides(self, settings: Mapping[str, Any]) -> list[str]:
-        """Hydra overrides for this run; `settings` holds scale, device, threads and data."""
-        data = settings["data"]
-        mirror = (data.get("mirrors") or {}).get(self.dataset)
-        checksums = (data.get("checksums") or {}).get(self.dataset)
+        """Hydra overrides for this run; `settings` holds scale, device and data checksums.
+
+        Where the data lies (data_dir, mirrors) and the threads are not here: they cannot
+        change a run's numbers, so the train rule passes them outside its parameters
+        (a change to them retrains nothing).
+        """
+        checksums = (settings["data"].get("checksums") or {}).get(self.dataset)
         args = [
             f"dataset={self.dataset}", f"model={self.model}", f"gate={self.gate}", "dropout=none",
-            *(f"dropout.{slot}={rate:g}" for slot, rate in self.rates),
+            *(f"dropout.{slot}={rate!r}" for slot, rate in self.rates),
             f"seed={self.seed}", f"scale={settings['scale']}", f"device={settings['device']}",
-            f"threads={settings['threads_per_run']}", f"data_dir={data['dir']}",
-            f"dataset.mirror={mirror if mirror else 'null'}", "progress=false", f"out={self.folder}",
+            "progress=false", f"out={self.folder}",
         ]
         if self.convention != "inverted":
             args.insert(3, f"gate.convention={self.convention}")
@@ -187,11 +189,19 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
             rates = preset_rates(preset, model, config_dir)
             for seed in seeds:
                 add(DEFAULT_GATE, rates, seed, f"placement:{preset}", preset)
-    return [
+    runs = [
         Run(r.experiment, r.dataset, r.model, r.gate, r.rates, r.seed, r.convention, frozenset(tags),
             placements.get(r))
         for r, tags in found.items()
     ]
+    by_folder: dict[str, Run] = {}
+    for run in runs:
+        other = by_folder.setdefault(run.folder, run)
+        if other is not run:
+            raise GridError(
+                f"grids.{run.experiment}: rates {dict(other.rates)} and {dict(run.rates)} both map to the run "
+                f"folder {run.folder}; make the rates differ in their first 6 significant digits")
+    return runs
 
 
 @dataclass(frozen=True)
@@ -263,9 +273,25 @@ def run_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     return {key: config[key] for key in ("scale", "device", "threads_per_run", "data")}
 
 
+# Settings the grid owns: a train override of one of them would be overridden by each run's own value.
+GRID_OWNED = {"seed": "seeds:", "gate": "the grid's gates", "dropout": "the grid's rates",
+              "scale": "scale:", "out": "the workflow (each run's folder)", "dataset": "the grid's dataset",
+              "model": "the grid's model", "data_dir": "data.dir", "device": "device:", "threads": "threads_per_run:"}
+
+
 def check_train_overrides(config: Mapping[str, Any], runs: list[Run], config_dir: str = CONFIG_DIR) -> None:
-    """Compose and validate one run with `train_overrides` so a bad one fails before any job starts."""
+    """Refuse an override of a setting the grid owns; compose and validate one run with `train_overrides` so a
+    bad one fails before any job starts."""
     extra = list(config.get("train_overrides") or [])
+    for override in extra:
+        key = str(override).lstrip("+~").split("=", 1)[0].strip()
+        root = key.split(".", 1)[0].split("@", 1)[0]
+        if root in GRID_OWNED and not key.startswith(("dataset.", "model.")):
+            raise GridError(f"train_overrides: {override!r} sets {key}, which the workflow owns; set it through "
+                            f"{GRID_OWNED[root]} in config/config.yaml")
+        if key in ("dataset", "model"):
+            raise GridError(f"train_overrides: {override!r} sets {key}, which the workflow owns; set it through "
+                            f"{GRID_OWNED[key]} in config/config.yaml")
     if not extra or not runs:
         return
     from dropout_lab.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error, validate
@@ -286,6 +312,10 @@ def check_claims(config: Mapping[str, Any]) -> None:
         experiment = config["claims"][claim]["experiment"]
         if experiment not in config["grids"]:
             raise GridError(f"claims.{claim}.experiment={experiment!r} is not in grids (has {sorted(config['grids'])})")
+    low, high = config["claims"]["optimum"]["published_band"]
+    if low > high:
+        raise GridError(f"claims.optimum.published_band=[{low:g}, {high:g}] runs backwards; give [low, high], "
+                        "e.g. [0.2, 0.6]")
 
 
 def run_table(runs: list[Run]) -> list[dict[str, Any]]:
@@ -318,3 +348,28 @@ def figure_stems(config: Mapping[str, Any]) -> list[str]:
         if grid.get("placement"):
             stems.append(f"{name}_placement")
     return stems
+
+
+def expected_settings(config: Mapping[str, Any], runs: list[Run], config_dir: str = CONFIG_DIR) -> dict[str, dict]:
+    """The defining settings (dropout_lab.identity) each run folder should hold, composed from the Hydra files.
+
+    Hydra composes once per (dataset, model, gate, convention); each run then sets its own
+    seed and rates, the only settings that differ within such a group.
+    """
+    from dropout_lab.config import compose_config
+    from dropout_lab.identity import defining_settings
+
+    settings = {**run_settings(config), "device": "cpu"}
+    extra = list(config.get("train_overrides") or [])
+    templates: dict[tuple, dict] = {}
+    out = {}
+    for run in runs:
+        key = (run.dataset, run.model, run.gate, run.convention)
+        if key not in templates:
+            resolved = OmegaConf.to_container(compose_config([*run.overrides(settings), *extra], config_dir),
+                                              resolve=True)
+            templates[key] = resolved
+        resolved = {**templates[key], "seed": run.seed,
+                    "dropout": {**{slot: 0.0 for slot in templates[key]["dropout"]}, **dict(run.rates)}}
+        out[run.folder] = defining_settings(resolved)
+    return out

@@ -36,6 +36,7 @@ from dropout_lab.config import (
 )
 from dropout_lab.engine import EngineSettings, Hyper, Member, PackTrainer
 from dropout_lab.gates import Gate, sampling_gates, set_generator
+from dropout_lab.identity import identity
 from dropout_lab.models import CNN, MLP, effective_weight_norms
 from dropout_lab.provenance import git_commit
 
@@ -309,6 +310,20 @@ def save_checkpoint(path: Path, state: dict) -> None:
                          "writable, then run again (training resumes from its last good checkpoint)") from err
 
 
+def _writable_folder(key: str, folder: Path) -> None:
+    """The folder exists or can be made, and a file can be written in it: checked before any training."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{key}={folder} is a file, not a folder; pass a folder (it is created if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"{key}={folder} cannot be written ({err.strerror or err}); pass a writable folder "
+                          "or fix its permissions") from err
+
+
 def train_runs(cfgs: Sequence[DictConfig], checkpoint: Path) -> list[dict]:
     """Train the runs `cfgs` together (one pack) and return each run's metrics.
 
@@ -317,6 +332,10 @@ def train_runs(cfgs: Sequence[DictConfig], checkpoint: Path) -> list[dict]:
     """
     rates = [validate(cfg) for cfg in cfgs]  # before any data is touched
     check_pack(cfgs)
+    for c in cfgs:  # a result that cannot be written is found now, not after training
+        _writable_folder("out", Path(c.out))
+    _writable_folder("data_dir", Path(cfgs[0].data_dir))
+    _writable_folder("the pack folder", checkpoint.parent)
     cfg = cfgs[0]
     started = time.perf_counter()
     if cfg.threads is not None:
@@ -382,8 +401,10 @@ def train_runs(cfgs: Sequence[DictConfig], checkpoint: Path) -> list[dict]:
             norms = effective_weight_norms(model)
         else:  # recorded as diverged, with no final numbers that could be averaged in by mistake
             final, mc, unscaled, norms = None, None, None, None
+        resolved = OmegaConf.to_container(c, resolve=True)
         results.append(finite_or_none({
-            "config": OmegaConf.to_container(c, resolve=True),
+            "config": resolved,
+            "identity": identity(resolved)["digest"],  # of the settings that define the run (dropout_lab.identity)
             "seed": c.seed,
             "stream_seeds": s,
             "rates": {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(r).items()},
@@ -419,6 +440,7 @@ def write_result(target: Path, value) -> None:
 
 def main(cfg: DictConfig) -> dict:
     """Validate, train, evaluate, write OUT/metrics.json atomically; return the metrics."""
+    validate(cfg)  # first: a missing out= is one line, not a traceback
     checkpoint = Path(cfg.out) / CHECKPOINT
     metrics = train_runs([cfg], checkpoint)[0]
     write_result(Path(cfg.out) / "metrics.json", metrics)

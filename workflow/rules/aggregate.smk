@@ -14,5 +14,6 @@ rule aggregate:
         "../../environment.yml"
     params:
         records=grid.run_table(RUNS),
+        expected=EXPECTED,
     script:
         "../scripts/aggregate.py"

@@ -5,7 +5,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from dropout_lab import grid
+from dropout_lab import grid, identity
 
 try:
     # One line naming the bad key first; then Snakemake's own validation.
@@ -15,6 +15,8 @@ try:
     grid.check_claims(config)
     grid.check_train_overrides(config, RUNS)
     PACKS = grid.make_packs(RUNS, config["runs_per_job"])
+    # What each run folder should hold (dropout_lab.identity), from the Hydra files: a change retrains.
+    EXPECTED = grid.expected_settings(config, RUNS)
 except grid.GridError as err:
     raise WorkflowError(str(err))
 
@@ -29,6 +31,13 @@ envvars:
 os.environ["PATH"] = os.pathsep.join(
     [os.path.dirname(sys.executable), os.environ.get("PATH", "")]
 )
+# Where the data lies cannot change a run's numbers: the runs read it from the environment
+# (config/train.yaml's data_dir, dropout_lab.data's mirror variables), not from the train
+# rule's parameters, so moving the data or a mirror retrains nothing.
+os.environ["DROPOUT_LAB_DATA_DIR"] = config["data"]["dir"]
+for _name, _mirror in (config["data"].get("mirrors") or {}).items():
+    if _mirror:
+        os.environ[f"DROPOUT_LAB_{_name.upper()}_MIRROR"] = str(_mirror)
 PAPER_DIR = f"{workflow.basedir}/paper"
 DATA_DIR = config["data"]["dir"]
 RUN_BY_FOLDER = {run.folder: run for run in RUNS}
@@ -68,6 +77,11 @@ def pack_arguments(wildcards):
     return the_pack(wildcards).arguments(RUN_SETTINGS, config["train_overrides"])
 
 
+def pack_identity(wildcards):
+    # The digests of the pack's runs' defining settings: an edit to a Hydra file that changes them retrains.
+    return [identity.digest(EXPECTED[run.folder]) for run in the_pack(wildcards).runs]
+
+
 def pack_of_run(wildcards):
     return f"results/packs/{PACK_OF_FOLDER[the_run(wildcards).folder]}/pack.json"
 
@@ -89,10 +103,9 @@ def pack_memory(wildcards):
 
 
 def fetch_arguments(wildcards):
-    mirror = (config["data"].get("mirrors") or {}).get(wildcards.dataset)
+    # The mirror reaches the fetch through the environment (above): another mirror with the
+    # same verified files fetches nothing again and retrains nothing.
     checksums = (config["data"].get("checksums") or {}).get(wildcards.dataset) or {}
     args = [f"--data-dir {DATA_DIR}"]
-    if mirror:
-        args.append(f"--mirror {mirror}")
     args += [f"--sha256 {name}={digest}" for name, digest in checksums.items()]
     return " ".join(args)

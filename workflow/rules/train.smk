@@ -12,8 +12,10 @@ rule train:
         mem_mb=pack_memory,
     params:
         arguments=pack_arguments,
+        identity=pack_identity,
     shell:
-        "python -m dropout_lab.pack --dir results/packs/{wildcards.pack} {params.arguments} > {log} 2>&1"
+        "python -m dropout_lab.pack --dir results/packs/{wildcards.pack} {params.arguments} threads={threads}"
+        " > {log} 2>&1"
 
 
 # Each run's metrics.json, taken out of its pack's pack.json (aggregation reads these).
