@@ -270,11 +270,17 @@ def test_pack_arguments_share_settings_and_list_each_runs_own():
 def test_unpack_run_writes_the_runs_own_metrics(tmp_path, monkeypatch):
     import json
 
+    from dropout_lab import unpack
+
     monkeypatch.chdir(tmp_path)  # the workflow's paths are relative to its working directory
     runs = [{"config": {"out": f"results/runs/x/seed{i}"}, "seed": i} for i in range(2)]
     Path("pack.json").write_text(json.dumps({"runs": runs}))
-    grid.unpack_run("pack.json", "results/runs/x/seed1/metrics.json", "logs/unpack.log")
+    unpack.unpack_run("pack.json", "results/runs/x/seed1/metrics.json")
     assert json.loads(Path("results/runs/x/seed1/metrics.json").read_text()) == runs[1]
-    with pytest.raises(grid.GridError, match="holds no run with out=results/runs/x/seed7"):
-        grid.unpack_run("pack.json", "results/runs/x/seed7/metrics.json", "logs/unpack.log")
+    with pytest.raises(unpack.UnpackError, match="holds no run with out=results/runs/x/seed7"):
+        unpack.unpack_run("pack.json", "results/runs/x/seed7/metrics.json")
     assert not Path("results/runs/x/seed7").exists()
+    # The command the workflow runs imports no torch (it runs once per run).
+    proc = subprocess.run([sys.executable, "-c", "import sys, dropout_lab.unpack; print('torch' in sys.modules)"],
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"

@@ -222,22 +222,6 @@ class Pack:
         return " ".join(shlex.quote(arg) for arg in args)
 
 
-def unpack_run(pack_json: str | Path, target: str | Path, log: str | Path) -> None:
-    """Write the metrics of the run whose folder holds `target` out of its pack's pack.json."""
-    import json
-
-    from dropout_lab.atomic import write_json
-
-    folder = str(Path(target).parent)
-    runs = json.loads(Path(pack_json).read_text())["runs"]
-    found = [run for run in runs if str(run["config"]["out"]).rstrip("/") == folder]
-    if len(found) != 1:
-        raise GridError(f"{pack_json} holds no run with out={folder}; delete it and run again to retrain the pack")
-    write_json(target, found[0])
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
-    Path(log).write_text(f"{target} from {pack_json}\n")
-
-
 def make_packs(runs: list[Run], runs_per_job: int | str) -> list[Pack]:
     """Split the runs into jobs: 1 (a job per run), cell (the seeds of a grid cell, for one
     gate), N (up to N runs of an experiment) or all (every run of an experiment)."""

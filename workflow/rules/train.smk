@@ -18,8 +18,11 @@ rule train:
         " > {log} 2>&1"
 
 
-# Each run's metrics.json, taken out of its pack's pack.json (aggregation reads these).
 rule run_metrics:
+    """Each run's metrics.json, taken out of its pack's pack.json (aggregation reads these).
+
+    A shell job: it runs in Snakemake's own process pool and imports no torch.
+    """
     input:
         pack_of_run,
     output:
@@ -27,5 +30,5 @@ rule run_metrics:
     log:
         "results/logs/run_metrics/{experiment}/{gate}/{cell}/seed{seed}.log",
     localrule: True
-    run:
-        grid.unpack_run(input[0], output[0], log[0])
+    shell:
+        "python -m dropout_lab.unpack {input} {output} > {log} 2>&1"
