@@ -24,4 +24,5 @@ rule all:
     input:
         "results/paper/paper.pdf",
         "results/claims/claims.json",
+        "results/claims/verdicts.csv",
         "results/aggregate/runs.csv",

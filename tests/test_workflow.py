@@ -130,6 +130,10 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     again = snakemake(work, config)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+    report = snakemake(work, config, "--report", str(tmp_path / "report.html"))
+    assert report.returncode == 0 and "Report created" in report.stdout + report.stderr, report.stderr[-3000:]
+    verdict_table = (results / "claims" / "verdicts.csv").read_text()
+    assert all(v["verdict"] in verdict_table for v in verdicts.values())
 
     # Only what defines a run retrains it. More threads and another mirror with the same
     # files change nothing; an edit to the MLP part of the smoke scale retrains exactly the
@@ -174,6 +178,7 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
                        "results/aggregate/runs.csv")
     assert result.returncode == 0, result.stderr[-4000:]
     assert (result.stdout + result.stderr).count("rule train:") == 1  # every MNIST run in one pack
+
     alone = pd.read_csv(results / "aggregate" / "runs.csv")
     together = pd.read_csv(packed / "results" / "aggregate" / "runs.csv")
     alone = alone[alone["experiment"] == "mnist_mlp"]

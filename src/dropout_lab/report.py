@@ -510,10 +510,28 @@ def estimate_text(key: str, result: Mapping[str, Any]) -> str:
     if "headline" in result:
         return result["headline"]
     if key == "conventions":
-        return "see Section 6"
+        return "test loss without scaling by p: " + ", ".join(
+            f"{row['mean_loss_increase']:+.3f} ({row['gate']})" for row in result["table"])
     if key == "optimum":
         return f"rate {result['estimate']:g} (best set {min(result['set']):g}-{max(result['set']):g})"
     return f"rate {result['estimate']:g}" if "estimate" in result else "--"
+
+
+def _plain(latex: str) -> str:
+    """A table cell as plain text (for the CSV the HTML report shows)."""
+    text = re.sub(r"\\textbf\{([^}]*)\}", r"\1", latex)
+    text = text.replace("$\\le$", "<=").replace("$E_R$", "E_R").replace("$w$", "w").replace("$pw$", "pw")
+    text = text.replace("$p$", "p").replace("\\%", "%").replace("\\_", "_")
+    return text
+
+
+def write_verdict_table(path: Path, rows: list[list[str]]) -> None:
+    import csv
+
+    with atomic_open(path, "w") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["claim", "estimate", "verdict"])
+        writer.writerows([[_plain(cell) for cell in row] for row in rows])
 
 
 def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -> None:
@@ -588,6 +606,7 @@ def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -
     write(out / "theory.tex", theory_section(theory, claims, experiment, alpha))
 
     (out / "claims").mkdir(exist_ok=True)
+    write_verdict_table(out / "verdicts.csv", verdict_rows)
     write(out / "verdicts.tex", _tabular(
         ["claim", "estimate (per rate where the claim is judged per rate)", "verdict"], verdict_rows,
         "P{4.4cm}P{7.4cm}l", label="verdicts",

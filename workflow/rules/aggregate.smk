@@ -3,7 +3,7 @@ rule aggregate:
         metrics_files(),
     output:
         runs="results/aggregate/runs.parquet",
-        csv=report("results/aggregate/runs.csv", category="Tables"),
+        csv=report("results/aggregate/runs.csv", caption="../report/runs.rst", category="Tables"),
         curves="results/aggregate/curves.parquet",
         mc="results/aggregate/mc_curves.parquet",
         provenance="results/aggregate/provenance.json",

@@ -6,7 +6,8 @@ rule claims:
         provenance="results/aggregate/provenance.json",
         anchors=f"{PAPER_DIR}/anchors.yaml",
     output:
-        json=report("results/claims/claims.json", category="Verdicts"),
+        json=report("results/claims/claims.json", caption="../report/claims.rst", category="Verdicts"),
+        table=report("results/claims/verdicts.csv", caption="../report/verdicts.rst", category="Verdicts"),
         macros="results/claims/macros.tex",
         verdicts="results/claims/verdicts.tex",
         failed="results/claims/failed.tex",

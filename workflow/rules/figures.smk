@@ -6,7 +6,7 @@ rule figure:
         anchors=f"{PAPER_DIR}/anchors.yaml",
     output:
         pdf="results/figures/{stem}.pdf",
-        png=report("results/figures/{stem}.png", category="Figures"),
+        png=report("results/figures/{stem}.png", caption="../report/figure.rst", category="Figures"),
     log:
         "results/logs/figures/{stem}.log",
     localrule: True

@@ -17,7 +17,7 @@ rule paper:
             "results/figures/theory/{part}.pdf", part=["gradient", "regression"]
         ),
     output:
-        report("results/paper/paper.pdf", category="Paper"),
+        report("results/paper/paper.pdf", caption="../report/paper.rst", category="Paper"),
     log:
         "results/logs/paper.log",
     localrule: True

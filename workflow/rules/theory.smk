@@ -1,6 +1,6 @@
 rule theory:
     output:
-        report("results/theory/theory.json", category="Verdicts"),
+        report("results/theory/theory.json", caption="../report/theory.rst", category="Verdicts"),
     log:
         "results/logs/theory.log",
     localrule: True
@@ -15,7 +15,7 @@ rule theory_figure:
         "results/theory/theory.json",
     output:
         pdf="results/figures/theory/{part}.pdf",
-        png=report("results/figures/theory/{part}.png", category="Figures"),
+        png=report("results/figures/theory/{part}.png", caption="../report/theory_figure.rst", category="Figures"),
     log:
         "results/logs/figures/theory_{part}.log",
     wildcard_constraints:

@@ -1,0 +1,56 @@
+"""The README's command lines mean what they say: one --config carries the scale and every setting."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dropout_lab import grid
+from tests.conftest import ROOT
+
+CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def make_dry(*args: str) -> list[str]:
+    """The snakemake command `make -n ...` would run, as arguments."""
+    proc = subprocess.run(["make", "-n", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    line = next(l for l in proc.stdout.splitlines() if "snakemake" in l and "--config" in l)
+    return shlex.split(line)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_paper_passes_scale_and_settings_in_one_config():
+    args = make_dry("paper", "SCALE=quick", "CONFIG=experiments=[mnist_mlp]")
+    assert args.count("--config") == 1
+    assert args[args.index("--config") + 1:] == ["scale=quick", "experiments=[mnist_mlp]"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_refuses_a_second_config_in_args():
+    proc = subprocess.run(["make", "-n", "-C", str(ROOT), "paper", "ARGS=--config experiments=[mnist_mlp]"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "ARGS holds --config, which would replace scale=paper" in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_the_readme_recipe_plans_the_quick_mnist_grid(tmp_path):
+    # make paper SCALE=quick CONFIG="experiments=[mnist_mlp]", as a dry run in an empty folder.
+    args = make_dry("paper", "SCALE=quick", "CONFIG=experiments=[mnist_mlp]")
+    snakemake = str(Path(sys.executable).parent / "snakemake")
+    command = [snakemake, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "-n",
+               *args[args.index("--cores"):]]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    quick = {**CONFIG, "scale": "quick", "experiments": ["mnist_mlp"]}
+    expected = len(grid.make_packs(grid.expand_runs(quick), CONFIG["runs_per_job"]))
+    planned = proc.stdout + proc.stderr
+    assert planned.count("rule train:") == expected
+    assert "wildcards: pack=cifar10_cnn" not in planned and "scale=quick" in planned
