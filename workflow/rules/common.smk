@@ -56,6 +56,12 @@ wildcard_constraints:
     pack=r"[A-Za-z0-9_]+/([a-z]+(-scaled)?/)?[A-Za-z0-9_.]+(/seed\d+)?",
 
 
+def torch_has_gpu():
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def metrics_files():
     return [f"{run.folder}/metrics.json" for run in RUNS]
 

@@ -1,0 +1,85 @@
+"""What a workflow run is about to do, printed before any work: runs, packs, device and the time it expects.
+
+The time is an estimate from each model's training FLOPs per image and two measured
+throughputs of this project's engine (below); it says which it used.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from dropout_lab.data import SPECS
+
+# Measured throughputs of the engine, in training FLOP/s (forward and backward, 6 per weight-image for an MLP):
+# - CPU: one epoch of the 784-1024-1024-10 MLP on 60,000 images in about 9 s with 2 threads (AMD EPYC,
+#   ../shared/notes/python-stack.md), i.e. about 3.7e10 FLOP/s per core;
+# - GPU: the MNIST paper grid (145 of those MLPs x 50 epochs, one pack, bf16) in 128.8 s on one H200 (db2f17d).
+CPU_FLOPS_PER_CORE = 3.7e10
+GPU_FLOPS = 3.8e13
+EVAL_SHARE = 0.3  # final evaluation (both splits, Monte-Carlo masks), as a share of training
+JOB_START_SECONDS = 3.0  # a training job's start on the CPU: Python, torch and the data cache
+
+
+def training_flops_per_image(settings: Mapping[str, Any]) -> float:
+    """Forward and backward FLOPs of one training image (3 x the forward pass); `settings`: a run's defining
+    settings (dropout_lab.identity, dotted keys)."""
+    spec = SPECS[settings["dataset.name"]]
+    channels, side, _ = spec.image
+    if settings["model.name"] == "mlp":
+        sizes = [channels * side * side] + [settings["model.width"]] * settings["model.depth"] + [spec.classes]
+        return 6.0 * sum(a * b for a, b in zip(sizes, sizes[1:]))
+    forward, c_in = 0.0, channels
+    for c_out in settings["model.channels"]:
+        forward += 2.0 * settings["model.kernel_size"] ** 2 * c_in * c_out * side * side
+        c_in, side = c_out, side // 2
+    sizes = [c_in * side * side] + [settings["model.fc_width"]] * settings["model.fc_depth"] + [spec.classes]
+    forward += 2.0 * sum(a * b for a, b in zip(sizes, sizes[1:]))
+    return 3.0 * forward
+
+
+def estimate_seconds(settings: Mapping[str, Any], runs: int, gpu: bool, parallel_jobs: int, jobs: int = 0) -> float:
+    """Wall seconds to train `runs` runs with these defining settings, in `jobs` training jobs."""
+    images = int(settings["dataset.train_fraction"] * SPECS[settings["dataset.name"]].train_images)
+    work = training_flops_per_image(settings) * images * settings["train.epochs"] * runs * (1 + EVAL_SHARE)
+    if gpu:
+        return work / GPU_FLOPS
+    parallel = max(parallel_jobs, 1)
+    return work / (CPU_FLOPS_PER_CORE * parallel) + jobs * JOB_START_SECONDS / parallel
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan_lines(config: Mapping[str, Any], templates: Mapping[str, Mapping[str, Any]], runs_per_experiment:
+               Mapping[str, int], to_train: Mapping[str, int], packs: int, training_jobs: int, gpu: bool,
+               cores: int) -> list[str]:
+    """The plan: one line per experiment with runs and expected time, and a warning for a paper grid on a CPU.
+
+    `templates`: one run's defining settings per experiment (all runs of an experiment share
+    model, data and epochs)."""
+    parallel = max(cores // int(config["threads_per_run"]), 1)
+    device = "a GPU" if gpu else f"the CPU ({cores} cores, {parallel} training jobs at once)"
+    lines = [f"plan: scale={config['scale']}, {sum(runs_per_experiment.values())} runs in {packs} packs "
+             f"(runs_per_job={config['runs_per_job']}), {training_jobs} of them to train now, on {device}"]
+    total = 0.0
+    for experiment, runs in runs_per_experiment.items():
+        settings = templates[experiment]
+        train = to_train.get(experiment, 0)
+        seconds = estimate_seconds(settings, train, gpu, parallel, training_jobs if train else 0)
+        total += seconds
+        size = f"{settings['model.depth']}x{settings['model.width']}" if settings["model.name"] == "mlp" else \
+            (f"{'-'.join(map(str, settings['model.channels']))} conv + "
+             f"{settings['model.fc_depth']}x{settings['model.fc_width']}")
+        lines.append(f"plan: {experiment}: {runs} runs of {settings['model.name']} {size}, "
+                     f"{settings['train.epochs']} epochs; {train} to train now, about {_duration(seconds)} "
+                     "(estimate)")
+    if not gpu and config["scale"] == "paper" and training_jobs:
+        lines.append(f"plan: WARNING: the paper scale is meant for a GPU; on this CPU it would take about "
+                     f"{_duration(total)}. Use --config scale=quick (minutes) or train on a GPU (README).")
+    return lines
+

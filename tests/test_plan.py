@@ -1,0 +1,37 @@
+"""The plan printed before work: known FLOP counts, and a loud warning for a paper grid on a CPU."""
+
+import yaml
+
+from dropout_lab import grid, plan
+from tests.conftest import ROOT
+
+CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def test_mlp_training_flops_known_answer():
+    # 784-1024-1024-10: 784*1024 + 1024*1024 + 1024*10 = 1,861,632 weights; 6 FLOPs per weight-image.
+    settings = {"dataset.name": "mnist", "model.name": "mlp", "model.width": 1024, "model.depth": 2}
+    assert plan.training_flops_per_image(settings) == 6.0 * 1_861_632
+
+
+def test_cnn_training_flops_known_answer():
+    # One 3x3 conv 3->8 on 32x32 (2*9*3*8*1024 = 442,368) then 8*16*16 -> 10 (2*2048*10 = 40,960), times 3.
+    settings = {"dataset.name": "cifar10", "model.name": "cnn", "model.channels": [8], "model.kernel_size": 3,
+                "model.fc_width": 5, "model.fc_depth": 0}
+    assert plan.training_flops_per_image(settings) == 3.0 * (442_368 + 40_960)
+
+
+def _lines(scale: str, gpu: bool) -> list[str]:
+    cfg = {**CONFIG, "scale": scale, "experiments": ["mnist_mlp"]}
+    runs = grid.expand_runs(cfg)
+    templates = {"mnist_mlp": grid.expected_settings(cfg, runs)[runs[0].folder]}
+    return plan.plan_lines(cfg, templates, {"mnist_mlp": len(runs)}, {"mnist_mlp": len(runs)}, len(runs),
+                           len(runs), gpu, 2)
+
+
+def test_a_paper_grid_on_a_cpu_is_announced_loudly_and_a_gpu_is_not_warned():
+    cpu = _lines("paper", gpu=False)
+    assert cpu[0].startswith("plan: scale=paper, 145 runs")
+    assert any("WARNING: the paper scale is meant for a GPU" in line for line in cpu)
+    assert not any("WARNING" in line for line in _lines("paper", gpu=True))
+    assert not any("WARNING" in line for line in _lines("quick", gpu=False))

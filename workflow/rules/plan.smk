@@ -1,0 +1,28 @@
+# Before any job runs: say what will be done, and stop early for what would fail late.
+import shutil
+
+from snakemake.exceptions import WorkflowError
+
+from dropout_lab import plan
+
+
+onstart:
+    needed = {job.rule.name for job in workflow.dag.needrun_jobs()}
+    if "paper" in needed and shutil.which("latexmk") is None:
+        raise WorkflowError(
+            "latexmk is not installed, so the paper cannot be built; install TeX first (README: latexmk "
+            "texlive-latex-base texlive-latex-recommended texlive-science lmodern) or ask for another target, "
+            "e.g. results/claims/claims.json"
+        )
+    trains = [job for job in workflow.dag.needrun_jobs() if job.rule.name == "train"]
+    templates, counts, to_train = {}, {}, {}
+    for run in RUNS:
+        templates.setdefault(run.experiment, EXPECTED[run.folder])
+        counts[run.experiment] = counts.get(run.experiment, 0) + 1
+    for job in trains:
+        for run in PACK_BY_NAME[job.wildcards.pack].runs:
+            to_train[run.experiment] = to_train.get(run.experiment, 0) + 1
+    gpu = config["device"] != "cpu" and torch_has_gpu()
+    lines = plan.plan_lines(config, templates, counts, to_train, len(PACKS), len(trains), gpu, workflow.cores)
+    for line in lines:
+        print(line, file=sys.stderr)
