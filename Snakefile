@@ -21,6 +21,7 @@ include: "workflow/rules/paper.smk"
 
 
 rule all:
+    """The paper, its verdicts and the run table."""
     default_target: True
     input:
         "results/paper/paper.pdf",

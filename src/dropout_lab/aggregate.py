@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow
 
 from dropout_lab.atomic import atomic_path, write_json
-from dropout_lab.data import SPECS
+from dropout_lab.datasets import SPECS
 from dropout_lab.health import classify
 
 SWEEP_COLUMNS = {

@@ -15,16 +15,13 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
 
-from dropout_lab.data import SPECS
-from dropout_lab.engine import PRECISIONS
-from dropout_lab.gates import CONVENTIONS, GATES
+from dropout_lab.datasets import SPECS
 
 CONFIG_DIR = os.environ.get("DROPOUT_LAB_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "config"))
 MODELS = ("mlp", "cnn")
@@ -325,12 +322,17 @@ def _check_device(device: str) -> None:
         return
     if not re.fullmatch(r"cuda(:\d+)?", device):
         _fail(f"device={device!r} is not one of auto, cpu, cuda, cuda:N")
+    import torch  # here, not at import: the workflow composes configs without the training stack
+
     if not torch.cuda.is_available():
         _fail(f"device={device} was asked for but no CUDA device is available; use device=cpu or device=auto")
 
 
 def validate(cfg: DictConfig) -> Rates:
     """Check every setting of one run; return its dropout rates per slot."""
+    from dropout_lab.engine import PRECISIONS
+    from dropout_lab.gates import CONVENTIONS, GATES
+
     for section in ("", "dataset", "model", "gate", "dropout", "train", "eval", "scale", "engine"):
         node = cfg[section] if section else cfg
         allowed = _schema_keys(section)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from dropout_lab.atomic import atomic_path, write_json
+from dropout_lab.datasets import CIFAR10, MNIST, SPECS, DatasetSpec  # noqa: F401  (re-exported)
 
 CACHE_FORMAT = 1
 DOWNLOAD_TIMEOUT_S = 60
@@ -44,52 +45,6 @@ class DataError(RuntimeError):
     """A dataset could not be obtained or verified; the message is one line."""
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    files: Mapping[str, str]  # file name -> pinned SHA-256 (of the decompressed bytes if gzipped)
-    official_mirrors: tuple[str, ...]
-    gzipped: bool  # sources may hold NAME.gz (decompressed on arrival) as well as NAME
-    mirror_env: str  # environment variable that names a user mirror
-    classes: int  # label values 0..classes-1
-    image: tuple[int, int, int]  # channels, height, width
-    train_images: int  # in the official training split
-    test_images: int
-
-
-MNIST = DatasetSpec(
-    name="mnist",
-    files={
-        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    },
-    official_mirrors=(
-        "https://ossci-datasets.s3.amazonaws.com/mnist/",
-        "http://yann.lecun.com/exdb/mnist/",
-    ),
-    gzipped=True,
-    mirror_env="DROPOUT_LAB_MNIST_MIRROR",
-    classes=10,
-    image=(1, 28, 28),
-    train_images=60000,
-    test_images=10000,
-)
-
-CIFAR10 = DatasetSpec(
-    name="cifar10",
-    files={"cifar-10-python.tar.gz": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"},
-    official_mirrors=("https://www.cs.toronto.edu/~kriz/",),
-    gzipped=False,
-    mirror_env="DROPOUT_LAB_CIFAR10_MIRROR",
-    classes=10,
-    image=(3, 32, 32),
-    train_images=50000,
-    test_images=10000,
-)
-
-SPECS = {spec.name: spec for spec in (MNIST, CIFAR10)}
 
 
 @dataclass

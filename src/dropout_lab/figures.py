@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from dropout_lab.atomic import atomic_path  # noqa: E402
+from dropout_lab.datasets import SPECS  # noqa: E402
 
 SLOT_NAMES = {"hidden": "hidden", "input": "input", "conv": "conv", "fc": "fully connected"}
 # Vector text that venues accept (TrueType, not Type 3), and print-resolution PNGs.
@@ -297,8 +298,6 @@ def draw(stem: str, runs: pd.DataFrame, curves: pd.DataFrame, config: Mapping[st
     Each figure plots the runs that trained and counts the failed ones (diverged or
     collapsed) in its title and at their rate.
     """
-    from dropout_lab.data import SPECS
-
     name = next(n for n in config["experiments"] if stem.startswith(f"{n}_"))
     kind = stem[len(name) + 1 :]
     grid = config["grids"][name]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from dropout_lab.data import SPECS
+from dropout_lab.datasets import SPECS
 
 # Measured throughputs of the engine, in training FLOP/s (forward and backward, 6 per weight-image for an MLP):
 # - CPU: one epoch of the 784-1024-1024-10 MLP on 60,000 images in about 9 s with 2 threads (AMD EPYC,

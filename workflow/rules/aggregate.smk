@@ -1,4 +1,5 @@
 rule aggregate:
+    """Check every run against the settings expected at its path, then gather all runs into tidy tables."""
     input:
         metrics_files(),
     output:
@@ -11,7 +12,7 @@ rule aggregate:
         "results/logs/aggregate.log",
     localrule: True
     conda:
-        "../../environment.yml"
+        "../envs/analysis.yaml"
     params:
         records=grid.run_table(RUNS),
         expected=EXPECTED,

@@ -1,4 +1,5 @@
 rule claims:
+    """Judge every claim from the runs that trained; write claims.json and the paper's LaTeX from it."""
     input:
         runs="results/aggregate/runs.parquet",
         mc="results/aggregate/mc_curves.parquet",
@@ -25,6 +26,6 @@ rule claims:
         "results/logs/claims.log",
     localrule: True
     conda:
-        "../../environment.yml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/claims.py"

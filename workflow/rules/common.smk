@@ -31,6 +31,11 @@ envvars:
 os.environ["PATH"] = os.pathsep.join(
     [os.path.dirname(sys.executable), os.environ.get("PATH", "")]
 )
+# The package comes from this checkout in every job, whatever environment runs it
+# (the venv, or a per-rule conda environment of workflow/envs/ without an install).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (f"{workflow.basedir}/src", os.environ.get("PYTHONPATH")) if p
+)
 # Where the data lies cannot change a run's numbers: the runs read it from the environment
 # (config/train.yaml's data_dir, dropout_lab.data's mirror variables), not from the train
 # rule's parameters, so moving the data or a mirror retrains nothing.

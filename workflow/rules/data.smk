@@ -1,4 +1,5 @@
 rule fetch_data:
+    """Fetch a dataset from the mirrors, verify its pinned SHA-256 digests and cache it."""
     output:
         cache=f"{DATA_DIR}/{{dataset}}/{{dataset}}.pt",
         stamp=f"{DATA_DIR}/{{dataset}}/verified.json",
@@ -6,7 +7,7 @@ rule fetch_data:
         "results/logs/fetch_data/{dataset}.log",
     localrule: True
     conda:
-        "../../environment.yml"
+        "../envs/train.yaml"
     params:
         args=fetch_arguments,
     shell:

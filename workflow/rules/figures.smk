@@ -1,4 +1,5 @@
 rule figure:
+    """Draw one seaborn figure (PDF and PNG) from the aggregated tables."""
     input:
         runs="results/aggregate/runs.parquet",
         curves="results/aggregate/curves.parquet",
@@ -11,6 +12,6 @@ rule figure:
         "results/logs/figures/{stem}.log",
     localrule: True
     conda:
-        "../../environment.yml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/figure.py"

@@ -1,4 +1,5 @@
 rule paper:
+    """Build the PDF with latexmk and move it into place atomically."""
     input:
         tex=f"{PAPER_DIR}/paper.tex",
         bib=f"{PAPER_DIR}/refs.bib",
@@ -22,6 +23,6 @@ rule paper:
         "results/logs/paper.log",
     localrule: True
     conda:
-        "../../environment.yml"
+        "../envs/paper.yaml"
     script:
         "../scripts/build_paper.py"

@@ -1,16 +1,18 @@
 rule theory:
+    """Check the article's linear-unit mathematics numerically (no training data)."""
     output:
         report("results/theory/theory.json", caption="../report/theory.rst", category="Verdicts"),
     log:
         "results/logs/theory.log",
     localrule: True
     conda:
-        "../../environment.yml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/theory.py"
 
 
 rule theory_figure:
+    """Draw the figures of the numerical theory checks."""
     input:
         "results/theory/theory.json",
     output:
@@ -22,6 +24,6 @@ rule theory_figure:
         part="gradient|regression",
     localrule: True
     conda:
-        "../../environment.yml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/theory_figure.py"

@@ -1,4 +1,5 @@
 rule train:
+    """Train one pack of runs in one process (dropout_lab.pack); its pack.json holds every run's metrics."""
     input:
         pack_data,
     output:
@@ -6,7 +7,7 @@ rule train:
     log:
         "results/logs/train/{pack}.log",
     conda:
-        "../../environment.yml"
+        "../envs/train.yaml"
     threads: config["threads_per_run"]
     resources:
         mem_mb=pack_memory,
@@ -19,10 +20,7 @@ rule train:
 
 
 rule run_metrics:
-    """Each run's metrics.json, taken out of its pack's pack.json (aggregation reads these).
-
-    A shell job: it runs in Snakemake's own process pool and imports no torch.
-    """
+    """Take each run's metrics.json out of its pack's pack.json (a light shell job, no torch)."""
     input:
         pack_of_run,
     output:
