@@ -186,8 +186,10 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     assert set(together["pack_size"]) == {len(p.runs) for p in grid.make_packs(grid.expand_runs(mnist_only), "all")}
     volatile = [c for c in alone.columns if "seconds" in c or c in ("commit", "pack_size")]
     key = ["run"]
-    pd.testing.assert_frame_equal(
-        alone.drop(columns=volatile).sort_values(key).reset_index(drop=True),
-        together.drop(columns=volatile).sort_values(key).reset_index(drop=True),
-    )
+
+    def comparable(table: pd.DataFrame) -> pd.DataFrame:
+        # Columns empty for MNIST (CNN channels, reasons of failures) read back as text or as floats.
+        return table.drop(columns=volatile).dropna(axis=1, how="all").sort_values(key).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(comparable(alone), comparable(together))
 
