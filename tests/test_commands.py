@@ -54,3 +54,15 @@ def test_the_readme_recipe_plans_the_quick_mnist_grid(tmp_path):
     planned = proc.stdout + proc.stderr
     assert planned.count("rule train:") == expected
     assert "wildcards: pack=cifar10_cnn" not in planned and "scale=quick" in planned
+
+
+def test_the_gpu_profile_keeps_its_settings_when_the_command_line_adds_config(tmp_path):
+    # From the checkout's root, as the README runs it: --config scale=smoke must not drop packs and bf16.
+    snakemake = str(Path(sys.executable).parent / "snakemake")
+    proc = subprocess.run(
+        [snakemake, "--directory", str(tmp_path), "-n", "--profile", "workflow/profiles/slurm-gpu",
+         "--executor", "local", "--cores", "2", "--config", "scale=smoke", "experiments=[mnist_mlp]"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    planned = proc.stdout + proc.stderr
+    assert proc.returncode == 0, planned[-3000:]
+    assert planned.count("rule train:") == 1  # runs_per_job: all, one pack for the experiment
