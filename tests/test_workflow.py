@@ -40,8 +40,9 @@ def snakemake(workdir: Path, config: dict, *extra: str, background: bool = False
         *extra, "--configfile", str(overrides),  # --configfile takes several values: it goes last
     ]
     env = {**os.environ, **(env or {})}
-    if background:
-        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    if background:  # output to a file: a full pipe would stall Snakemake while the test waits
+        log = open(workdir / "snakemake-background.log", "w")
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True, env=env)
     return subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)
 
@@ -77,7 +78,7 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
         if len(finished) >= 6:
             break
         time.sleep(0.5)
-    assert proc.poll() is None, proc.stdout.read()[-3000:]
+    assert proc.poll() is None, (work / "snakemake-background.log").read_text()[-3000:]
     os.killpg(proc.pid, signal.SIGINT)
     proc.communicate()  # Snakemake finishes the jobs it is stopping, however long that takes
     kept = {p: p.stat().st_mtime_ns for p in (work / "results" / "packs").rglob("pack.json")}
