@@ -35,3 +35,12 @@ def test_a_paper_grid_on_a_cpu_is_announced_loudly_and_a_gpu_is_not_warned():
     assert any("WARNING: the paper scale is meant for a GPU" in line for line in cpu)
     assert not any("WARNING" in line for line in _lines("paper", gpu=True))
     assert not any("WARNING" in line for line in _lines("quick", gpu=False))
+
+
+def test_a_single_runs_epoch_line_speaks_of_the_run_and_a_packs_of_its_runs():
+    from dropout_lab.train import epoch_line
+
+    single = epoch_line(2, 5, 1.5, [0], 1, [0.91], [0.3], eta=4.4)
+    assert single == "epoch 2/5 (1.5 s, about 4 s to go)  test acc 0.9100  train loss 0.3000"
+    pack = epoch_line(2, 5, 1.5, [0, 2], 3, [0.9, 0.5, 0.95], [0.3, 2.0, 0.2], eta=4.4)
+    assert pack.endswith("2/3 runs training  best test acc 0.9500 (train loss 0.2000)")

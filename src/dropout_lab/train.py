@@ -324,6 +324,18 @@ def _writable_folder(key: str, folder: Path) -> None:
                           "or fix its permissions") from err
 
 
+def epoch_line(epoch: int, epochs: int, seconds: float, live: list[int], runs: int, test_acc, train_loss,
+               eta: float) -> str:
+    """One line per epoch: a single run speaks of itself, a pack of its runs; both with the time left."""
+    head = f"epoch {epoch}/{epochs} ({seconds:.1f} s, about {eta:.0f} s to go)"
+    if runs == 1:
+        return head + (f"  test acc {float(test_acc[0]):.4f}  train loss {float(train_loss[0]):.4f}" if live else "")
+    best = max(live, key=lambda k: float(test_acc[k])) if live else None
+    return head + f"  {len(live)}/{runs} runs training" + (
+        f"  best test acc {float(test_acc[best]):.4f} (train loss {float(train_loss[best]):.4f})"
+        if best is not None else "")
+
+
 def train_runs(cfgs: Sequence[DictConfig], checkpoint: Path) -> list[dict]:
     """Train the runs `cfgs` together (one pack) and return each run's metrics.
 
@@ -377,13 +389,8 @@ def train_runs(cfgs: Sequence[DictConfig], checkpoint: Path) -> list[dict]:
                 diverged[k] = epoch
                 print(f"{cfgs[k].out}: diverged in epoch {epoch}: the loss is not finite; its run stops", flush=True)
         live = [k for k in range(K) if diverged[k] is None]
-        best = max(live, key=lambda k: float(test_acc[k])) if live else None
-        print(
-            f"epoch {epoch}/{epochs}  {len(live)}/{K} runs  ({train_seconds:.1f} s)"
-            + (f"  best test acc {float(test_acc[best]):.4f}  train loss {float(train_loss[best]):.4f}"
-               if best is not None else ""),
-            flush=True,
-        )
+        eta = (time.perf_counter() - started) / (epoch - first_epoch + 1) * (epochs - epoch)
+        print(epoch_line(epoch, epochs, train_seconds, live, K, test_acc, train_loss, eta), flush=True)
         if not live:
             break
         if cfg.checkpoint and epoch < epochs and time.perf_counter() - last_save >= cfg.checkpoint_seconds:
