@@ -138,3 +138,30 @@ def test_bad_folders_fail_with_one_line_before_training(tmp_path, arguments, exp
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert expected in proc.stderr
     assert afile.read_text() == "finished result"  # nothing lost
+
+
+def test_multirun_refuses_one_folder_for_all_jobs_and_checks_sweeps(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "dropout_lab.train", "-m", "scale=smoke", *args],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    same = run("dropout.hidden=0.1,0.5", f"out={tmp_path / 'one'}")
+    assert same.returncode == 2 and same.stderr.startswith("error: with -m every job needs its own folder")
+    typo = run("dropout.hiden=0.1,0.5", "out=runs/${hydra:job.num}")
+    assert typo.returncode == 2
+    assert typo.stderr.strip() == "error: dropout.hiden is not a setting; dropout has: input, hidden, conv, fc"
+    assert list(tmp_path.iterdir()) == []  # nothing trained, nothing written
+
+
+@pytest.mark.slow
+def test_multirun_gives_each_job_its_own_folder_and_writes_nothing_else(tmp_path, mnist_data_dir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "dropout_lab.train", "-m", "scale=smoke", "dropout.hidden=0.1,0.5",
+         "out=runs/${hydra:job.num}", f"data_dir={mnist_data_dir}", "progress=false", "eval.mc_samples=0"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    rates = {json.loads((tmp_path / "runs" / n / "metrics.json").read_text())["rates"]["hidden"][0] for n in "01"}
+    assert rates == {0.1, 0.5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no multirun/ or outputs/ in the folder

@@ -472,14 +472,32 @@ def cli() -> None:
 
     Hydra's own flags (--help, --cfg, -m ...) go to Hydra unchecked.
     """
-    overrides = sys.argv[1:]
+    argv = sys.argv[1:]
+    multirun = any(arg in ("-m", "--multirun") for arg in argv)
+    overrides = [arg for arg in argv if arg not in ("-m", "--multirun")]
+    if multirun:
+        outs = [arg.split("=", 1)[1] for arg in overrides if arg.startswith("out=")]
+        if not outs or "${" not in outs[-1]:
+            print("error: with -m every job needs its own folder, but out is the same for all of them; give "
+                  "out='runs/${hydra:job.num}' (or name it after a swept setting, e.g. out='runs/${dropout.hidden}')",
+                  file=sys.stderr)
+            sys.exit(2)
     if not any(arg.startswith("-") for arg in overrides):
         try:
-            compose_config(overrides)
+            # Under -m, each sweep (a,b,c) is checked through its first value: a typo is one line too.
+            compose_config([first_of_sweep(arg) for arg in overrides] if multirun else overrides)
         except COMPOSITION_ERRORS as err:
             print(f"error: {describe_composition_error(err)}", file=sys.stderr)
             sys.exit(2)
     app()
+
+
+def first_of_sweep(override: str) -> str:
+    """key=a,b,c -> key=a (a list or a mapping value is left whole); anything else unchanged."""
+    key, sep, value = override.partition("=")
+    if not sep or value.startswith(("[", "{", "'", '"')) or "(" in value:
+        return override
+    return f"{key}={value.split(',')[0]}"
 
 
 if __name__ == "__main__":
