@@ -66,3 +66,23 @@ def test_the_gpu_profile_keeps_its_settings_when_the_command_line_adds_config(tm
     planned = proc.stdout + proc.stderr
     assert proc.returncode == 0, planned[-3000:]
     assert planned.count("rule train:") == 1  # runs_per_job: all, one pack for the experiment
+
+
+@pytest.mark.slow
+def test_an_installed_package_trains_from_any_folder(tmp_path, mnist_data_dir):
+    # A wheel (not an editable install) carries the Hydra configs; its command runs from another folder.
+    wheels, target, work = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(wheels), str(ROOT)], check=True, capture_output=True, timeout=600)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+                    *map(str, wheels.glob("*.whl"))], check=True, capture_output=True, timeout=600)
+    work.mkdir()
+    env = {**__import__("os").environ, "PYTHONPATH": str(target)}
+    probe = subprocess.run([sys.executable, "-c", "import dropout_lab; print(dropout_lab.__file__)"],
+                           capture_output=True, text=True, cwd=work, env=env, check=True)
+    assert probe.stdout.startswith(str(target))
+    proc = subprocess.run([sys.executable, "-m", "dropout_lab.cli", "train", "scale=smoke", "out=run",
+                           f"data_dir={mnist_data_dir}", "progress=false", "eval.mc_samples=0"],
+                          capture_output=True, text=True, cwd=work, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (work / "run" / "metrics.json").is_file()

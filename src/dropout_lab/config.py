@@ -23,7 +23,9 @@ from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
 
 from dropout_lab.datasets import SPECS
 
-CONFIG_DIR = os.environ.get("DROPOUT_LAB_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "config"))
+# The Hydra configs: config/ of the checkout, reached through the package's config link (which an
+# installed package carries as files); DROPOUT_LAB_CONFIG_DIR points elsewhere.
+CONFIG_DIR = os.environ.get("DROPOUT_LAB_CONFIG_DIR", str((Path(__file__).parent / "config").resolve()))
 MODELS = ("mlp", "cnn")
 SCHEDULES = ("constant", "cosine")
 
