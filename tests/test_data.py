@@ -152,6 +152,34 @@ def test_idx_header_is_checked(tmp_path):
 # --------------------------------------------------------------------------- CIFAR-10
 
 
+def test_a_cache_rewritten_with_its_manifest_is_refused_and_rebuilt(mnist_data_dir, tmp_path):
+    # Changed pixels, and a manifest rewritten to match them: the pinned content digest still catches it.
+    copy = tmp_path / "data"
+    shutil.copytree(mnist_data_dir, copy)
+    cache, manifest = data.cache_paths(copy, "mnist")
+    good = data.load("mnist", copy)
+    tampered = {k: v.clone() for k, v in good.as_dict().items()}
+    tampered["train_x"][0, 14, 14] ^= 0xFF
+    torch.save(tampered, cache)
+    meta = json.loads(manifest.read_text())
+    meta["cache_sha256"] = data.sha256_file(cache)
+    manifest.write_text(json.dumps(meta))
+    loaded = data.load("mnist", copy)
+    assert torch.equal(loaded.train_x, good.train_x) and data.content_sha256(loaded) == data.MNIST.content_sha256
+
+
+def test_a_cache_that_does_not_load_is_rebuilt_without_unsafe_advice(mnist_data_dir, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(mnist_data_dir, copy)
+    cache, manifest = data.cache_paths(copy, "mnist")
+    torch.save({"train_x": torch.nn.Linear(1, 1)}, cache)  # a module, which weights_only refuses to load
+    meta = json.loads(manifest.read_text())
+    meta["cache_sha256"] = data.sha256_file(cache)
+    manifest.write_text(json.dumps(meta))
+    loaded = data.load("mnist", copy)
+    assert data.content_sha256(loaded) == data.MNIST.content_sha256
+
+
 def test_cifar_download_verify_extract_over_http(cifar_mirror, tmp_path):
     url, contents = cifar_mirror
     checksums = {"cifar-10-python.tar.gz": contents["sha256"]}

@@ -286,24 +286,46 @@ def load(
     if Path(data_dir).exists() and not Path(data_dir).is_dir():
         raise DataError(f"data_dir={data_dir} is a file, not a folder; pass the folder that holds (or will hold) "
                         "the data")
+    # The cache is trusted only against a pinned digest of its content (the official files'); without one,
+    # the data is parsed from the verified files every time.
+    content_pin = spec.content_sha256 if pins == dict(spec.files) else None
+
+    def rebuild() -> Splits:
+        splits = PARSERS[name](fetch(spec, Path(data_dir), mirror, checksums, official))
+        with atomic_path(cache) as tmp:
+            torch.save(splits.as_dict(), tmp)
+        write_json(manifest, {"format": CACHE_FORMAT, "raw_sha256": pins, "cache_sha256": sha256_file(cache)})
+        return splits
+
+    if content_pin is None:
+        return rebuild()
     for attempt in (1, 2):
         if attempt == 2 or not _cache_is_valid(cache, manifest, pins):
-            paths = fetch(spec, Path(data_dir), mirror, checksums, official)
-            splits = PARSERS[name](paths)
-            with atomic_path(cache) as tmp:
-                torch.save(splits.as_dict(), tmp)
-            write_json(
-                manifest,
-                {"format": CACHE_FORMAT, "raw_sha256": pins, "cache_sha256": sha256_file(cache)},
-            )
+            rebuild()
         try:
             # Plain tensors only: anything else in the file is refused, never unpickled.
-            return Splits(**torch.load(cache, weights_only=True))
+            splits = Splits(**torch.load(cache, weights_only=True))
         except Exception as err:  # a cache that does not load is rebuilt from the verified files, once
             if attempt == 2:
                 raise DataError(f"{cache} does not load after a rebuild from the verified files "
                                 f"({type(err).__name__}); delete {cache.parent} and run again") from err
+            continue
+        if content_sha256(splits) == content_pin:
+            return splits
+        if attempt == 2:  # rebuilt from files that matched their pins, and still not the pinned content
+            raise DataError(f"{cache} rebuilt from the verified files does not match the pinned content digest of "
+                            f"{name}; report this with the file digests in {manifest}")
     raise AssertionError("unreachable")
+
+
+def content_sha256(splits: Splits) -> str:
+    """SHA-256 of the parsed tensors (names, dtypes, shapes and bytes): what a cache must hold."""
+    digest = hashlib.sha256()
+    for key, tensor in splits.as_dict().items():
+        tensor = tensor.contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def raw_checksums(name: str, checksums: Mapping[str, str] | None = None) -> dict[str, str]:

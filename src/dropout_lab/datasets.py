@@ -18,6 +18,9 @@ class DatasetSpec:
     image: tuple[int, int, int]  # channels, height, width
     train_images: int  # in the official training split
     test_images: int
+    # SHA-256 of the parsed tensors (dropout_lab.data.content_sha256) of the official files, which a cache
+    # must match; None where no pin is known (the cache is then rebuilt from the verified files on each load).
+    content_sha256: str | None = None
 
 
 MNIST = DatasetSpec(
@@ -38,6 +41,7 @@ MNIST = DatasetSpec(
     image=(1, 28, 28),
     train_images=60000,
     test_images=10000,
+    content_sha256="d3f54bc88d521ad86d8820c60639268121b5fc94c3b1bfaf13eebc59766d3c9c",
 )
 
 CIFAR10 = DatasetSpec(
