@@ -213,7 +213,11 @@ def conventions(runs: pd.DataFrame, title: str, stem: Path) -> None:
     data = pd.DataFrame(rows)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for ax, metric, label in ((axes[0], "loss", "test loss (cross-entropy)"), (axes[1], "acc", "test accuracy (%)")):
-        sns.barplot(data=data, x="net", y=metric, hue="inference", errorbar="sd", ax=ax)
+        # Points with sd, not bars from zero: the accuracies differ by tenths of a point.
+        sns.pointplot(data=data, x="net", y=metric, hue="inference", errorbar="sd", dodge=0.3, linestyle="none",
+                      ax=ax)
+        sns.stripplot(data=data, x="net", y=metric, hue="inference", dodge=True, size=3, alpha=0.5, ax=ax,
+                      legend=False)
         ax.set_xlabel("")
         ax.set_ylabel(label)
         ax.tick_params(axis="x", labelrotation=20)
