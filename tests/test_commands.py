@@ -26,10 +26,12 @@ def make_dry(*args: str) -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_make_paper_passes_scale_and_settings_in_one_config():
-    args = make_dry("paper", "SCALE=quick", "CONFIG=experiments=[mnist_mlp]")
+@pytest.mark.parametrize("target", ["paper", "report"])
+def test_make_passes_scale_and_settings_in_one_config(target):
+    args = make_dry(target, "SCALE=quick", "CONFIG=experiments=[mnist_mlp]")
     assert args.count("--config") == 1
-    assert args[args.index("--config") + 1:] == ["scale=quick", "experiments=[mnist_mlp]"]
+    settings = args[args.index("--config") + 1:]
+    assert settings[:2] == ["scale=quick", "experiments=[mnist_mlp]"]
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -86,3 +88,27 @@ def test_an_installed_package_trains_from_any_folder(tmp_path, mnist_data_dir):
                           capture_output=True, text=True, cwd=work, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (work / "run" / "metrics.json").is_file()
+
+
+def test_missing_tex_stops_the_workflow_before_any_training(tmp_path):
+    # A PATH with every tool of this machine but latexmk. The paper is a target, so nothing may start.
+    import os
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        for tool in Path(folder).glob("*") if Path(folder).is_dir() else []:
+            if tool.name != "latexmk" and not (tools / tool.name).exists():
+                (tools / tool.name).symlink_to(tool)
+    work = tmp_path / "work"
+    work.mkdir()
+    snakemake = str(Path(sys.executable).parent / "snakemake")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{tools}"}
+    tmp_path = work
+    proc = subprocess.run([snakemake, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
+                           "--config", "scale=smoke", "experiments=[mnist_mlp]"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "latexmk is not installed, so the paper cannot be built" in output
+    assert not (tmp_path / "results" / "packs").exists() and not (tmp_path / "data").exists()
