@@ -189,8 +189,13 @@ def test_cifar_download_verify_extract_over_http(cifar_mirror, tmp_path):
     assert np.array_equal(splits.train_y.numpy(), contents["train_y"])
     assert np.array_equal(splits.test_x.numpy(), contents["test_x"])
     assert splits.test_y.dtype == torch.int64
-    manifest = json.loads(data.cache_paths(tmp_path / "data", "cifar10")[1].read_text())
+    cache, manifest_path = data.cache_paths(tmp_path / "data", "cifar10")
+    manifest = json.loads(manifest_path.read_text())
     assert manifest["raw_sha256"] == checksums
+    # Loaded again: the cache file is left alone (a rewrite would retrain every run of the workflow).
+    before = cache.stat().st_mtime_ns
+    again = data.load("cifar10", tmp_path / "data", url, checksums)
+    assert cache.stat().st_mtime_ns == before and np.array_equal(again.train_x.numpy(), contents["train_x"])
 
 
 def test_cifar_archive_with_the_wrong_digest_is_never_unpickled(cifar_mirror, tmp_path):
