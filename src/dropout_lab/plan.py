@@ -64,7 +64,8 @@ def plan_lines(config: Mapping[str, Any], templates: Mapping[str, Mapping[str, A
     model, data and epochs)."""
     parallel = max(cores // int(config["threads_per_run"]), 1)
     device = "a GPU" if gpu else f"the CPU ({cores} cores, {parallel} training jobs at once)"
-    lines = [f"plan: scale={config['scale']}, {sum(runs_per_experiment.values())} runs in {packs} packs "
+    lines = [f"plan: scale={config['scale']}, {sum(runs_per_experiment.values())} runs in {packs} "
+             f"pack{'s' if packs != 1 else ''} "
              f"(runs_per_job={config['runs_per_job']}), {training_jobs} of them to train now, on {device}"]
     total = 0.0
     for experiment, runs in runs_per_experiment.items():
