@@ -22,3 +22,29 @@ def test_macro_names_are_letters_only():
 def test_number_formats():
     assert pct(0.98765) == "98.77"
     assert pvalue(0.0004) == "$<$0.001" and pvalue(0.0312) == "0.031"
+
+
+def test_the_verdict_table_names_the_masks_actually_averaged():
+    from dropout_lab.report import _claim_titles
+
+    settings = {"optimum": {"claimed_rate": 0.5}, "input_rate": {"threshold": 0.2}, "inference": {"k": 50}}
+    assert _claim_titles(settings, {"inference": {"k": 4}})["inference"] == "MC over 4 masks = weight scaling"
+
+
+def test_figures_embed_truetype_fonts_and_print_resolution_pngs(tmp_path):
+    import struct
+
+    import matplotlib.pyplot as plt
+
+    from dropout_lab.figures import save
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    ax.set_title("dropout rate")
+    save(fig, tmp_path / "fig")
+    pdf = (tmp_path / "fig.pdf").read_bytes()
+    assert b"/Type3" not in pdf and (b"/TrueType" in pdf or b"/CIDFontType2" in pdf)
+    png = (tmp_path / "fig.png").read_bytes()
+    at = png.index(b"pHYs")
+    x_per_metre = struct.unpack(">I", png[at + 4:at + 8])[0]
+    assert round(x_per_metre * 0.0254) == 300
