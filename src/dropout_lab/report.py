@@ -166,7 +166,8 @@ def input_section(result: Mapping[str, Any], experiment: str) -> str:
             + table + _verdict_sentence(result))
 
 
-def _equivalence_table(result: Mapping[str, Any], alpha: float, first: list[str], keys) -> list[list[str]]:
+def _equivalence_table(result: Mapping[str, Any], keys) -> list[list[str]]:
+    """Rows of a per-rate equivalence table: `keys(row)` first, then difference, CI, runs, failed, p, verdict."""
     rows = []
     for row in result["table"]:
         lo, hi = row["ci"]
@@ -179,7 +180,7 @@ def _equivalence_table(result: Mapping[str, Any], alpha: float, first: list[str]
 
 def parity_section(result: Mapping[str, Any], experiment: str, alpha: float) -> str:
     reference, other = result["gates"]
-    rows = _equivalence_table(result, alpha, [], lambda row: [f"{row['rate']:g}"])
+    rows = _equivalence_table(result, lambda row: [f"{row['rate']:g}"])
     table = _tabular(
         ["rate", "mean diff. (points)", f"{100 * (1 - 2 * alpha):g}\\% CI", "pairs", "failed", "TOST $p$",
          "verdict at this rate"], rows, "rrcrrrl",
@@ -196,7 +197,7 @@ def parity_section(result: Mapping[str, Any], experiment: str, alpha: float) -> 
 
 
 def inference_block(result: Mapping[str, Any], experiment: str, alpha: float) -> str:
-    rows = _equivalence_table(result, alpha, [], lambda row: [tex(row["gate"]), f"{row['rate']:g}"])
+    rows = _equivalence_table(result, lambda row: [tex(row["gate"]), f"{row['rate']:g}"])
     table = _tabular(
         ["gate", "rate", "MC $-$ det. (points)", f"{100 * (1 - 2 * alpha):g}\\% CI", "runs", "failed", "TOST $p$",
          "verdict"], rows, "lrrcrrrl",
@@ -442,7 +443,6 @@ def discussion_text(claims: Mapping[str, Any], theory: Mapping[str, Any], facts:
              for e, b in bests if b]
     if lines:
         text += "\\subsection{The best setting found}\n" + " ".join(lines) + "\n"
-        anchor = settings["optimum"]
         text += ("It is the lowest mean test error over every cell of the grid, read on the test set, so it is an "
                  "optimistic estimate.")
         recommended = facts["recommended"]
