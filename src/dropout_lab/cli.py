@@ -11,6 +11,7 @@ Tab completion of the Hydra settings: eval "$(dropout-lab-train -sc install=bash
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ def plan(argv: list[str]) -> int:
     """Print the plan of the workflow config (config/config.yaml with KEY=VALUE changes, values as YAML)."""
     from dropout_lab import grid
     from dropout_lab.config import CONFIG_DIR
-    from dropout_lab.plan import plan_lines
+    from dropout_lab.plan import by_experiment, plan_lines
 
     config = yaml.safe_load((Path(CONFIG_DIR) / "config.yaml").read_text())
     for arg in argv:
@@ -40,12 +41,7 @@ def plan(argv: list[str]) -> int:
     except grid.GridError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    templates, counts = {}, {}
-    for run in runs:
-        templates.setdefault(run.experiment, expected[run.folder])
-        counts[run.experiment] = counts.get(run.experiment, 0) + 1
-    import os
-
+    templates, counts = by_experiment(runs, expected)
     gpu = config["device"] != "cpu" and _has_gpu()
     for line in plan_lines(config, templates, counts, counts, len(packs), len(packs), gpu, os.cpu_count() or 1):
         print(line)

@@ -270,19 +270,28 @@ def _check_fractions(dataset: DictConfig) -> None:
                   f"{MIN_IMAGES} are needed, e.g. dataset.{key}={math.ceil(MIN_IMAGES / total * 1000) / 1000:g}")
 
 
-def model_parameters(model: DictConfig, dataset: str) -> int:
-    """How many weights the model has (to refuse a size that cannot fit before anything is allocated)."""
+def layer_shapes(model: Any, dataset: str) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int]]]:
+    """The model's layers from its settings (a mapping with name, width, depth, channels, kernel_size, fc_width,
+    fc_depth): conv blocks as (in channels, out channels, kernel, image side) and dense layers as (in, out)."""
     spec = SPECS[dataset]
-    channels, height, width = spec.image
-    if model.name == "mlp":
-        sizes = [channels * height * width] + [model.width] * model.depth + [spec.classes]
-        return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
-    total, c_in, side = 0, channels, height
-    for c_out in model.channels:
-        total += c_in * c_out * model.kernel_size ** 2 + c_out
-        c_in, side = c_out, side // 2
-    sizes = [c_in * side * side] + [model.fc_width] * model.fc_depth + [spec.classes]
-    return total + sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    c_in, side, _ = spec.image
+    if model["name"] == "mlp":
+        widths = [model["width"]] * model["depth"]
+        convs = []
+    else:
+        widths = [model["fc_width"]] * model["fc_depth"]
+        convs = []
+        for c_out in model["channels"]:
+            convs.append((c_in, c_out, model["kernel_size"], side))
+            c_in, side = c_out, side // 2  # each block ends with a 2x2 max-pool
+    sizes = [c_in * side * side] + widths + [spec.classes]
+    return convs, list(zip(sizes, sizes[1:]))
+
+
+def model_parameters(model: Any, dataset: str) -> int:
+    """How many weights the model has (to refuse a size that cannot fit before anything is allocated)."""
+    convs, dense = layer_shapes(model, dataset)
+    return sum(a * b * k * k + b for a, b, k, _ in convs) + sum(a * b + b for a, b in dense)
 
 
 BYTES_PER_WEIGHT = 16  # weights, gradients and momenta in float32, and a bf16 or scratch copy

@@ -254,7 +254,7 @@ def make_packs(runs: list[Run], runs_per_job: int | str) -> list[Pack]:
 
 def run_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """What every run takes from the workflow config (the `settings` of Run.overrides)."""
-    return {key: config[key] for key in ("scale", "device", "threads_per_run", "data")}
+    return {key: config[key] for key in ("scale", "device", "data")}
 
 
 # Settings the grid owns: a train override of one of them would be overridden by each run's own value.

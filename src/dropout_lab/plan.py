@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from dropout_lab.config import layer_shapes
 from dropout_lab.datasets import SPECS
 
 # Measured throughputs of the engine, in training FLOP/s (forward and backward, 6 per weight-image for an MLP):
@@ -23,17 +24,9 @@ JOB_START_SECONDS = 3.0  # a training job's start on the CPU: Python, torch and 
 def training_flops_per_image(settings: Mapping[str, Any]) -> float:
     """Forward and backward FLOPs of one training image (3 x the forward pass); `settings`: a run's defining
     settings (dropout_lab.identity, dotted keys)."""
-    spec = SPECS[settings["dataset.name"]]
-    channels, side, _ = spec.image
-    if settings["model.name"] == "mlp":
-        sizes = [channels * side * side] + [settings["model.width"]] * settings["model.depth"] + [spec.classes]
-        return 6.0 * sum(a * b for a, b in zip(sizes, sizes[1:]))
-    forward, c_in = 0.0, channels
-    for c_out in settings["model.channels"]:
-        forward += 2.0 * settings["model.kernel_size"] ** 2 * c_in * c_out * side * side
-        c_in, side = c_out, side // 2
-    sizes = [c_in * side * side] + [settings["model.fc_width"]] * settings["model.fc_depth"] + [spec.classes]
-    forward += 2.0 * sum(a * b for a, b in zip(sizes, sizes[1:]))
+    model = {key[len("model."):]: value for key, value in settings.items() if key.startswith("model.")}
+    convs, dense = layer_shapes(model, settings["dataset.name"])
+    forward = sum(2.0 * k * k * a * b * side * side for a, b, k, side in convs) + sum(2.0 * a * b for a, b in dense)
     return 3.0 * forward
 
 
@@ -45,6 +38,17 @@ def estimate_seconds(settings: Mapping[str, Any], runs: int, gpu: bool, parallel
         return work / GPU_FLOPS
     parallel = max(parallel_jobs, 1)
     return work / (CPU_FLOPS_PER_CORE * parallel) + jobs * JOB_START_SECONDS / parallel
+
+
+def by_experiment(runs: Any, expected: Mapping[str, Mapping[str, Any]]) -> tuple[dict, dict]:
+    """(one run's defining settings per experiment, runs per experiment) of grid runs with their expected
+    settings (dropout_lab.grid.expected_settings): what `plan_lines` takes."""
+    templates: dict[str, Mapping[str, Any]] = {}
+    counts: dict[str, int] = {}
+    for run in runs:
+        templates.setdefault(run.experiment, expected[run.folder])
+        counts[run.experiment] = counts.get(run.experiment, 0) + 1
+    return templates, counts
 
 
 def _duration(seconds: float) -> str:

@@ -15,13 +15,8 @@ onstart:
             "e.g. results/claims/claims.json"
         )
     trains = [job for job in workflow.dag.needrun_jobs() if job.rule.name == "train"]
-    templates, counts, to_train = {}, {}, {}
-    for run in RUNS:
-        templates.setdefault(run.experiment, EXPECTED[run.folder])
-        counts[run.experiment] = counts.get(run.experiment, 0) + 1
-    for job in trains:
-        for run in PACK_BY_NAME[job.wildcards.pack].runs:
-            to_train[run.experiment] = to_train.get(run.experiment, 0) + 1
+    templates, counts = plan.by_experiment(RUNS, EXPECTED)
+    _, to_train = plan.by_experiment([r for job in trains for r in PACK_BY_NAME[job.wildcards.pack].runs], EXPECTED)
     gpu = config["device"] != "cpu" and torch_has_gpu()
     lines = plan.plan_lines(config, templates, counts, to_train, len(PACKS), len(trains), gpu, workflow.cores)
     for line in lines:
