@@ -214,7 +214,6 @@ def main() -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--tf32", action="store_true")
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--cuda-graphs", action="store_true")
     parser.add_argument("--noise-chunk", type=int, default=8)
     parser.add_argument("--mlp-models", type=int, help="K for the MLP grid (default: 145 on GPU, 8 on CPU)")
     parser.add_argument("--cnn-models", type=int, help="K for the CNN grid (default: 25 on GPU, 3 on CPU)")
@@ -231,7 +230,8 @@ def main() -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
-    settings = EngineSettings(args.precision, args.tf32, args.compile, args.cuda_graphs, args.noise_chunk)
+    settings = EngineSettings(precision=args.precision, tf32=args.tf32, compile=args.compile,
+                              noise_chunk=args.noise_chunk)
     steps = args.steps or (100 if device.type == "cuda" else 20)
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)

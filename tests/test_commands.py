@@ -52,7 +52,7 @@ def test_the_readme_recipe_plans_the_quick_mnist_grid(tmp_path):
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     quick = {**CONFIG, "scale": "quick", "experiments": ["mnist_mlp"]}
-    expected = len(grid.make_packs(grid.expand_runs(quick), CONFIG["runs_per_job"]))
+    expected = len(grid.make_packs(grid.expand_runs(quick), grid.runs_per_job(quick)))
     planned = proc.stdout + proc.stderr
     assert planned.count("rule train:") == expected
     assert "wildcards: pack=cifar10_cnn" not in planned and "scale=quick" in planned

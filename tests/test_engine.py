@@ -18,7 +18,8 @@ from dropout_lab import engine, pack, train
 from dropout_lab.config import ConfigError, compose_config
 from tests.conftest import ROOT
 
-IGNORED = {"wall_seconds", "train_seconds", "engine", "resumed_after_epoch", "pack_fingerprint"}
+IGNORED = {"wall_seconds", "train_seconds", "engine", "resumed_after_epoch", "pack_fingerprint", "evaluation_seconds",
+           "checkpoints_saved"}
 
 
 def comparable(value):

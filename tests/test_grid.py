@@ -178,8 +178,8 @@ BAD_CONFIG = [
     (["experiments"], [], "experiments is empty"),
     (["device"], "tpu", "device='tpu'"),
     (["threads_per_run"], 0, "threads_per_run=0"),
-    (["runs_per_job"], 0, "runs_per_job=0 is not allowed; give an integer >= 1, cell or all"),
-    (["runs_per_job"], "many", "runs_per_job='many' is not allowed; give an integer >= 1, cell or all"),
+    (["runs_per_job"], 0, "runs_per_job=0 is not allowed; give an integer >= 1, cell, all or auto"),
+    (["runs_per_job"], "many", "runs_per_job='many' is not allowed; give an integer >= 1, cell, all or auto"),
     (["train_overrides"], ["--fast"], "train_overrides[0]='--fast'"),
     (["colour"], "red", "colour is not a setting; the top level has: claims, data"),
     (["data", "mirror"], "x", "data.mirror is not a setting; data has: checksums, dir, mirrors"),
@@ -284,3 +284,11 @@ def test_unpack_run_writes_the_runs_own_metrics(tmp_path, monkeypatch):
     proc = subprocess.run([sys.executable, "-c", "import sys, dropout_lab.unpack; print('torch' in sys.modules)"],
                           capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_runs_per_job_auto_packs_a_whole_experiment_on_a_gpu_and_one_run_per_job_on_a_cpu(monkeypatch):
+    assert grid.runs_per_job(config(runs_per_job="auto", device="cpu")) == 1
+    assert grid.runs_per_job(config(runs_per_job="auto", device="cuda:0")) == "all"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a GPU hidden from this process is no GPU
+    assert grid.runs_per_job(config(runs_per_job="auto", device="auto")) == 1
+    assert grid.runs_per_job(config(runs_per_job="cell", device="cuda")) == "cell"

@@ -12,7 +12,7 @@ import pytest
 from dropout_lab import train
 from dropout_lab.config import compose_config
 
-TIMING_KEYS = {"wall_seconds", "train_seconds"}
+TIMING_KEYS = {"wall_seconds", "train_seconds", "evaluation_seconds", "checkpoints_saved"}
 
 SMALL_MLP = [
     "dataset=mnist", "model=mlp", "model.width=256", "dropout=both",
@@ -52,7 +52,7 @@ def test_mlp_learns_real_mnist_and_records_metrics(tmp_path, mnist_data_dir, mni
     assert all(v > 0 and math.isfinite(v) for v in metrics["weight_norms"].values())
     assert metrics["rates"] == {"input": 0.2, "hidden": [0.5, 0.5], "conv": [], "fc": []}
     assert metrics["device"]["type"] == "cpu"
-    assert {"python", "torch", "numpy", "hydra"} <= set(metrics["versions"])
+    assert {"python", "torch", "numpy", "hydra-core"} <= set(metrics["versions"])
     assert "commit" in metrics["git"] and metrics["wall_seconds"] > 0
     assert metrics["config"]["gate"]["name"] == "bernoulli"
     on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -84,7 +84,7 @@ def test_failed_run_writes_no_metrics(tmp_path, mnist_data_dir, mnist_mirror, mo
     def broken(*args, **kwargs):
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(train, "evaluate_mc", broken)
+    monkeypatch.setattr(train, "final_metrics", broken)
     with pytest.raises(RuntimeError, match="interrupted"):
         run(tmp_path, mnist_data_dir, mnist_mirror, "train.epochs=1", "dataset.train_fraction=0.05")
     assert not (tmp_path / "run").exists() or list((tmp_path / "run").iterdir()) == []

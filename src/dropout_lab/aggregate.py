@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 import pyarrow
 
-from dropout_lab.atomic import atomic_path, write_json
+from dropout_lab.atomic import WriteError, atomic_path, write_json
 from dropout_lab.datasets import SPECS
 from dropout_lab.health import classify
 
@@ -159,10 +159,6 @@ def provenance(loaded: Loaded) -> dict[str, Any]:
         "train_seconds": sum(train for train, _ in jobs.values()),
         "train_wall_seconds": sum(wall for _, wall in jobs.values()),
     }
-
-
-class WriteError(OSError):
-    """An aggregate table could not be written; the message is one line naming the file and the cause."""
 
 
 def write_tables(tables: Mapping[str, pd.DataFrame], prov: Mapping[str, Any], prov_path: str | Path) -> None:

@@ -64,3 +64,16 @@ def write_json(target: str | os.PathLike, data: object) -> None:
     with atomic_open(target, "w") as fh:
         json.dump(finite_or_none(data), fh, indent=2, sort_keys=False, allow_nan=False)
         fh.write("\n")
+
+
+class WriteError(OSError):
+    """A result could not be written; the message is one line naming the file, the cause and the fix."""
+
+
+def write_result(target: str | os.PathLike, data: object) -> None:
+    """write_json, with a failure turned into one WriteError line; the file there is left as it was."""
+    try:
+        write_json(target, data)
+    except OSError as err:
+        raise WriteError(f"could not write {target}: {err.strerror or err}; nothing there was changed; "
+                         "free space or make the folder writable, then run again") from err

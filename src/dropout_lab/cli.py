@@ -36,22 +36,16 @@ def plan(argv: list[str]) -> int:
         config[key] = yaml.safe_load(value)
     try:
         runs = grid.expand_runs(config)
-        packs = grid.make_packs(runs, config["runs_per_job"])
+        packs = grid.make_packs(runs, grid.runs_per_job(config))
         expected = grid.expected_settings(config, runs)
     except grid.GridError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     templates, counts = by_experiment(runs, expected)
-    gpu = config["device"] != "cpu" and _has_gpu()
+    gpu = grid.gpu_visible(config["device"])
     for line in plan_lines(config, templates, counts, counts, len(packs), len(packs), gpu, os.cpu_count() or 1):
         print(line)
     return 0
-
-
-def _has_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,9 @@ from dropout_lab.datasets import SPECS
 # installed package carries as files); DROPOUT_LAB_CONFIG_DIR points elsewhere.
 CONFIG_DIR = os.environ.get("DROPOUT_LAB_CONFIG_DIR", str((Path(__file__).parent / "config").resolve()))
 MODELS = ("mlp", "cnn")
+# auto: bf16 and TF32 where the run trains on a GPU, fp32 on a CPU; each run records what it used.
+PRECISIONS = ("auto", "fp32", "bf16")
+TF32 = ("auto", True, False)
 SCHEDULES = ("constant", "cosine")
 
 
@@ -94,10 +97,9 @@ class EvalConfig:
 class EngineConfig:
     """How the runs are computed (dropout_lab.engine); recorded in each run's metrics."""
 
-    precision: str = "fp32"  # fp32 | bf16 (autocast on the matrix products; weights stay float32)
-    tf32: bool = False  # float32 matrix products on TF32 tensor cores (CUDA only)
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast on the matrix products; weights stay float32)
+    tf32: Any = "auto"  # auto | true | false: float32 matrix products on TF32 tensor cores (CUDA only)
     compile: bool = False  # torch.compile the step (needs a C++ compiler on CPU, Triton on GPU)
-    cuda_graphs: bool = False  # replay steps as CUDA graphs (torch.compile "reduce-overhead"; CUDA only)
     noise_chunk: int = 8  # steps of gate noise drawn per call; part of each run's random streams
 
 
@@ -341,7 +343,6 @@ def _check_device(device: str) -> None:
 
 def validate(cfg: DictConfig) -> Rates:
     """Check every setting of one run; return its dropout rates per slot."""
-    from dropout_lab.engine import PRECISIONS
     from dropout_lab.gates import CONVENTIONS, GATES
 
     for section in ("", "dataset", "model", "gate", "dropout", "train", "eval", "scale", "engine"):
@@ -416,6 +417,8 @@ def validate(cfg: DictConfig) -> Rates:
     _check_device(cfg.device)
     if cfg.engine.precision not in PRECISIONS:
         _fail(f"engine.precision={cfg.engine.precision!r} is unknown; choose one of {list(PRECISIONS)}")
+    if cfg.engine.tf32 not in TF32 or isinstance(cfg.engine.tf32, int) and not isinstance(cfg.engine.tf32, bool):
+        _fail(f"engine.tf32={cfg.engine.tf32!r} is unknown; choose auto, true or false")
     _positive_int("engine.noise_chunk", cfg.engine.noise_chunk)
     if not (math.isfinite(cfg.checkpoint_seconds) and cfg.checkpoint_seconds >= 0):
         _fail(f"checkpoint_seconds={cfg.checkpoint_seconds} must be >= 0; 0 saves after every epoch")

@@ -19,8 +19,14 @@ alone (tested). The data sits on the device as one tensor; there is no
 DataLoader and no host copy per step.
 
 Speed switches (`EngineSettings`): bf16 autocast (weights, gradients and
-momenta stay float32), TF32 matrix products, torch.compile, and CUDA graphs
-(torch.compile's "reduce-overhead" mode).
+momenta stay float32) and TF32 matrix products, both on by default on a GPU
+and off on a CPU ("auto"), and torch.compile.
+
+Evaluation is batched across the pack too: the deterministic net on any split
+(with or without the scaled convention's factor p) and Monte-Carlo averaging
+over sampled masks, each model drawing its masks from its own generator in the
+order its own `MLP`/`CNN` would (gates.Gate), so a model's Monte-Carlo numbers
+do not depend on its pack either.
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from dropout_lab.config import PRECISIONS, TF32
 from dropout_lab.gates import BernoulliGate, Gate, GaussianGate, NoGate
 from dropout_lab.models import CNN, MLP, weight_layers
 
-PRECISIONS = ("fp32", "bf16")
+MC_CURVE = (1, 2, 5, 10, 20, 50, 100)  # Monte-Carlo accuracy is also read after this many masks
 
 
 class EngineError(ValueError):
@@ -47,10 +54,9 @@ class EngineError(ValueError):
 
 @dataclass(frozen=True)
 class EngineSettings:
-    precision: str = "fp32"  # fp32 | bf16 (autocast on the matrix products)
-    tf32: bool = False  # float32 matrix products on TF32 tensor cores (CUDA)
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast on the matrix products); auto: bf16 on CUDA only
+    tf32: bool | str = "auto"  # float32 matrix products on TF32 tensor cores (CUDA); auto: on with CUDA
     compile: bool = False  # torch.compile the forward pass and the update
-    cuda_graphs: bool = False  # replay each step as a CUDA graph (via torch.compile)
     noise_chunk: int = 8  # steps of gate noise drawn per generator call; part of the random streams
 
 
@@ -215,7 +221,8 @@ class StackedNet(nn.Module):
         """Whether some model of the pack draws Bernoulli, and Gaussian, noise in this slot."""
         return self._bernoulli[slot], self._gaussian[slot]
 
-    def _gate(self, x: torch.Tensor, s: int, noise: SlotNoise | None, k: int | None = None) -> torch.Tensor:
+    def _gate(self, x: torch.Tensor, s: int, noise: SlotNoise | None, k: int | None = None,
+              scaled_inference: bool = True) -> torch.Tensor:
         """Slot s on the stacked activations, or (k given) on model k's own."""
         if not (self._bernoulli[s] or self._gaussian[s]):
             return x
@@ -225,7 +232,7 @@ class StackedNet(nn.Module):
             return value if k is None else value[k]
 
         if noise is None:  # deterministic net: the identity, or times p under the scaled convention
-            return x * const("eval_scale").to(x.dtype) if self._eval_scaled[s] else x
+            return x * const("eval_scale").to(x.dtype) if self._eval_scaled[s] and scaled_inference else x
         bernoulli, gaussian = noise if k is None else [None if n is None else n[k] for n in noise]
         if gaussian is not None:
             if self._pre_scaled[s]:
@@ -235,8 +242,10 @@ class StackedNet(nn.Module):
             x = x * ((bernoulli <= const("threshold")).to(x.dtype) * const("scale").to(x.dtype))
         return x
 
-    def forward(self, x: torch.Tensor, noise: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
-        """Logits (K, B, classes) for inputs (K, B, ...); `noise` per slot, or None for the deterministic net."""
+    def forward(self, x: torch.Tensor, noise: Sequence[SlotNoise] | None = None,
+                scaled_inference: bool = True) -> torch.Tensor:
+        """Logits (K, B, classes) for inputs (K, B, ...); `noise` per slot, or None for the deterministic net
+        (without the scaled convention's factor p if not scaled_inference)."""
         ops = self.ops
         if ("conv", 0) in ops:
             # The conv blocks run model by model, in channels-last layout (pooling is several
@@ -248,7 +257,8 @@ class StackedNet(nn.Module):
                     xs = [F.conv2d(xk, w, b, padding=self.paddings[i])
                           for xk, w, b in zip(xs, self.weights[i].unbind(), self.biases[i].unbind())]
                 elif op == "gate":
-                    xs = [self._gate(xk, i, None if noise is None else noise[i], k) for k, xk in enumerate(xs)]
+                    xs = [self._gate(xk, i, None if noise is None else noise[i], k, scaled_inference)
+                          for k, xk in enumerate(xs)]
                 elif op == "relu":
                     xs = [torch.relu(xk) for xk in xs]
                 elif op == "pool":
@@ -261,7 +271,7 @@ class StackedNet(nn.Module):
             elif op == "linear":
                 x = _per_model(torch.addmm, self.biases[i], x, self.weights[i])
             elif op == "gate":
-                x = self._gate(x, i, noise[i] if noise is not None else None)
+                x = self._gate(x, i, noise[i] if noise is not None else None, None, scaled_inference)
             elif op == "relu":
                 x = torch.relu(x)
             elif op == "flatten":
@@ -396,20 +406,22 @@ class PackTrainer:
         self._forward = self._losses
         self._update = self.optimizer.step
         if compiled:
-            mode = "reduce-overhead" if self.effective["cuda_graphs"] else "default"
-            self._forward = torch.compile(self._losses, mode=mode)
-            self._update = torch.compile(self.optimizer.step, mode=mode)
+            self._forward = torch.compile(self._losses)
+            self._update = torch.compile(self.optimizer.step)
 
     def _configure(self) -> dict:
         """Apply the speed settings; return what is in effect on this device (recorded per run)."""
         cuda = self.device.type == "cuda"
-        if cuda:
-            torch.backends.cuda.matmul.allow_tf32 = self.settings.tf32
-            torch.backends.cudnn.allow_tf32 = self.settings.tf32
+        precision = self.settings.precision
+        tf32 = self.settings.tf32
+        if tf32 not in TF32:
+            raise EngineError(f"tf32={tf32!r} is unknown; choose true, false or auto")
         effective = asdict(self.settings)
-        effective["tf32"] = self.settings.tf32 and cuda
-        effective["cuda_graphs"] = self.settings.cuda_graphs and cuda
-        effective["compile"] = self.settings.compile or effective["cuda_graphs"]
+        effective["precision"] = ("bf16" if cuda else "fp32") if precision == "auto" else precision
+        effective["tf32"] = cuda and tf32 in (True, "auto")
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = effective["tf32"]
+            torch.backends.cudnn.allow_tf32 = effective["tf32"]
         effective["pack_size"] = self.K
         effective["device"] = str(self.device)
         return effective
@@ -421,7 +433,7 @@ class PackTrainer:
         return h.lr
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.precision == "bf16")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.effective["precision"] == "bf16")
 
     def _losses(self, xb: torch.Tensor, yb: torch.Tensor, noise: list) -> tuple[torch.Tensor, torch.Tensor]:
         with self._autocast():
@@ -460,22 +472,96 @@ class PackTrainer:
                 correct += (logits.argmax(2) == yb).sum(1)
         return (loss_sum / n).cpu(), (correct.double() / n).cpu()
 
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and accuracy of each model's deterministic net on (x, y) (shared data, on the device)."""
-        self.net.eval()
+    def _stacked_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Shared samples (B, ...) as every model's input (K, B, ...), without a copy."""
         x = x.flatten(1) if self.flat else x
+        return x.unsqueeze(0).expand(self.K, *x.shape)
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                 scaled_inference: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and accuracy of each model's deterministic net on (x, y) (shared data, on the device).
+
+        scaled_inference=False leaves out the scaled convention's factor p at inference
+        (what the article's convention costs when it is forgotten).
+        """
+        self.net.eval()
         loss_sum = torch.zeros(self.K, dtype=torch.float64, device=self.device)
         correct = torch.zeros(self.K, dtype=torch.int64, device=self.device)
         for start in range(0, len(y), batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             with self._autocast():
-                logits = self.net(xb.unsqueeze(0).expand(self.K, *xb.shape), None).float()
+                logits = self.net(self._stacked_inputs(xb), None, scaled_inference=scaled_inference).float()
             target = yb.unsqueeze(0).expand(self.K, -1)
             loss_sum += F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(
                 self.K, -1).double().sum(1)
             correct += (logits.argmax(2) == target).sum(1)
         return (loss_sum / len(y)).cpu(), (correct.double() / len(y)).cpu()
+
+    @torch.no_grad()
+    def evaluate_mc(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, samples: int,
+                    seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
+        """Each model's loss and accuracy of its predicted probabilities averaged over `samples` masks.
+
+        Model k draws from one generator seeded with seeds[k], for each batch and each
+        mask, slot by slot in forward order: exactly the draws its own MLP/CNN makes
+        with that generator set on its gates (gates.set_generator), so its numbers are
+        those of the model evaluated alone. Also returns each model's accuracy after
+        the first k masks, for each k of MC_CURVE below `samples` and for `samples`.
+        """
+        self.net.eval()
+        generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+        ks = sorted({k for k in MC_CURVE if k < samples} | {samples})
+        loss_sum = torch.zeros(self.K, dtype=torch.float64, device=self.device)
+        correct = {k: torch.zeros(self.K, dtype=torch.int64, device=self.device) for k in ks}
+        for start in range(0, len(y), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            inputs, target = self._stacked_inputs(xb), yb.unsqueeze(0).expand(self.K, -1)
+            buffers = self._mc_buffers(len(yb))
+            probs = None
+            for k in range(1, samples + 1):
+                noise = self._draw_mc(buffers, len(yb), generators)
+                with self._autocast():
+                    logits = self.net(inputs, noise).float()
+                probs = F.softmax(logits, dim=2) if probs is None else probs + F.softmax(logits, dim=2)
+                if k in correct:
+                    correct[k] += (probs.argmax(2) == target).sum(1)
+            mean = (probs / samples).clamp_min(1e-12).log()
+            loss_sum += F.nll_loss(mean.flatten(0, 1), target.flatten(), reduction="none").view(
+                self.K, -1).double().sum(1)
+        curve = {k: (c.double() / len(y)).cpu() for k, c in correct.items()}
+        return (loss_sum / len(y)).cpu(), curve[samples], curve
+
+    def _mc_buffers(self, rows: int) -> list[tuple[torch.Tensor | None, torch.Tensor | None]]:
+        """Zeroed noise buffers for one batch of `rows` samples; rows of models that do not draw stay zero."""
+        buffers = []
+        for s, shape in enumerate(self.net.slot_shapes):
+            numel = rows * math.prod(shape)
+            bernoulli, gaussian = self.net.draws(s)
+            buffers.append((
+                torch.zeros(self.K, (numel + 3) // 4, dtype=torch.int64, device=self.device) if bernoulli else None,
+                torch.zeros(self.K, numel, dtype=torch.float32, device=self.device) if gaussian else None,
+            ))
+        return buffers
+
+    def _draw_mc(self, buffers, rows: int, generators: Sequence[torch.Generator]) -> list[SlotNoise]:
+        """One mask per model: slot by slot, each model's draws as gates.BernoulliGate/GaussianGate make them."""
+        noise = []
+        for s, (bernoulli, gaussian) in enumerate(buffers):
+            shape = (self.K, rows, *self.net.slot_shapes[s])
+            numel = math.prod(shape[1:])
+            for k, kind in enumerate(self.net.kinds):
+                if self.net.rates[k, s] == 0:
+                    continue
+                if kind == "bernoulli":
+                    bernoulli[k].random_(-(1 << 63), None, generator=generators[k])
+                elif kind == "gaussian":
+                    gaussian[k].normal_(generator=generators[k])
+            noise.append((
+                None if bernoulli is None else bernoulli.view(torch.int16)[:, :numel].reshape(shape),
+                None if gaussian is None else gaussian.view(shape),
+            ))
+        return noise
 
     def trained_models(self) -> list[nn.Module]:
         """Each member's own MLP/CNN holding its trained weights (for per-run evaluation)."""

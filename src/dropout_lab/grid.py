@@ -8,7 +8,10 @@ run list, each run's output path and the Hydra overrides that train it.
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -220,6 +223,36 @@ class Pack:
             own = [a for a in run.overrides(settings) if a.startswith(per_run)]
             args += ["--run", " ".join(own)]
         return " ".join(shlex.quote(arg) for arg in args)
+
+
+def gpu_visible(device: str) -> bool:
+    """Whether the runs will train on a GPU: device=cuda[:N], or auto on a machine that shows an
+    NVIDIA GPU (found without importing torch, so that planning stays light)."""
+    if device == "cpu":
+        return False
+    if device.startswith("cuda"):
+        return True
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    if (gpus.is_dir() and any(gpus.iterdir())) or any(Path("/dev").glob("nvidia[0-9]*")):
+        return True
+    if shutil.which("nvidia-smi"):
+        try:
+            listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return "GPU" in listed
+    return False
+
+
+def runs_per_job(config: Mapping[str, Any]) -> int | str:
+    """The configured runs_per_job; auto is all on a GPU (many small nets keep it busy) and 1 on a CPU
+    (a job per run, side by side on the cores)."""
+    value = config["runs_per_job"]
+    if value == "auto":
+        return "all" if gpu_visible(config["device"]) else 1
+    return value
 
 
 def make_packs(runs: list[Run], runs_per_job: int | str) -> list[Pack]:

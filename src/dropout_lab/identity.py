@@ -21,7 +21,7 @@ import math
 from typing import Any, Mapping
 
 NOT_DEFINING = ("out", "data_dir", "device", "threads", "progress", "checkpoint", "checkpoint_seconds",
-                "dataset.mirror", "engine.compile", "engine.cuda_graphs", "eval.batch_size", "scale")
+                "dataset.mirror", "engine.compile", "eval.batch_size", "scale")
 
 
 class IdentityError(ValueError):

@@ -19,9 +19,11 @@ import sys
 from pathlib import Path
 
 from dropout_lab import data
+from dropout_lab.atomic import WriteError, write_result
+from dropout_lab.checkpoint import CHECKPOINT
 from dropout_lab.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error
 from dropout_lab.engine import EngineError
-from dropout_lab.train import CHECKPOINT, WriteError, train_runs, write_result
+from dropout_lab.train import train_runs
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

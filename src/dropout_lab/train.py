@@ -11,34 +11,30 @@ tensor; there is no DataLoader.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Sequence
 
 import hydra
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dropout_lab import data
-from dropout_lab.atomic import atomic_path, finite_or_none, write_json
+from dropout_lab import checkpoint, data
+from dropout_lab.atomic import WriteError, finite_or_none, write_result
 from dropout_lab.config import (
     COMPOSITION_ERRORS, CONFIG_DIR, ConfigError, Rates, compose_config, describe_composition_error, validate,
 )
 from dropout_lab.engine import EngineSettings, Hyper, Member, PackTrainer
-from dropout_lab.gates import Gate, sampling_gates, set_generator
+from dropout_lab.evaluation import final_metrics
 from dropout_lab.identity import identity
 from dropout_lab.models import CNN, MLP, effective_weight_norms
-from dropout_lab.provenance import git_commit
+from dropout_lab.provenance import device_info, git_commit, training_versions
 
 CLASSES = 10
 
@@ -105,161 +101,6 @@ def build_model(cfg: DictConfig, rates: Rates, image_shape: torch.Size) -> nn.Mo
     )
 
 
-# --------------------------------------------------------------------------- per-run evaluation
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """Loss and accuracy of the deterministic net (every gate the identity)."""
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(y), batch_size):
-        logits = model(x[start : start + batch_size])
-        yb = y[start : start + batch_size]
-        loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
-        correct += int((logits.argmax(1) == yb).sum())
-    return loss_sum / len(y), correct / len(y)
-
-
-MC_CURVE = (1, 2, 5, 10, 20, 50, 100)
-
-
-@torch.no_grad()
-def evaluate_mc(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, samples: int, generator: torch.Generator
-) -> tuple[float, float, dict[int, float]]:
-    """Loss and accuracy of the average of the predicted probabilities over `samples` sampled masks.
-
-    Also returns the accuracy after the first k masks for each k of MC_CURVE up
-    to `samples` (one pass: the running average is read off on the way).
-    """
-    set_generator(model, generator)
-    ks = sorted({k for k in MC_CURVE if k < samples} | {samples})
-    loss_sum, correct = 0.0, 0
-    curve = {k: 0 for k in ks}
-    with sampling_gates(model):
-        for start in range(0, len(y), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            probs = torch.zeros(len(yb), CLASSES, device=x.device)
-            for k in range(1, samples + 1):
-                probs += F.softmax(model(xb), dim=1)
-                if k in curve:
-                    curve[k] += int((probs.argmax(1) == yb).sum())
-            probs /= samples
-            loss_sum += float(F.nll_loss(probs.clamp_min(1e-12).log(), yb, reduction="sum"))
-            correct += int((probs.argmax(1) == yb).sum())
-    return loss_sum / len(y), correct / len(y), {k: c / len(y) for k, c in curve.items()}
-
-
-@torch.no_grad()
-def evaluate_unscaled(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """The deterministic net without the scaled convention's multiplication by p at inference."""
-    gates = [g for g in model.modules() if isinstance(g, Gate) and g.scaled]
-    for gate in gates:
-        gate.scaled = False
-    try:
-        return evaluate(model, x, y, batch_size)
-    finally:
-        for gate in gates:
-            gate.scaled = True
-
-
-def final_evaluation(cfg, model, x_train, y_train, x_test, y_test, history, device, seeds):
-    """Final numbers of a finished run: deterministic net on both splits, Monte-Carlo, unscaled."""
-    # The generalisation gap uses the deterministic net on both splits, not the
-    # running training accuracy, which is measured with the gates on.
-    train_loss, train_acc = evaluate(model, x_train, y_train, cfg.eval.batch_size)
-    test_loss, test_acc = history[-1]["test_loss"], history[-1]["test_acc"]
-    final = {
-        "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
-        "gap_acc": train_acc - test_acc, "gap_loss": test_loss - train_loss,
-    }
-    mc = None
-    if cfg.eval.mc_samples > 0:
-        mc_gen = torch.Generator(device=device).manual_seed(seeds["mc"])
-        mc_loss, mc_acc, curve = evaluate_mc(model, x_test, y_test, cfg.eval.batch_size, cfg.eval.mc_samples, mc_gen)
-        mc = {"samples": cfg.eval.mc_samples, "test_loss": mc_loss, "test_acc": mc_acc,
-              "curve": {str(k): acc for k, acc in curve.items()}}
-    unscaled = None
-    if cfg.gate.convention == "scaled":
-        loss, acc = evaluate_unscaled(model, x_test, y_test, cfg.eval.batch_size)
-        unscaled = {"test_loss": loss, "test_acc": acc}
-    return final, mc, unscaled
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-CHECKPOINT = "checkpoint.pt"
-
-
-class WriteError(OSError):
-    """A result could not be written; the message is one line and names the file."""
-
-# Settings that do not change what a run computes; a checkpoint survives changes to them.
-_NOT_FINGERPRINTED = ("out", "progress", "checkpoint", "checkpoint_seconds", "threads", "data_dir")
-
-
-def config_fingerprint(cfg: DictConfig) -> str:
-    settings = OmegaConf.to_container(cfg, resolve=True)
-    for key in _NOT_FINGERPRINTED:
-        settings.pop(key, None)
-    settings["dataset"].pop("mirror", None)
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-
-
-def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
-    """The state saved after the last finished epoch, if it belongs to this exact run."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, weights_only=True)  # never unpickles arbitrary objects
-    except Exception as err:  # a damaged checkpoint costs a restart, never a wrong result
-        print(f"ignoring unreadable checkpoint {path}: {err}", file=sys.stderr)
-        return None
-    if state.get("fingerprint") != fingerprint:
-        print(f"ignoring checkpoint {path}: it belongs to other settings", file=sys.stderr)
-        return None
-    return state
-
-
-# --------------------------------------------------------------------------- provenance
-
-
-def library_versions() -> dict[str, str]:
-    import hydra as hydra_pkg
-    import omegaconf
-
-    versions = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "hydra": hydra_pkg.__version__,
-        "omegaconf": omegaconf.__version__,
-    }
-    if torch.version.cuda:
-        versions["cuda"] = torch.version.cuda
-    return versions
-
-
-def device_info(device: torch.device) -> dict[str, object]:
-    info: dict[str, object] = {"type": device.type, "threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        info["name"] = torch.cuda.get_device_name(device)
-    else:
-        info["name"] = cpu_name()
-    return info
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -292,22 +133,13 @@ def _first_difference(a, b, where: str) -> str:
 
 
 def engine_settings(cfg: DictConfig) -> EngineSettings:
-    e = cfg.engine
-    return EngineSettings(e.precision, e.tf32, e.compile, e.cuda_graphs, e.noise_chunk)
+    """The run's engine block, field by field by name (config.EngineConfig mirrors EngineSettings)."""
+    return EngineSettings(**{f.name: cfg.engine[f.name] for f in fields(EngineSettings)})
 
 
 def hyper(cfg: DictConfig) -> Hyper:
     t = cfg.train
     return Hyper(t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, t.schedule, cfg.model.max_norm)
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
-        raise WriteError(f"could not write {path}: {err}; free space or make the folder "
-                         "writable, then run again (training resumes from its last good checkpoint)") from err
 
 
 def _writable_folder(key: str, folder: Path) -> None:
@@ -336,18 +168,18 @@ def epoch_line(epoch: int, epochs: int, seconds: float, live: list[int], runs: i
         if best is not None else "")
 
 
-def train_runs(cfgs: Sequence[DictConfig], checkpoint: Path) -> list[dict]:
+def train_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[dict]:
     """Train the runs `cfgs` together (one pack) and return each run's metrics.
 
-    A checkpoint of the whole pack is kept at `checkpoint` while it trains; a
-    rerun with the same runs resumes from it.
+    A checkpoint of the whole pack is kept at `state_path` while it trains
+    (dropout_lab.checkpoint); a rerun with the same runs resumes from it.
     """
     rates = [validate(cfg) for cfg in cfgs]  # before any data is touched
     check_pack(cfgs)
     for c in cfgs:  # a result that cannot be written is found now, not after training
         _writable_folder("out", Path(c.out))
     _writable_folder("data_dir", Path(cfgs[0].data_dir))
-    _writable_folder("the pack folder", checkpoint.parent)
+    _writable_folder("the pack folder", state_path.parent)
     cfg = cfgs[0]
     started = time.perf_counter()
     if cfg.threads is not None:
@@ -366,45 +198,48 @@ def train_runs(cfgs: Sequence[DictConfig], checkpoint: Path) -> list[dict]:
     histories: list[list[dict]] = [[] for _ in range(K)]
     diverged: list[int | None] = [None] * K
     first_epoch = 1
-    fingerprint = hashlib.sha256("\n".join(config_fingerprint(c) for c in cfgs).encode()).hexdigest()
-    state = load_checkpoint(checkpoint, fingerprint) if cfg.checkpoint else None
+    fingerprint = checkpoint.fingerprint(cfgs)
+    state = checkpoint.load(state_path, fingerprint) if cfg.checkpoint else None
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         histories, diverged, first_epoch = state["histories"], state["diverged"], state["epoch"] + 1
-        print(f"resuming after epoch {state['epoch']} from {checkpoint}", flush=True)
-    last_save = time.perf_counter()
-    for epoch in range(first_epoch, epochs + 1):
-        epoch_start = time.perf_counter()
-        train_loss, train_acc = trainer.train_epoch(progress=cfg.progress)
-        train_seconds = time.perf_counter() - epoch_start
-        test_loss, test_acc = trainer.evaluate(x_test, y_test, cfg.eval.batch_size)
-        for k in range(K):
-            if diverged[k] is not None:
-                continue
-            histories[k].append({
-                "epoch": epoch, "train_loss": float(train_loss[k]), "train_acc": float(train_acc[k]),
-                "test_loss": float(test_loss[k]), "test_acc": float(test_acc[k]), "train_seconds": train_seconds,
-            })
-            if not (math.isfinite(train_loss[k]) and math.isfinite(test_loss[k])):
-                diverged[k] = epoch
-                print(f"{cfgs[k].out}: diverged in epoch {epoch}: the loss is not finite; its run stops", flush=True)
-        live = [k for k in range(K) if diverged[k] is None]
-        eta = (time.perf_counter() - started) / (epoch - first_epoch + 1) * (epochs - epoch)
-        print(epoch_line(epoch, epochs, train_seconds, live, K, test_acc, train_loss, eta), flush=True)
-        if not live:
-            break
-        if cfg.checkpoint and epoch < epochs and time.perf_counter() - last_save >= cfg.checkpoint_seconds:
-            save_checkpoint(checkpoint, {
-                "fingerprint": fingerprint, "epoch": epoch, "histories": histories, "diverged": diverged,
-                "trainer": trainer.state_dict(),
-            })
-            last_save = time.perf_counter()
+        print(f"resuming after epoch {state['epoch']} from {state_path}", flush=True)
+    saver = checkpoint.Checkpointer(state_path, cfg.checkpoint_seconds)
+    try:
+        for epoch in range(first_epoch, epochs + 1):
+            epoch_start = time.perf_counter()
+            train_loss, train_acc = trainer.train_epoch(progress=cfg.progress)
+            train_seconds = time.perf_counter() - epoch_start
+            test_loss, test_acc = trainer.evaluate(x_test, y_test, cfg.eval.batch_size)
+            for k in range(K):
+                if diverged[k] is not None:
+                    continue
+                histories[k].append({
+                    "epoch": epoch, "train_loss": float(train_loss[k]), "train_acc": float(train_acc[k]),
+                    "test_loss": float(test_loss[k]), "test_acc": float(test_acc[k]), "train_seconds": train_seconds,
+                })
+                if not (math.isfinite(train_loss[k]) and math.isfinite(test_loss[k])):
+                    diverged[k] = epoch
+                    print(f"{cfgs[k].out}: diverged in epoch {epoch}: the loss is not finite; its run stops",
+                          flush=True)
+            live = [k for k in range(K) if diverged[k] is None]
+            eta = (time.perf_counter() - started) / (epoch - first_epoch + 1) * (epochs - epoch)
+            print(epoch_line(epoch, epochs, train_seconds, live, K, test_acc, train_loss, eta), flush=True)
+            if not live:
+                break
+            if cfg.checkpoint and epoch < epochs:
+                saver.save(lambda: {"fingerprint": fingerprint, "epoch": epoch, "histories": histories,
+                                    "diverged": diverged, "trainer": trainer.state_dict()})
+    finally:
+        saver.wait()  # an interrupted pack keeps its last checkpoint whole
 
-    results, commit, versions = [], git_commit(), library_versions()
+    evaluated_at = time.perf_counter()
+    finals = final_metrics(trainer, cfgs, [s["mc"] for s in seeds], x_train, y_train, x_test, y_test, histories)
+    evaluation_seconds = time.perf_counter() - evaluated_at
+    results, commit, versions = [], git_commit(), training_versions()
     for k, (c, r, s, model) in enumerate(zip(cfgs, rates, seeds, trainer.trained_models())):
         if diverged[k] is None:
-            model.to(device)
-            final, mc, unscaled = final_evaluation(c, model, x_train, y_train, x_test, y_test, histories[k], device, s)
+            final, mc, unscaled = finals[k]
             norms = effective_weight_norms(model)
         else:  # recorded as diverged, with no final numbers that could be averaged in by mistake
             final, mc, unscaled, norms = None, None, None, None
@@ -428,6 +263,8 @@ def train_runs(cfgs: Sequence[DictConfig], checkpoint: Path) -> list[dict]:
             "engine": trainer.effective,
             "pack_fingerprint": fingerprint,  # the runs trained together share it, and their wall time
             "wall_seconds": time.perf_counter() - started,
+            "evaluation_seconds": evaluation_seconds,  # the pack's final evaluation, all its runs at once
+            "checkpoints_saved": saver.saves,
             "device": device_info(device),
             "versions": versions,
             "git": commit,
@@ -436,22 +273,13 @@ def train_runs(cfgs: Sequence[DictConfig], checkpoint: Path) -> list[dict]:
     return results
 
 
-def write_result(target: Path, value) -> None:
-    """Write a result as JSON atomically; a failure is one WriteError line naming the file."""
-    try:
-        write_json(target, value)
-    except OSError as err:
-        raise WriteError(f"could not write {target}: {err.strerror or err}; nothing there was changed; "
-                         "free space or make the folder writable, then run again") from err
-
-
 def main(cfg: DictConfig) -> dict:
     """Validate, train, evaluate, write OUT/metrics.json atomically; return the metrics."""
     validate(cfg)  # first: a missing out= is one line, not a traceback
-    checkpoint = Path(cfg.out) / CHECKPOINT
-    metrics = train_runs([cfg], checkpoint)[0]
+    state = Path(cfg.out) / checkpoint.CHECKPOINT
+    metrics = train_runs([cfg], state)[0]
     write_result(Path(cfg.out) / "metrics.json", metrics)
-    checkpoint.unlink(missing_ok=True)  # the run is finished; metrics.json is its record
+    state.unlink(missing_ok=True)  # the run is finished; metrics.json is its record
     return metrics
 
 

@@ -14,7 +14,8 @@ try:
     RUNS = grid.expand_runs(config)
     grid.check_claims(config)
     grid.check_train_overrides(config, RUNS)
-    PACKS = grid.make_packs(RUNS, config["runs_per_job"])
+    RUNS_PER_JOB = grid.runs_per_job(config)  # auto: all on a GPU, 1 on a CPU
+    PACKS = grid.make_packs(RUNS, RUNS_PER_JOB)
     # What each run folder should hold (dropout_lab.identity), from the Hydra files: a change retrains.
     EXPECTED = grid.expected_settings(config, RUNS)
 except grid.GridError as err:
@@ -59,12 +60,6 @@ wildcard_constraints:
     dataset=r"mnist|cifar10",
     stem=r"[A-Za-z0-9_]+",
     pack=r"[A-Za-z0-9_]+/([a-z]+(-scaled)?/)?[A-Za-z0-9_.]+(/seed\d+)?",
-
-
-def torch_has_gpu():
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def metrics_files():

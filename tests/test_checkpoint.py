@@ -1,0 +1,92 @@
+"""A pack's checkpoint is written in the background, whole, at a bounded cost to training."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from dropout_lab import checkpoint
+from dropout_lab.atomic import WriteError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_file_holds_the_state_at_save_time_even_as_training_goes_on(tmp_path):
+    weights = torch.arange(6.0)
+    history = [{"epoch": 1}]
+    saver = checkpoint.Checkpointer(tmp_path / "c.pt")
+    assert saver.save(lambda: {"params": [weights], "histories": history, "epoch": 1})
+    weights.add_(100.0)  # training continues in place while the file is written
+    history.append({"epoch": 2})
+    saver.wait()
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert torch.equal(saved["params"][0], torch.arange(6.0)) and saved["histories"] == [{"epoch": 1}]
+
+
+def test_saves_keep_to_the_interval_and_the_budget(tmp_path):
+    clock = Clock()
+    saver = checkpoint.Checkpointer(tmp_path / "c.pt", min_seconds=10.0, budget=0.05, clock=clock)
+    assert not saver.due()  # sooner than min_seconds after the start
+    clock.now = 10.0
+    state = {"w": torch.zeros(3)}
+
+    def slow_copy():  # the copy into host memory holds training up for 2 s
+        clock.now += 2.0
+        return state
+
+    assert saver.save(slow_copy)
+    saver.wait()
+    clock.now += 20.0  # 20 s later: interval kept, but 2 s is 10 % of 20 s, over the 5 % budget
+    assert not saver.due()
+    clock.now += 20.0  # 40 s: 5 %
+    assert saver.due()
+
+
+def test_no_save_starts_while_the_last_file_is_still_being_written(tmp_path, monkeypatch):
+    release = threading.Event()
+    original = torch.save
+
+    def slow_save(obj, path):
+        release.wait(10)
+        original(obj, path)
+
+    monkeypatch.setattr(torch, "save", slow_save)
+    saver = checkpoint.Checkpointer(tmp_path / "c.pt")
+    assert saver.save(lambda: {"epoch": 1})
+    assert not saver.save(lambda: {"epoch": 2})
+    release.set()
+    saver.wait()
+    assert saver.save(lambda: {"epoch": 3})
+    saver.wait()
+    assert torch.load(tmp_path / "c.pt", weights_only=True) == {"epoch": 3} and saver.saves == 2
+
+
+def test_a_failed_write_is_one_line_naming_the_file_and_keeps_the_last_good_one(tmp_path, monkeypatch):
+    saver = checkpoint.Checkpointer(tmp_path / "c.pt")
+    saver.save(lambda: {"epoch": 1})
+    saver.wait()
+
+    def full_disk(obj, path):
+        raise RuntimeError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    saver.save(lambda: {"epoch": 2})
+    with pytest.raises(WriteError) as info:
+        saver.wait()
+    assert str(tmp_path / "c.pt") in str(info.value) and "\n" not in str(info.value)
+    assert torch.load(tmp_path / "c.pt", weights_only=True) == {"epoch": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]  # no partial file left beside it
+
+
+def test_a_checkpoint_of_other_settings_is_ignored(tmp_path):
+    torch.save({"fingerprint": "other", "epoch": 3}, tmp_path / "c.pt")
+    assert checkpoint.load(tmp_path / "c.pt", "mine") is None
+    assert checkpoint.load(tmp_path / "c.pt", "other")["epoch"] == 3
