@@ -52,7 +52,7 @@ def assert_pack_equals_alone(tmp_path, cfgs):
 MLP = ["dataset=mnist", "model=mlp", "scale=smoke", "model.width=48", "train.epochs=2", "eval.mc_samples=3"]
 
 
-@pytest.mark.parametrize("gate", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("gate", ["bernoulli", "gaussian", "uniform", "dropconnect"])
 def test_mlp_pack_is_bit_identical_to_runs_alone(tmp_path, mnist_data_dir, mnist_mirror, gate):
     # Mixed rates, a rate-0 slot next to dropping ones, and a run with no dropout at all.
     runs = [
@@ -103,10 +103,66 @@ def test_a_pack_of_different_gates_and_conventions_is_bit_identical(tmp_path, mn
         ["seed=2", "gate=gaussian", "gate.convention=scaled", "dropout.hidden=0.5"],
         ["seed=3", "gate=bernoulli", "gate.convention=scaled", "dropout.input=0.1"],
         ["seed=4", "gate=none"],
+        ["seed=5", "gate=uniform", "dropout.hidden=0.2"],
+        ["seed=6", "gate=dropconnect", "dropout.hidden=0.5", "dropout.input=0.1"],
     ]
     cfgs = configs(tmp_path, mnist_data_dir, mnist_mirror, MLP, runs)
     results = assert_pack_equals_alone(tmp_path, cfgs)
-    assert [r["config"]["gate"]["name"] for r in results] == ["bernoulli", "gaussian", "gaussian", "bernoulli", "none"]
+    assert [r["config"]["gate"]["name"] for r in results] == ["bernoulli", "gaussian", "gaussian", "bernoulli", "none",
+                                                              "uniform", "dropconnect"]
+    assert all(r["final"]["test_acc"] > 0.5 for r in results)
+
+
+def test_a_gate_registered_the_documented_way_trains_in_a_pack():
+    """README, "Adding a gate": a Gate subclass with its noise law, registered; here a toy Rademacher gate
+    (1 + s * sigma, s = +-1), which must train in a pack bit-identically to alone, and evaluate as its
+    own model would."""
+    from dropout_lab import gates
+    from dropout_lab.models import MLP as Net
+    from tests.test_evaluation import HYPER, monte_carlo
+
+    class RademacherGate(gates.Gate):
+        name = "rademacher-test"
+        IDENTITY = {"sigma": 0.0}
+
+        @staticmethod
+        def fill(stored, generator):
+            stored.uniform_(generator=generator)
+
+        @staticmethod
+        def factor(raw, c):
+            return 1.0 + torch.where(raw < 0.5, -1.0, 1.0) * c["sigma"]
+
+        def constants(self):
+            return {"sigma": self.variance ** 0.5}
+
+    gates.register(RademacherGate)
+    try:
+        torch.manual_seed(0)
+        x, y = torch.rand(80, 1, 4, 4), torch.randint(0, 10, (80,))
+
+        def members():
+            out = []
+            for k, (gate, rate) in enumerate([("rademacher-test", 0.3), ("bernoulli", 0.5), ("rademacher-test", 0.5)]):
+                torch.manual_seed(k)
+                out.append(engine.Member(Net(16, 10, 12, gate, 0.0, [rate]), order_seed=k, gate_seed=10 + k))
+            return out
+
+        pack = engine.PackTrainer(members(), x, y, HYPER, engine.EngineSettings(), torch.device("cpu"))
+        pack.train_epoch()
+        models = pack.trained_models()
+        together = pack.evaluate_mc(x, y, 32, 5, [1, 2, 3])
+        for k, member in enumerate(members()):
+            alone = engine.PackTrainer([member], x, y, HYPER, engine.EngineSettings(), torch.device("cpu"))
+            alone.train_epoch()
+            for mine, theirs in zip(alone.net.parameters(), pack.net.parameters()):
+                assert torch.equal(mine[0], theirs[k])
+            loss, acc, _ = monte_carlo(models[k], x, y, 5, k + 1, 32)
+            assert float(together[0][k]) == pytest.approx(loss, rel=1e-5) and float(together[1][k]) == acc
+        noise = gates.make_gate("rademacher-test", 0.5).sample_factor((10000,), torch.device("cpu"))
+        assert set(noise.unique().tolist()) == {0.0, 2.0}  # 1 -+ sqrt(0.5 / 0.5)
+    finally:
+        del gates.REGISTRY["rademacher-test"]
 
 
 def test_stacked_net_rejects_different_architectures():

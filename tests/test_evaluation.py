@@ -57,7 +57,8 @@ def mlps():
     """Every kind of slot a pack can mix: both gates, both conventions, rate 0 and no gate."""
     specs = [("bernoulli", 0.2, [0.5, 0.0], "inverted"), ("gaussian", 0.0, [0.3, 0.6], "inverted"),
              ("bernoulli", 0.0, [0.5, 0.5], "scaled"), ("gaussian", 0.1, [0.4, 0.0], "scaled"),
-             ("none", 0.0, [0.0, 0.0], "inverted")]
+             ("uniform", 0.1, [0.2, 0.5], "inverted"), ("dropconnect", 0.2, [0.0, 0.5], "inverted"),
+             ("dropconnect", 0.0, [0.5, 0.3], "scaled"), ("none", 0.0, [0.0, 0.0], "inverted")]
     models = []
     for i, (gate, input_rate, hidden, convention) in enumerate(specs):
         torch.manual_seed(i)
@@ -67,9 +68,12 @@ def mlps():
 
 def cnns():
     models = []
-    for i, (gate, convention) in enumerate([("bernoulli", "inverted"), ("gaussian", "scaled")]):
+    for i, (gate, convention) in enumerate([("bernoulli", "inverted"), ("gaussian", "scaled"),
+                                            ("uniform", "inverted")]):
         torch.manual_seed(i)
         models.append(CNN(3, 8, 10, [4, 6], 3, 12, gate, 0.1, [0.2, 0.0], [0.3], convention))
+    torch.manual_seed(3)  # DropConnect on the fully connected weights: after the last conv block and in fc
+    models.append(CNN(3, 8, 10, [4, 6], 3, 12, "dropconnect", 0.0, [0.0, 0.4], [0.3], "inverted"))
     return models
 
 
@@ -117,6 +121,7 @@ def test_the_scaled_convention_and_its_masks_change_the_numbers():
     b = trainer.evaluate_mc(x, y, 32, SAMPLES, [2] * len(models))[0]
     dropping = [k for k, m in enumerate(models) if m.input_gate.rate or any(
         isinstance(g, Gate) and g.rate for g in m.hidden)]
+    assert len(dropping) == len(models) - 1
     assert all(float(a[k]) != float(b[k]) for k in dropping)
 
 

@@ -19,8 +19,11 @@ RATES = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 
 def noise(kind: str, rate: float, n: int = N, seed: int = 0) -> torch.Tensor:
+    """n draws of the gate's multiplicative noise: a unit gate on ones, a weight gate's mask of n weights."""
     gate = make_gate(kind, rate).train()
     gate.generator = torch.Generator().manual_seed(seed)
+    if gate.target == "weights":
+        return gate.sample_factor((n,), torch.device("cpu")).double()
     return gate(torch.ones(n, dtype=torch.float64))
 
 
@@ -28,11 +31,13 @@ def central_fourth_moment(kind: str, rate: float) -> float:
     p, var = 1.0 - rate, rate / (1.0 - rate)
     if kind == "gaussian":
         return 3.0 * var**2
+    if kind == "uniform":  # U(-a, a) with a^2 = 3 var
+        return (3.0 * var) ** 2 / 5.0
     # X = 1/p with probability p, else 0; X - 1 is (1-p)/p or -1.
     return p * ((1.0 - p) / p) ** 4 + (1.0 - p)
 
 
-@pytest.mark.parametrize("kind", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("kind", ["bernoulli", "gaussian", "uniform", "dropconnect"])
 @pytest.mark.parametrize("rate", RATES)
 def test_mean_one_and_matched_variance(kind, rate):
     g = noise(kind, rate)
@@ -68,7 +73,7 @@ def test_every_random_word_position_is_unbiased():
         assert abs(float((g[:, position] != 0).double().mean()) - 0.5) < Z * se
 
 
-@pytest.mark.parametrize("kind", ["bernoulli", "gaussian", "none"])
+@pytest.mark.parametrize("kind", ["bernoulli", "gaussian", "uniform", "dropconnect", "none"])
 def test_identity_in_eval_mode_and_at_rate_zero(kind):
     x = torch.randn(64, 33)
     rate = 0.0 if kind == "none" else 0.5
@@ -77,7 +82,7 @@ def test_identity_in_eval_mode_and_at_rate_zero(kind):
     assert torch.equal(make_gate(kind, 0.0).train()(x), x)
 
 
-@pytest.mark.parametrize("kind", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("kind", ["bernoulli", "gaussian", "uniform"])
 def test_gradient_flows_through_the_sampled_noise(kind):
     gate = make_gate(kind, 0.4).train()
     gate.generator = torch.Generator().manual_seed(1)
@@ -108,7 +113,7 @@ def test_invalid_rates_are_refused():
     with pytest.raises(ValueError, match="cannot drop"):
         NoGate(0.3)
     with pytest.raises(ValueError, match="unknown gate"):
-        make_gate("uniform", 0.5)
+        make_gate("triangular", 0.5)
 
 
 def test_sampling_gates_switches_only_the_gates():
@@ -119,3 +124,39 @@ def test_sampling_gates_switches_only_the_gates():
     assert not model[1].training
     set_generator(model, torch.Generator().manual_seed(0))
     assert model[1].generator is not None
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.25, 0.5])
+def test_uniform_noise_fills_its_interval(rate):
+    g = noise("uniform", rate, 1 << 16)
+    a = math.sqrt(3.0 * rate / (1.0 - rate))
+    assert float(g.min()) >= 1.0 - a - 1e-6 and float(g.max()) <= 1.0 + a + 1e-6
+    assert float(g.min()) < 1.0 - 0.99 * a and float(g.max()) > 1.0 + 0.99 * a
+
+
+def test_dropconnect_masks_the_weights_of_the_layer_that_reads_its_slot():
+    from dropout_lab.models import MLP
+
+    torch.manual_seed(0)
+    model = MLP(6, 3, 5, "dropconnect", 0.0, [0.5], "inverted").train()
+    first, second = model.hidden[0], model.output
+    assert first.weight_gate is None and second.weight_gate is model.hidden[2]
+    set_generator(model, torch.Generator().manual_seed(1))
+    x = torch.randn(4, 6)
+    hidden = torch.relu(first(x))
+    out = model(x)
+    assert not torch.allclose(out, second(hidden))  # the output layer's weights were masked
+    # ... by one 0-or-2 mask for the whole mini-batch, drawn from the slot's generator.
+    mask = model.hidden[2]
+    mask.generator = torch.Generator().manual_seed(1)
+    expected = torch.nn.functional.linear(hidden, second.weight * mask.sample_factor(second.weight.shape, x.device),
+                                          second.bias)
+    assert torch.allclose(out, expected)
+    assert torch.equal(model.eval()(x), second(torch.relu(first(x))))  # eval mode: the mean weights
+
+
+def test_a_gate_is_registered_once():
+    from dropout_lab.gates import REGISTRY, register
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register(type("Other", (REGISTRY["gaussian"],), {"name": "gaussian"}))

@@ -343,7 +343,7 @@ def _check_device(device: str) -> None:
 
 def validate(cfg: DictConfig) -> Rates:
     """Check every setting of one run; return its dropout rates per slot."""
-    from dropout_lab.gates import CONVENTIONS, GATES
+    from dropout_lab.gates import CONVENTIONS, REGISTRY
 
     for section in ("", "dataset", "model", "gate", "dropout", "train", "eval", "scale", "engine"):
         node = cfg[section] if section else cfg
@@ -360,8 +360,8 @@ def validate(cfg: DictConfig) -> Rates:
         _fail(f"dataset={cfg.dataset.name!r} is unknown; choose one of {sorted(SPECS)}")
     if cfg.model.name not in MODELS:
         _fail(f"model={cfg.model.name!r} is unknown; choose one of {list(MODELS)}")
-    if cfg.gate.name not in GATES:
-        _fail(f"gate={cfg.gate.name!r} is unknown; choose one of {list(GATES)}")
+    if cfg.gate.name not in REGISTRY:
+        _fail(f"gate={cfg.gate.name!r} is unknown; choose one of {list(REGISTRY)} (config/gate/)")
     if cfg.gate.convention not in CONVENTIONS:
         _fail(f"gate.convention={cfg.gate.convention!r} is unknown; choose one of {list(CONVENTIONS)}")
     _check_fractions(cfg.dataset)
@@ -392,6 +392,11 @@ def validate(cfg: DictConfig) -> Rates:
             conv=_layer_rates("dropout.conv", drop.conv, len(cfg.model.channels)),
             fc=_layer_rates("dropout.fc", drop.fc, cfg.model.fc_depth),
         )
+    if REGISTRY[cfg.gate.name].target == "weights" and cfg.model.name == "cnn":
+        read_by_conv = [rates.input, *rates.conv[:-1]]
+        if any(read_by_conv):
+            _fail(f"gate={cfg.gate.name} masks fully connected weights, but dropout.input/dropout.conv put it before "
+                  "a convolution; set them to 0 there (only dropout.fc and the last conv block's rate apply)")
     if cfg.gate.name == "none":
         nonzero = [r for r in (rates.input, *rates.hidden, *rates.conv, *rates.fc) if r]
         if nonzero:

@@ -42,7 +42,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dropout_lab.config import PRECISIONS, TF32
-from dropout_lab.gates import BernoulliGate, Gate, GaussianGate, NoGate
+from dropout_lab.gates import REGISTRY, Gate
 from dropout_lab.models import CNN, MLP, weight_layers
 
 MC_CURVE = (1, 2, 5, 10, 20, 50, 100)  # Monte-Carlo accuracy is also read after this many masks
@@ -116,10 +116,6 @@ def _ops(model: nn.Module) -> list[tuple[str, nn.Module | None]]:
     return ops
 
 
-def _gate_kind(gate: Gate) -> str:
-    return {BernoulliGate: "bernoulli", GaussianGate: "gaussian", NoGate: "none"}[type(gate)]
-
-
 def _per_model(fn, *stacked: torch.Tensor) -> torch.Tensor:
     """fn applied to each model's slice of the stacked tensors, results stacked again."""
     if stacked[0].shape[0] == 1:  # views only: no copies in either direction
@@ -127,13 +123,21 @@ def _per_model(fn, *stacked: torch.Tensor) -> torch.Tensor:
     return torch.stack([fn(*slices) for slices in zip(*(t.unbind() for t in stacked))])
 
 
-# One slot's noise for a step: (Bernoulli int16 draws or None, Gaussian N(0, 1) draws or None),
-# each (K, B, *features); rows of models that do not draw it are zero.
-SlotNoise = tuple[torch.Tensor | None, torch.Tensor | None]
+# One slot's noise for a step: the raw draws of each gate class some model of the pack draws
+# there, by gate name, shaped (K, *factor shape); rows of models that do not draw it are zero,
+# which that class's identity constants turn into a factor of exactly 1.
+SlotNoise = dict[str, torch.Tensor]
 
 
 class StackedNet(nn.Module):
-    """K copies of one architecture with their own weights and gate rates; input (K, B, ...)."""
+    """K copies of one architecture with their own weights and gates; input (K, B, ...).
+
+    Each slot applies, for every gate class some model draws there, that class's
+    factor (gates.Gate.factor) with per-model constants: the model's own, or the
+    class's identity constants for the other models. A unit gate multiplies the
+    slot's activations; a weight gate (DropConnect) multiplies the weights of the
+    next fully connected layer.
+    """
 
     def __init__(self, models: Sequence[nn.Module], image_shape: Sequence[int]) -> None:
         super().__init__()
@@ -171,36 +175,54 @@ class StackedNet(nn.Module):
                 gate_slots.append(column)
             else:
                 self.ops.append((op, -1))
-        # Gates may differ between models (Bernoulli, Gaussian, none; inverted or scaled): each
-        # slot applies the Gaussian factor and then the Bernoulli mask, with per-model constants
-        # that make either an exact identity for the models that do not use it.
-        self.kinds = [_gate_kind(model.input_gate) for model in models]
+        self.kinds = [type(slot[k]).name for slot in gate_slots[:1] for k in range(self.K)] or ["none"] * self.K
         self.rates = torch.tensor([[g.rate for g in slot] for slot in gate_slots], dtype=torch.float64).T  # (K, S)
-        self.slot_shapes = self._slot_shapes(models[0], image_shape)
-        view = lambda values, s: torch.tensor(values).view(self.K, *([1] * (1 + len(self.slot_shapes[s]))))  # noqa: E731
-        dropping = lambda kind, s: [self.kinds[k] == kind and self.rates[k, s] > 0 for k in range(self.K)]  # noqa: E731
-        self._bernoulli = [any(dropping("bernoulli", s)) for s in range(len(gate_slots))]
-        self._gaussian = [any(dropping("gaussian", s)) for s in range(len(gate_slots))]
-        self._pre_scaled, self._eval_scaled = [], []
+        unit_shapes = self._unit_shapes(models[0], image_shape)
+        # Per slot: the gate classes drawn there, in registry order, and each one's factor shape per model.
+        self.classes: list[list[type[Gate]]] = []
+        self.factor_shapes: list[dict[str, tuple[int, ...]]] = []
+        self._eval_scaled: list[bool] = []
         for s, slot in enumerate(gate_slots):
-            bern, gauss = dropping("bernoulli", s), dropping("gaussian", s)
-            # Per-model constants of each slot, shaped to broadcast over (K, B, *features).
-            eval_scale = [g.inference_scale if g.rate > 0 else 1.0 for g in slot]
-            # keep = draw <= threshold - 1, in int16; 32767 keeps every unit.
-            thresholds = [g._threshold - 1 if b else (1 << 15) - 1 for g, b in zip(slot, bern)]
-            scales = [g._scale if b else 1.0 for g, b in zip(slot, bern)]
-            sigmas = [g.sigma if d else 0.0 for g, d in zip(slot, gauss)]
-            pre = [g.retain if d and g.scaled else 1.0 for g, d in zip(slot, gauss)]  # scaled Gaussian: mean p
-            self.register_buffer(f"eval_scale{s}", view(eval_scale, s).float())
-            self.register_buffer(f"threshold{s}", view(thresholds, s).to(torch.int16))
-            self.register_buffer(f"scale{s}", view(scales, s).float())
-            self.register_buffer(f"sigma{s}", view(sigmas, s).float())
-            self.register_buffer(f"pre{s}", view(pre, s).float())
+            drawn = {type(g) for g in slot if g.draws}
+            classes = [cls for cls in REGISTRY.values() if cls in drawn]
+            shapes = {}
+            for cls in classes:
+                if cls.target == "weights":
+                    reader = self._reader(s)
+                    if reader is None:
+                        raise EngineError(f"gate {cls.name} masks the weights of the fully connected layer after "
+                                          f"its slot, but slot {s} is read by a convolution")
+                    k_in, k_out = self.weights[reader].shape[1:]
+                    shapes[cls.name] = (k_out, k_in)  # nn.Linear's layout, as the model alone draws it
+                else:
+                    shapes[cls.name] = unit_shapes[s]
+            self.classes.append(classes)
+            self.factor_shapes.append(shapes)
+            for cls in classes:
+                batch_dims = 0 if cls.target == "weights" else 1
+                for key in cls.IDENTITY:
+                    values = [g.constants()[key] if type(g) is cls and g.draws else cls.IDENTITY[key] for g in slot]
+                    self.register_buffer(self._const_name(s, cls, key), torch.tensor(values, dtype=torch.float32).view(
+                        self.K, *([1] * (batch_dims + len(shapes[cls.name])))))
+            eval_scale = [g.inference_scale if g.draws else 1.0 for g in slot]
+            self.register_buffer(f"eval_scale{s}", torch.tensor(eval_scale, dtype=torch.float32).view(
+                self.K, *([1] * (1 + len(unit_shapes[s])))))
             self._eval_scaled.append(any(v != 1.0 for v in eval_scale))
-            self._pre_scaled.append(any(v != 1.0 for v in pre))
 
     @staticmethod
-    def _slot_shapes(model: nn.Module, image_shape: Sequence[int]) -> list[tuple[int, ...]]:
+    def _const_name(s: int, cls: type[Gate], key: str) -> str:
+        return f"gate{s}_{cls.name}_{key}"
+
+    def _reader(self, s: int) -> int | None:
+        """The index of the fully connected layer that reads slot s (None if a convolution does)."""
+        at = self.ops.index(("gate", s))
+        for op, i in self.ops[at + 1:] if at + 1 < len(self.ops) else []:
+            if op in ("linear", "conv"):
+                return i if op == "linear" else None
+        return None
+
+    @staticmethod
+    def _unit_shapes(model: nn.Module, image_shape: Sequence[int]) -> list[tuple[int, ...]]:
         shapes: list[tuple[int, ...]] = []
         hooks = [g.register_forward_hook(lambda m, inp, out: shapes.append(tuple(inp[0].shape[1:])))
                  for g in model.modules() if isinstance(g, Gate)]
@@ -215,38 +237,43 @@ class StackedNet(nn.Module):
 
     @property
     def slots(self) -> int:
-        return len(self.slot_shapes)
+        return len(self.classes)
 
-    def draws(self, slot: int) -> tuple[bool, bool]:
-        """Whether some model of the pack draws Bernoulli, and Gaussian, noise in this slot."""
-        return self._bernoulli[slot], self._gaussian[slot]
+    def _factor(self, s: int, cls: type[Gate], raw: torch.Tensor, k: int | None) -> torch.Tensor:
+        consts = {key: getattr(self, self._const_name(s, cls, key)) for key in cls.IDENTITY}
+        if k is not None:
+            consts = {key: value[k] for key, value in consts.items()}
+        return cls.factor(raw, consts)
 
     def _gate(self, x: torch.Tensor, s: int, noise: SlotNoise | None, k: int | None = None,
               scaled_inference: bool = True) -> torch.Tensor:
-        """Slot s on the stacked activations, or (k given) on model k's own."""
-        if not (self._bernoulli[s] or self._gaussian[s]):
-            return x
-
-        def const(name: str) -> torch.Tensor:
-            value = getattr(self, f"{name}{s}")
-            return value if k is None else value[k]
-
+        """Slot s's unit gates on the stacked activations, or (k given) on model k's own."""
         if noise is None:  # deterministic net: the identity, or times p under the scaled convention
-            return x * const("eval_scale").to(x.dtype) if self._eval_scaled[s] and scaled_inference else x
-        bernoulli, gaussian = noise if k is None else [None if n is None else n[k] for n in noise]
-        if gaussian is not None:
-            if self._pre_scaled[s]:
-                x = x * const("pre").to(x.dtype)
-            x = x + x * (gaussian * const("sigma")).to(x.dtype)
-        if bernoulli is not None:
-            x = x * ((bernoulli <= const("threshold")).to(x.dtype) * const("scale").to(x.dtype))
+            if self._eval_scaled[s] and scaled_inference:
+                scale = self.eval_scale_of(s)
+                return x * (scale if k is None else scale[k]).to(x.dtype)
+            return x
+        for cls in self.classes[s]:
+            if cls.target == "units":
+                x = x * self._factor(s, cls, noise[cls.name] if k is None else noise[cls.name][k], k).to(x.dtype)
         return x
+
+    def _weight_factor(self, s: int, noise: SlotNoise | None) -> torch.Tensor | None:
+        """Slot s's weight gate as a factor (K, in, out) on the next fully connected layer's weights."""
+        for cls in self.classes[s] if noise is not None else ():
+            if cls.target == "weights":
+                return self._factor(s, cls, noise[cls.name], None).transpose(1, 2)
+        return None
+
+    def eval_scale_of(self, s: int) -> torch.Tensor:
+        return getattr(self, f"eval_scale{s}")
 
     def forward(self, x: torch.Tensor, noise: Sequence[SlotNoise] | None = None,
                 scaled_inference: bool = True) -> torch.Tensor:
         """Logits (K, B, classes) for inputs (K, B, ...); `noise` per slot, or None for the deterministic net
         (without the scaled convention's factor p if not scaled_inference)."""
         ops = self.ops
+        pending = None  # a weight gate's factor for the next fully connected layer
         if ("conv", 0) in ops:
             # The conv blocks run model by model, in channels-last layout (pooling is several
             # times faster in it on CPUs, and tensor cores want it); then the models are stacked.
@@ -257,8 +284,9 @@ class StackedNet(nn.Module):
                     xs = [F.conv2d(xk, w, b, padding=self.paddings[i])
                           for xk, w, b in zip(xs, self.weights[i].unbind(), self.biases[i].unbind())]
                 elif op == "gate":
-                    xs = [self._gate(xk, i, None if noise is None else noise[i], k, scaled_inference)
-                          for k, xk in enumerate(xs)]
+                    slot_noise = None if noise is None else noise[i]
+                    xs = [self._gate(xk, i, slot_noise, k, scaled_inference) for k, xk in enumerate(xs)]
+                    pending = self._weight_factor(i, slot_noise)
                 elif op == "relu":
                     xs = [torch.relu(xk) for xk in xs]
                 elif op == "pool":
@@ -266,12 +294,17 @@ class StackedNet(nn.Module):
             x = torch.stack([xk.flatten(1) for xk in xs])
             ops = ops[cut + 1 :]
         for op, i in ops:
-            if op == "linear" and self.batched_matmul:
-                x = torch.baddbmm(self.biases[i].unsqueeze(1), x, self.weights[i])
-            elif op == "linear":
-                x = _per_model(torch.addmm, self.biases[i], x, self.weights[i])
+            if op == "linear":
+                w = self.weights[i] if pending is None else self.weights[i] * pending.to(self.weights[i].dtype)
+                pending = None
+                if self.batched_matmul:
+                    x = torch.baddbmm(self.biases[i].unsqueeze(1), x, w)
+                else:
+                    x = _per_model(torch.addmm, self.biases[i], x, w)
             elif op == "gate":
-                x = self._gate(x, i, noise[i] if noise is not None else None, None, scaled_inference)
+                slot_noise = noise[i] if noise is not None else None
+                x = self._gate(x, i, slot_noise, None, scaled_inference)
+                pending = self._weight_factor(i, slot_noise)
             elif op == "relu":
                 x = torch.relu(x)
             elif op == "flatten":
@@ -307,10 +340,11 @@ class StackedNet(nn.Module):
 class GateNoise:
     """Noise for `chunk` steps at a time, from one generator per (model, slot).
 
-    Bernoulli draws are int16 (four per 64-bit word, as `gates.BernoulliGate`);
-    Gaussian draws are float32 N(0, 1). A model draws only the kind of its own
-    gate, and only in slots where it drops; the other rows stay zero, which the
-    net's per-model constants turn into the identity.
+    Each gate class stores its draws its own way (gates.Gate.storage/fill/raw; the
+    Bernoulli gates four int16 draws per 64-bit word). A model draws only its own
+    gate's noise, and only in slots where it drops; the other rows stay zero, which
+    the net's identity constants turn into a factor of 1. A unit gate draws
+    batch x units values per step, a weight gate out x in.
     """
 
     def __init__(self, net: StackedNet, seeds: Sequence[int], batch_size: int, chunk: int,
@@ -321,39 +355,38 @@ class GateNoise:
              for s in np.random.SeedSequence(seed).generate_state(net.slots, dtype=np.uint64)]
             for seed in seeds
         ]
-        self.buffers: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
-        for s, shape in enumerate(net.slot_shapes):
-            per_step = batch_size * math.prod(shape)
-            bernoulli, gaussian = net.draws(s)
-            words = -(-chunk * per_step // 4) * 4  # whole 64-bit words
-            self.buffers.append((
-                torch.zeros(net.K, words, dtype=torch.int16, device=device) if bernoulli else None,
-                torch.zeros(net.K, chunk * per_step, dtype=torch.float32, device=device) if gaussian else None,
-            ))
+        self.buffers: list[dict[str, torch.Tensor]] = []
+        for s, classes in enumerate(net.classes):
+            self.buffers.append({
+                cls.name: torch.zeros(net.K, cls.storage(chunk * self.per_step(s, cls)), dtype=cls.storage_dtype,
+                                      device=device)
+                for cls in classes})
+
+    def per_step(self, s: int, cls: type[Gate]) -> int:
+        shape = self.net.factor_shapes[s][cls.name]
+        return math.prod(shape) * (1 if cls.target == "weights" else self.batch_size)
 
     def draw(self) -> None:
         """Refill the buffers with the next `chunk` steps of each model's noise."""
-        for s, (bernoulli, gaussian) in enumerate(self.buffers):
+        for s, buffers in enumerate(self.buffers):
             for k, kind in enumerate(self.net.kinds):
-                if self.net.rates[k, s] == 0:
-                    continue
-                gen = self.generators[k][s]
-                if kind == "bernoulli":
-                    bernoulli[k].view(torch.int64).random_(-(1 << 63), None, generator=gen)
-                elif kind == "gaussian":
-                    gaussian[k].normal_(generator=gen)
+                if kind in buffers and self.net.rates[k, s] > 0:
+                    REGISTRY[kind].fill(buffers[kind][k], self.generators[k][s])
 
     def step(self, i: int, rows: int) -> list[SlotNoise]:
         """The noise of step i of the chunk, for a batch of `rows` samples, per slot."""
         out = []
         for s, buffers in enumerate(self.buffers):
-            shape = self.net.slot_shapes[s]
-            per_step = self.batch_size * math.prod(shape)
-            out.append(tuple(
-                None if buffer is None else
-                buffer[:, i * per_step : (i + 1) * per_step].view(self.net.K, self.batch_size, *shape)[:, :rows]
-                for buffer in buffers
-            ))
+            slot = {}
+            for name, stored in buffers.items():
+                cls, shape = REGISTRY[name], self.net.factor_shapes[s][name]
+                per_step = self.per_step(s, cls)
+                raw = cls.raw(stored, self.chunk * per_step)[:, i * per_step : (i + 1) * per_step]
+                if cls.target == "weights":
+                    slot[name] = raw.reshape(self.net.K, *shape)
+                else:
+                    slot[name] = raw.reshape(self.net.K, self.batch_size, *shape)[:, :rows]
+            out.append(slot)
         return out
 
     def state(self) -> list[list[torch.Tensor]]:
@@ -532,35 +565,32 @@ class PackTrainer:
         curve = {k: (c.double() / len(y)).cpu() for k, c in correct.items()}
         return (loss_sum / len(y)).cpu(), curve[samples], curve
 
-    def _mc_buffers(self, rows: int) -> list[tuple[torch.Tensor | None, torch.Tensor | None]]:
-        """Zeroed noise buffers for one batch of `rows` samples; rows of models that do not draw stay zero."""
+    def _mc_buffers(self, rows: int) -> list[dict[str, torch.Tensor]]:
+        """Zeroed storage for one mask per model, for a batch of `rows` samples; rows of models that do
+        not draw stay zero."""
         buffers = []
-        for s, shape in enumerate(self.net.slot_shapes):
-            numel = rows * math.prod(shape)
-            bernoulli, gaussian = self.net.draws(s)
-            buffers.append((
-                torch.zeros(self.K, (numel + 3) // 4, dtype=torch.int64, device=self.device) if bernoulli else None,
-                torch.zeros(self.K, numel, dtype=torch.float32, device=self.device) if gaussian else None,
-            ))
+        for s, classes in enumerate(self.net.classes):
+            slot = {}
+            for cls in classes:
+                numel = math.prod(self.net.factor_shapes[s][cls.name]) * (1 if cls.target == "weights" else rows)
+                slot[cls.name] = torch.zeros(self.K, cls.storage(numel), dtype=cls.storage_dtype, device=self.device)
+            buffers.append(slot)
         return buffers
 
     def _draw_mc(self, buffers, rows: int, generators: Sequence[torch.Generator]) -> list[SlotNoise]:
-        """One mask per model: slot by slot, each model's draws as gates.BernoulliGate/GaussianGate make them."""
+        """One mask per model: slot by slot, each model's draws as its own gates make them (gates.Gate)."""
         noise = []
-        for s, (bernoulli, gaussian) in enumerate(buffers):
-            shape = (self.K, rows, *self.net.slot_shapes[s])
-            numel = math.prod(shape[1:])
+        for s, slot in enumerate(buffers):
             for k, kind in enumerate(self.net.kinds):
-                if self.net.rates[k, s] == 0:
-                    continue
-                if kind == "bernoulli":
-                    bernoulli[k].random_(-(1 << 63), None, generator=generators[k])
-                elif kind == "gaussian":
-                    gaussian[k].normal_(generator=generators[k])
-            noise.append((
-                None if bernoulli is None else bernoulli.view(torch.int16)[:, :numel].reshape(shape),
-                None if gaussian is None else gaussian.view(shape),
-            ))
+                if kind in slot and self.net.rates[k, s] > 0:
+                    REGISTRY[kind].fill(slot[kind][k], generators[k])
+            drawn = {}
+            for name, stored in slot.items():
+                cls, shape = REGISTRY[name], self.net.factor_shapes[s][name]
+                lead = (self.K,) if cls.target == "weights" else (self.K, rows)
+                drawn[name] = cls.raw(stored, math.prod(shape) * (1 if cls.target == "weights" else rows)).reshape(
+                    *lead, *shape)
+            noise.append(drawn)
         return noise
 
     def trained_models(self) -> list[nn.Module]:

@@ -11,9 +11,36 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dropout_lab.gates import Gate, make_gate
+
+
+class Linear(nn.Linear):
+    """nn.Linear whose weights a weight gate (DropConnect) of the slot it reads may mask in training."""
+
+    weight_gate: Gate | None = None  # set by _attach_weight_gates; not a submodule (the slot holds it)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = self.weight_gate
+        if gate is None or not (gate.training and gate.draws):
+            return super().forward(x)
+        mask = gate.sample_factor(self.weight.shape, self.weight.device).to(self.weight.dtype)
+        return F.linear(x, self.weight * mask, self.bias)
+
+
+def _attach_weight_gates(layers: Sequence[nn.Module]) -> None:
+    """Give each weight gate (gates.Gate.target == "weights") to the layer that reads its slot."""
+    pending: Gate | None = None
+    for module in layers:
+        if isinstance(module, Gate):
+            pending = module if module.target == "weights" and module.draws else None
+        elif isinstance(module, Linear):
+            module.__dict__["weight_gate"], pending = pending, None  # plain attribute: no second registration
+        elif isinstance(module, nn.Conv2d) and pending is not None:
+            raise ValueError(f"gate {pending.name} masks fully connected weights, but a convolution reads its "
+                             "slot; give it rate 0 there (on model=cnn only dropout.fc and the last conv block)")
 
 
 class MLP(nn.Module):
@@ -34,10 +61,11 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         fan_in = in_features
         for rate in hidden_rates:
-            layers += [nn.Linear(fan_in, width), nn.ReLU(), make_gate(gate, rate, convention)]
+            layers += [Linear(fan_in, width), nn.ReLU(), make_gate(gate, rate, convention)]
             fan_in = width
         self.hidden = nn.Sequential(*layers)
-        self.output = nn.Linear(fan_in, classes)
+        self.output = Linear(fan_in, classes)
+        _attach_weight_gates([self.input_gate, *self.hidden, self.output])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(self.hidden(self.input_gate(x.flatten(1))))
@@ -78,10 +106,11 @@ class CNN(nn.Module):
         fc: list[nn.Module] = []
         fan_in = fan_in * size * size
         for rate in fc_rates:
-            fc += [nn.Linear(fan_in, fc_width), nn.ReLU(), make_gate(gate, rate, convention)]
+            fc += [Linear(fan_in, fc_width), nn.ReLU(), make_gate(gate, rate, convention)]
             fan_in = fc_width
         self.classifier = nn.Sequential(*fc)
-        self.output = nn.Linear(fan_in, classes)
+        self.output = Linear(fan_in, classes)
+        _attach_weight_gates([self.input_gate, *self.features, *self.classifier, self.output])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(self.input_gate(x))
