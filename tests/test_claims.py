@@ -195,7 +195,7 @@ def _full_table(df: pd.DataFrame) -> pd.DataFrame:
 
 CONFIG = {"claims": {"alpha": ALPHA, "bootstrap_samples": 500, "optimum": {**OPTIMUM, "experiment": "e"},
                      "input_rate": {"experiment": "e", "threshold": 0.2},
-                     "gaussian_parity": {"experiment": "e", "margin": 0.0025},
+                     "gate_parity": {"experiment": "e", "margin": 0.0025},
                      "inference": {"experiment": "e", "k": 50, "margin": 0.005}},
           "grids": {"e": {"hidden_sweep": {"vary": "hidden", "rates": RATES}}}}
 

@@ -28,10 +28,10 @@ def test_every_run_once_with_its_sweeps():
     runs = grid.expand_runs(config(scale="smoke"))
     assert len(runs) == len(set(runs))
     mnist = [r for r in runs if r.experiment == "mnist_mlp"]
-    # 10 hidden + 8 input (0.0 with hidden 0.5 is shared) - 1 + 9 gaussian + 1 placement-only cell (input 0.2)
-    # + 2 scaled-convention cells (Bernoulli and Gaussian at hidden 0.5)
-    assert len({(r.gate, r.convention, r.cell) for r in mnist}) == 10 + 7 + 9 + 1 + 2
-    assert len(mnist) == 29 * 2
+    # 10 hidden + 8 input (0.0 with hidden 0.5 is shared) - 1 + 9 for each of gaussian, uniform and dropconnect
+    # + 1 placement-only cell (input 0.2) + 2 scaled-convention cells (Bernoulli and Gaussian at hidden 0.5)
+    assert len({(r.gate, r.convention, r.cell) for r in mnist}) == 10 + 7 + 3 * 9 + 1 + 2 + 10  # + the width sweep
+    assert len(mnist) == 57 * 2
     scaled = [r for r in mnist if r.convention == "scaled"]
     assert {r.folder.split("/")[3] for r in scaled} == {"bernoulli-scaled", "gaussian-scaled"}
     assert all("gate.convention=scaled" in r.overrides({"scale": "smoke", "device": "cpu", "threads_per_run": 1,
@@ -115,7 +115,7 @@ def _bad(path: list, value):
         (_bad(["grids", "mnist_mlp", "placement"], ["both", "fc-only"]), "sets dropout.fc, which model=mlp"),
         (_bad(["grids", "mnist_mlp", "placement"], ["middle"]), "placement preset 'middle' does not exist"),
         (_bad(["grids", "mnist_mlp", "input_sweep", "rates"], [0.1, 0.1]), "repeats a rate"),
-        (_bad(["grids", "mnist_mlp", "gate_parity", "gates"], ["gaussian", "gaussian"]), "two different gates"),
+        (_bad(["grids", "mnist_mlp", "gate_parity", "gates"], ["gaussian", "gaussian"]), "each once"),
         # Two rates that map to one run folder would train one run twice and lose a result.
         (_bad(["grids", "mnist_mlp", "input_sweep", "rates"], [0.1, 0.1000001]),
          "both map to the run folder results/runs/mnist_mlp/bernoulli/input0.1_hidden0.5/seed0"),
@@ -187,11 +187,11 @@ BAD_CONFIG = [
     (["grids", "mnist_mlp", "hidden_sweep", "rates"], [], "grids.mnist_mlp.hidden_sweep.rates is empty"),
     (["grids", "mnist_mlp", "hidden_sweep", "rates"], [0.5, 1.0], "grids.mnist_mlp.hidden_sweep.rates[1]=1.0"),
     (["grids", "mnist_mlp", "input_sweep", "vary"], "middle", "grids.mnist_mlp.input_sweep.vary='middle'"),
-    (["grids", "mnist_mlp", "gate_parity", "gates"], ["bernoulli", "uniform"], "gate_parity.gates[1]='uniform'"),
+    (["grids", "mnist_mlp", "gate_parity", "gates"], ["bernoulli", "triangular"], "gate_parity.gates[1]='triangular'"),
     (["grids", "mnist_mlp", "model"], "resnet", "grids.mnist_mlp.model='resnet' is not allowed"),
     (["grids", "mnist_mlp", "dataset"], "imagenet", "grids.mnist_mlp.dataset='imagenet' is not allowed"),
     (["claims", "alpha"], 0.7, "claims.alpha=0.7"),
-    (["claims", "gaussian_parity", "margin"], -0.01, "claims.gaussian_parity.margin=-0.01"),
+    (["claims", "gate_parity", "margin"], -0.01, "claims.gate_parity.margin=-0.01"),
     (["failure", "rebound_fraction"], 1.5, "failure.rebound_fraction=1.5"),
     (["theory", "gradient", "samples"], [10], "theory.gradient.samples=[10]"),
 ]
@@ -250,7 +250,8 @@ def test_packs_cover_every_run_once_and_share_what_a_pack_must():
                 assert len(p.runs) <= runs_per_job
     assert len(grid.make_packs(runs, 1)) == len(runs)
     mnist = [r for r in runs if r.experiment == "mnist_mlp"]
-    assert [len(p.runs) for p in grid.make_packs(mnist, "all")] == [145]  # both gates, both conventions
+    packed = [len(p.runs) for p in grid.make_packs(mnist, "all")]
+    assert packed == [47 * 5] + [5] * 10  # every gate and both conventions; a pack per width of the width sweep
 
 
 def test_pack_arguments_share_settings_and_list_each_runs_own():

@@ -48,7 +48,7 @@ def metrics(run: grid.Run, rng: np.random.Generator) -> dict:
                 "train_seconds": 1.5} for e, loss in enumerate(losses)]
     return {
         "config": {"dataset": {"name": "mnist"},
-                   "model": {"name": "mlp", "depth": 2, "width": 64, "channels": None, "fc_depth": None,
+                   "model": {"name": "mlp", "depth": 2, "width": run.width or 64, "channels": None, "fc_depth": None,
                              "fc_width": None, "max_norm": None},
                    "gate": {"name": run.gate, "convention": run.convention},
                    "train": {"epochs": epochs, "lr": 0.05, "momentum": 0.9, "batch_size": 128, "weight_decay": 0.0,
@@ -101,14 +101,23 @@ def test_collapsed_cell_is_recorded_excluded_and_counted(paper):
     assert (row["n"], row["failed"]) == (0, SEEDS)
     cells = doc["facts"]["failed"]["cells"]
     assert {(c["gate"], c["cell"], c["failed"], c["of"]) for c in cells} == {
-        ("bernoulli", "input0_hidden0.9", SEEDS, SEEDS), ("gaussian", "input0_hidden0.9", SEEDS, SEEDS)}
+        (gate, "input0_hidden0.9", SEEDS, SEEDS) for gate in ("bernoulli", "gaussian", "uniform", "dropconnect")} | {
+        ("bernoulli", "input0_hidden0.9_width160", SEEDS, SEEDS)}  # the width sweep's cell at that rate
     assert "climbed back" in cells[0]["reason"] and cells[0]["epochs"] == [2]
     failed_tex = (paper["tex"] / "failed.tex").read_text()
     assert "input 0, hidden 0.9" in failed_tex and f"{SEEDS}/{SEEDS}" in failed_tex
 
 
+def test_the_width_sweep_holds_p_times_n_and_is_judged_by_claim_1a_statistic(paper):
+    width = paper["doc"]["claims"]["width_optimum"]
+    # smoke width 64, retained share 0.25: p * n = 16 at every rate
+    assert all(abs((1 - float(rate)) * n - 16) <= 0.5 for rate, n in width["widths"].items())
+    assert width["best"] == paper["doc"]["claims"]["optimum"]["best"]  # the known answer ignores the width
+    assert "Claim 1d" in (paper["tex"] / "claims" / "width_optimum.tex").read_text()
+
+
 def test_gate_parity_is_judged_per_rate(paper):
-    parity = paper["doc"]["claims"]["gaussian_parity"]
+    parity = paper["doc"]["claims"]["parity_gaussian"]
     verdicts = {r["rate"]: r["verdict"] for r in parity["table"]}
     assert verdicts[0.8] == "gaussian worse" and verdicts[0.9] == "no runs"
     assert all(v == "equivalent" for r, v in verdicts.items() if r < 0.8)

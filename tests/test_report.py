@@ -27,8 +27,13 @@ def test_number_formats():
 def test_the_verdict_table_names_the_masks_actually_averaged():
     from dropout_lab.report import _claim_titles
 
-    settings = {"optimum": {"claimed_rate": 0.5}, "input_rate": {"threshold": 0.2}, "inference": {"k": 50}}
-    assert _claim_titles(settings, {"inference": {"k": 4}})["inference"] == "MC over 4 masks = weight scaling"
+    settings = {"optimum": {"claimed_rate": 0.5}, "input_rate": {"threshold": 0.2}, "inference": {"k": 50},
+                "gate_parity": {"experiment": "e", "margin": 0.01}}
+    config = {"claims": settings, "grids": {"e": {"gate_parity": {"gates": ["bernoulli", "uniform", "gaussian"]}}}}
+    titles = _claim_titles(config, {"inference": {"k": 4}})
+    assert titles["inference"] == "MC over 4 masks = weight scaling"
+    assert titles["parity_gaussian"] == "3: Gaussian as good as Bernoulli"
+    assert titles["parity_uniform"] == "3b: uniform as good as Bernoulli"
 
 
 def test_figures_embed_truetype_fonts_and_print_resolution_pngs(tmp_path):

@@ -106,8 +106,9 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     assert len(runs) == len(expected) == len(pd.read_csv(results / "aggregate" / "runs.csv"))
     assert set(runs["experiment"]) == {"mnist_mlp", "cifar10_cnn"}
     verdicts = json.loads((results / "claims" / "claims.json").read_text())["claims"]
-    assert set(verdicts) == {"optimum", "regularisation", "weight_norm", "input_rate", "gaussian_parity",
-                             "inference", "conventions"}
+    parity = {f"parity_{gate}" for gate in full["grids"]["mnist_mlp"]["gate_parity"]["gates"][1:]}
+    assert set(verdicts) == {"optimum", "regularisation", "weight_norm", "input_rate", "inference",
+                             "conventions"} | parity
     theory = json.loads((results / "claims" / "claims.json").read_text())["theory"]
     assert theory["gradient"]["verdict"] == "supported" and theory["regression"]["verdict"] == "supported"
     assert theory["raw_reading"]["verdict"] == "supported"

@@ -19,6 +19,7 @@ SWEEP_COLUMNS = {
     "input_sweep": "in_input_sweep",
     "gate_parity": "in_gate_parity",
     "conventions": "in_conventions",
+    "width_sweep": "in_width_sweep",
 }
 SLOTS = ("input", "hidden", "conv", "fc")
 

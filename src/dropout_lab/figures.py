@@ -89,15 +89,18 @@ def rate_sweep(runs: pd.DataFrame, vary: str, title: str, stem: Path, band: list
 
 def gate_parity(runs: pd.DataFrame, vary: str, gates: list[str], margin: float, title: str, stem: Path,
                 published: list[Mapping[str, Any]] | None = None) -> None:
-    """Both gates against the rate, and the paired difference (second minus first) with the margin band, over the
-    runs that trained; failed runs counted at their rate; published values drawn at their rate."""
+    """The gates against the rate, and each gate's paired difference from the first (the reference) with the
+    margin band, over the runs that trained; failed runs counted at their rate; published values drawn at their
+    rate."""
     col = f"{vary}_rate"
     failed = _failed_by_rate(runs, col)
     ok = runs[runs["status"] == "ok"]
     data = ok.assign(test_pct=100 * ok["test_acc"])
     wide = data.pivot_table(index=[col, "seed"], columns="gate", values="test_pct").reindex(columns=gates)
-    wide = wide.dropna().reset_index()
-    wide["diff"] = wide[gates[1]] - wide[gates[0]]
+    reference = gates[0]
+    wide = pd.concat([
+        pd.DataFrame({col: pair.index.get_level_values(0), "gate": gate, "diff": pair[gate] - pair[reference]})
+        for gate in gates[1:] for pair in [wide[[reference, gate]].dropna()]], ignore_index=True)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     palette = dict(zip(gates, sns.color_palette(n_colors=len(gates))))
     if len(data):
@@ -110,17 +113,45 @@ def gate_parity(runs: pd.DataFrame, vary: str, gates: list[str], margin: float, 
     axes[0].legend(fontsize="x-small", loc="lower left")
     axes[0].set_ylabel("test accuracy (%)")
     if len(wide):
-        sns.pointplot(data=wide, x=col, y="diff", native_scale=True, errorbar=("ci", 90), ax=axes[1],
-                      linestyle="none")
-        sns.stripplot(data=wide, x=col, y="diff", native_scale=True, color="0.3", size=3, alpha=0.6, ax=axes[1])
+        others = gates[1:]
+        sns.pointplot(data=wide, x=col, y="diff", hue="gate", hue_order=others, palette=palette, native_scale=True,
+                      errorbar=("ci", 90), dodge=0.02 * len(others), ax=axes[1], linestyle="none", markersize=4)
     axes[1].axhspan(-100 * margin, 100 * margin, color="tab:green", alpha=0.15, label="equivalence margin")
     axes[1].axhline(0, color="0.5", lw=0.8)
-    axes[1].set_ylabel(f"{gates[1]} - {gates[0]} (points)")
+    axes[1].set_ylabel(f"gate - {reference} (points)")
     axes[1].legend(loc="lower left", fontsize="x-small")
     for ax in axes:
         _mark_failed(ax, failed)
         _with_failed_range(ax, sorted({float(r) for r in runs[col]}))
         ax.set_xlabel(f"{SLOT_NAMES[vary]} drop rate (1 - p)")
+        _retain_axis(ax)
+    fig.suptitle(title, y=1.08)
+    save(fig, stem)
+
+
+def width_sweep(fixed_n: pd.DataFrame, fixed_pn: pd.DataFrame, title: str, stem: Path,
+                band: list[float] | None = None) -> None:
+    """Test accuracy against the hidden rate with the width n fixed and with p * n fixed (Srivastava et al., Fig. 9a
+    and 9b), mean +/- sd over the runs that trained; each rate's width under p * n fixed on the right."""
+    col = "hidden_rate"
+    runs = pd.concat([fixed_n.assign(family="n fixed"), fixed_pn.assign(family="p·n fixed")], ignore_index=True)
+    failed = _failed_by_rate(fixed_pn, col)
+    ok = runs[runs["status"] == "ok"]
+    data = ok.assign(test_pct=100 * ok["test_acc"])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    if len(data):
+        sns.lineplot(data=data, x=col, y="test_pct", hue="family", errorbar="sd", marker="o", ax=axes[0])
+    if band:
+        axes[0].axvspan(band[0], band[1], color="tab:green", alpha=0.12, label="published best (p·n fixed)")
+    axes[0].legend(fontsize="x-small", loc="lower left")
+    axes[0].set_ylabel("test accuracy (%)")
+    widths = fixed_pn.groupby(col)["width"].first()
+    axes[1].plot(widths.index, widths.to_numpy(), marker="o", color="tab:orange")
+    axes[1].set_ylabel("hidden width n (p·n fixed)")
+    for ax in axes:
+        _mark_failed(ax, failed)
+        _with_failed_range(ax, sorted({float(r) for r in runs[col]}))
+        ax.set_xlabel("hidden drop rate (1 - p)")
         _retain_axis(ax)
     fig.suptitle(title, y=1.08)
     save(fig, stem)
@@ -324,10 +355,14 @@ def draw(stem: str, runs: pd.DataFrame, curves: pd.DataFrame, config: Mapping[st
     elif kind == "gate_parity":
         spec = grid[kind]
         rows = own[own["in_gate_parity"] & (own["convention"] == "inverted")]
-        margin = config["claims"]["gaussian_parity"]["margin"]
+        margin = config["claims"]["gate_parity"]["margin"]
         gate_parity(rows, spec["vary"], list(spec["gates"]), margin,
-                    titled(rows, f"{spec['gates'][0]} vs {spec['gates'][1]}"), out_dir / stem,
+                    titled(rows, f"each gate vs {spec['gates'][0]}"), out_dir / stem,
                     _published(anchors, name, kind))
+    elif kind == "width_sweep":
+        rows = own[own["in_width_sweep"]]
+        band = config["claims"].get("width_optimum", {}).get("published_band")
+        width_sweep(hidden_sweep, rows, titled(rows, "rate sweep with p·n fixed"), out_dir / stem, band)
     elif kind == "learning_curves":
         rows = curves[curves["run"].isin(hidden_sweep["run"])]
         learning_curves(rows, grid["hidden_sweep"]["vary"], SPECS[grid["dataset"]].classes,

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from dropout_lab.config import CONFIG_DIR
 
 SLOTS = {"mlp": ("input", "hidden"), "cnn": ("input", "conv", "fc")}
-SWEEPS = ("hidden_sweep", "input_sweep", "gate_parity", "conventions")
+SWEEPS = ("hidden_sweep", "input_sweep", "gate_parity", "conventions", "width_sweep")
 CONVENTIONS = ("inverted", "scaled")
 DEFAULT_GATE = "bernoulli"
 
@@ -41,10 +41,12 @@ class Run:
     convention: str = "inverted"
     sweeps: frozenset[str] = field(default=frozenset(), compare=False)
     placement: str | None = field(default=None, compare=False)
+    width: int | None = None  # the hidden layers' width where the grid sets it (width sweep), else the scale's
 
     @property
     def cell(self) -> str:
-        return "_".join(f"{slot}{rate:g}" for slot, rate in self.rates)
+        cell = "_".join(f"{slot}{rate:g}" for slot, rate in self.rates)
+        return cell if self.width is None else f"{cell}_width{self.width}"
 
     @property
     def folder(self) -> str:
@@ -67,6 +69,8 @@ class Run:
         ]
         if self.convention != "inverted":
             args.insert(3, f"gate.convention={self.convention}")
+        if self.width is not None:
+            args.insert(2, f"model.width={self.width}")
         if checksums:
             args.append("dataset.checksums={" + ", ".join(f"{k}: {v}" for k, v in checksums.items()) + "}")
         return args
@@ -148,13 +152,33 @@ def _check_grid(name: str, grid: Mapping[str, Any]) -> None:
         rates = spec["rates"]
         if len(set(rates)) != len(rates):
             raise GridError(f"grids.{name}.{sweep}.rates repeats a rate: {rates}")
+        if (sweep == "width_sweep") != ("retained_share" in spec):
+            raise GridError(f"grids.{name}.{sweep}: retained_share (p * n as a share of the scale's width) belongs to "
+                            "width_sweep, which needs it")
+        if sweep == "width_sweep" and (model != "mlp" or spec["vary"] != "hidden"):
+            raise GridError(f"grids.{name}.width_sweep widens the MLP's hidden layers: it needs model=mlp and "
+                            "vary: hidden")
         for value in [*rates, *spec.get("fixed", {}).values()]:
             if not 0.0 <= value < 1.0:
                 raise GridError(f"grids.{name}.{sweep} has rate {value}, outside [0, 1)")
     if "conventions" in grid and "none" in grid["conventions"].get("gates", []):
         raise GridError(f"grids.{name}.conventions.gates cannot include 'none'; it has no convention")
-    if "gate_parity" in grid and len(set(grid["gate_parity"].get("gates", []))) != 2:
-        raise GridError(f"grids.{name}.gate_parity.gates must name two different gates, e.g. [bernoulli, gaussian]")
+    parity_gates = grid.get("gate_parity", {}).get("gates", [])
+    if "gate_parity" in grid and (len(parity_gates) < 2 or len(set(parity_gates)) != len(parity_gates)):
+        raise GridError(f"grids.{name}.gate_parity.gates must name the reference gate and at least one other, each "
+                        "once, e.g. [bernoulli, gaussian]")
+
+
+def scale_width(scale: str, config_dir: str = CONFIG_DIR) -> int:
+    """The MLP's hidden width at a scale (config/scale/SCALE.yaml)."""
+    return int(OmegaConf.load(Path(config_dir) / "scale" / f"{scale}.yaml")["mlp"]["width"])
+
+
+def fixed_retained_width(spec: Mapping[str, Any], rate: float, scale: str, config_dir: str = CONFIG_DIR) -> int:
+    """Srivastava et al. (2014, Fig. 9b): hold p * n fixed, so the width n grows as the retain probability p falls.
+    p * n is `retained_share` of the scale's width (0.25: 256 of 1024 units kept at the paper scale)."""
+    kept = spec["retained_share"] * scale_width(scale, config_dir)
+    return max(1, round(kept / (1.0 - rate)))
 
 
 def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list[Run]:
@@ -171,8 +195,8 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
         model = grid["model"]
 
         def add(gate: str, rates, seed: int, tag: str, placement: str | None = None,
-                convention: str = "inverted") -> None:
-            run = Run(experiment, grid["dataset"], model, gate, rates, seed, convention)
+                convention: str = "inverted", width: int | None = None) -> None:
+            run = Run(experiment, grid["dataset"], model, gate, rates, seed, convention, width=width)
             found.setdefault(run, set()).add(tag)
             if placement:
                 placements[run] = placement
@@ -184,17 +208,18 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
             conventions = CONVENTIONS if sweep == "conventions" else ("inverted",)
             for gate in spec.get("gates", [DEFAULT_GATE]):
                 for rate in spec["rates"]:
+                    width = fixed_retained_width(spec, rate, scale, config_dir) if sweep == "width_sweep" else None
                     for seed in seeds:
                         for convention in conventions:
                             add(gate, _rates(model, spec.get("fixed", {}), spec["vary"], rate), seed, sweep,
-                                convention=convention)
+                                convention=convention, width=width)
         for preset in grid.get("placement", []):
             rates = preset_rates(preset, model, config_dir)
             for seed in seeds:
                 add(DEFAULT_GATE, rates, seed, f"placement:{preset}", preset)
     runs = [
         Run(r.experiment, r.dataset, r.model, r.gate, r.rates, r.seed, r.convention, frozenset(tags),
-            placements.get(r))
+            placements.get(r), r.width)
         for r, tags in found.items()
     ]
     by_folder: dict[str, Run] = {}
@@ -267,8 +292,8 @@ def make_packs(runs: list[Run], runs_per_job: int | str) -> list[Pack]:
             key = f"{run.experiment}/{gate_folder(run)}/{run.cell}/seed{run.seed}"
         elif runs_per_job == "cell":
             key = f"{run.experiment}/{gate_folder(run)}/{run.cell}"
-        else:
-            key = run.experiment
+        else:  # the runs of a pack share their architecture: one pack per width of the width sweep
+            key = run.experiment if run.width is None else f"{run.experiment}/width{run.width}"
         groups.setdefault(key, []).append(run)
     packs = []
     for key, members in groups.items():
@@ -325,14 +350,17 @@ def check_train_overrides(config: Mapping[str, Any], runs: list[Run], config_dir
 
 def check_claims(config: Mapping[str, Any]) -> None:
     """Each claim must name a grid; a claim whose grid or sweep does not run is reported as not run."""
-    for claim in ("optimum", "input_rate", "gaussian_parity", "inference"):
+    for claim in ("optimum", "input_rate", "gate_parity", "inference", "width_optimum"):
+        if claim not in config["claims"]:
+            continue
         experiment = config["claims"][claim]["experiment"]
         if experiment not in config["grids"]:
             raise GridError(f"claims.{claim}.experiment={experiment!r} is not in grids (has {sorted(config['grids'])})")
-    low, high = config["claims"]["optimum"]["published_band"]
-    if low > high:
-        raise GridError(f"claims.optimum.published_band=[{low:g}, {high:g}] runs backwards; give [low, high], "
-                        "e.g. [0.2, 0.6]")
+    for claim in ("optimum", "width_optimum"):
+        low, high = config["claims"].get(claim, {}).get("published_band", (0, 0))
+        if low > high:
+            raise GridError(f"claims.{claim}.published_band=[{low:g}, {high:g}] runs backwards; give [low, high], "
+                            "e.g. [0.2, 0.6]")
 
 
 def run_table(runs: list[Run]) -> list[dict[str, Any]]:
@@ -388,5 +416,7 @@ def expected_settings(config: Mapping[str, Any], runs: list[Run], config_dir: st
             templates[key] = resolved
         resolved = {**templates[key], "seed": run.seed,
                     "dropout": {**{slot: 0.0 for slot in templates[key]["dropout"]}, **dict(run.rates)}}
+        if run.width is not None:
+            resolved["model"] = {**resolved["model"], "width": run.width}
         out[run.folder] = defining_settings(resolved)
     return out

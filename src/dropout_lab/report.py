@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dropout_lab.atomic import atomic_open
+from dropout_lab.claims import parity_key
 
 NOT_RUN = "not run"
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -150,6 +151,35 @@ def optimum_section(result: Mapping[str, Any], regularisation: Mapping[str, Any]
     )
 
 
+def width_section(result: Mapping[str, Any], experiment: str, alpha: float) -> str:
+    """Claim 1d: the hidden sweep with p * n fixed."""
+    rows = []
+    freq = result["argmax_frequency"]
+    for row in result["table"]:
+        rate = row["rate"]
+        rows.append([f"{rate:g}", f"{1 - rate:g}", str(result["widths"].get(f"{rate:g}", "")), pct(row["mean"]),
+                     _sd(row), str(row["n"]), str(row["failed"]), "yes" if rate in result["set"] else "",
+                     num(freq.get(f"{rate:g}", math.nan))])
+    band = result["published_band"]
+    table = _tabular(
+        ["rate", "$p$", "width $n$", "test acc. (\\%)", "sd", "runs", "failed", "best set", "P(best)"], rows,
+        "rrrrrrrcr",
+        caption=f"Hidden-rate sweep with $p \\cdot n$ fixed ({tex(experiment)}): each rate's hidden layers are "
+        "widened so that the expected number of kept units is the same; the best set and P(best) as for claim 1a."
+        + _failed_note(result["table"]),
+    )
+    return (
+        "\\subsection*{Claim 1d: the optimum with $p \\cdot n$ fixed}\n"
+        + _figure(f"{experiment}_width_sweep", "Left: test accuracy against the hidden drop rate with the width fixed "
+                  "(the sweep above) and with $p \\cdot n$ fixed (mean $\\pm$ sd over seeds); the shaded band is "
+                  f"where \\citet[Fig.~9b]{{srivastava2014}} found the optimum (rates {band[0]:g}--{band[1]:g}). "
+                  "Right: the width of each rate's hidden layers.")
+        + table + "\\paragraph{Best test accuracy, $p \\cdot n$ fixed.} " + _verdict_sentence(result)
+        + (" The best set lies within the published band." if result["set_within_published_band"]
+           else " The best set does not lie within the published band.") + "\n"
+    )
+
+
 def input_section(result: Mapping[str, Any], experiment: str) -> str:
     rows = []
     for row in result["table"]:
@@ -178,22 +208,47 @@ def _equivalence_table(result: Mapping[str, Any], keys) -> list[list[str]]:
     return rows
 
 
-def parity_section(result: Mapping[str, Any], experiment: str, alpha: float) -> str:
-    reference, other = result["gates"]
-    rows = _equivalence_table(result, lambda row: [f"{row['rate']:g}"])
-    table = _tabular(
-        ["rate", "mean diff. (points)", f"{100 * (1 - 2 * alpha):g}\\% CI", "pairs", "failed", "TOST $p$",
-         "verdict at this rate"], rows, "rrcrrrl",
-        caption=f"{tex(other.capitalize())} minus {tex(reference)} test accuracy at each rate, paired by seed "
-        f"({tex(experiment)}); equivalence margin $\\pm${num(100 * result['margin'])} points. A pair is lost when "
-        "either of its runs failed.",
-    )
-    return (_figure(f"{experiment}_gate_parity", f"Left: {tex(reference)} and {tex(other)} gates at equal rate "
-                    "(mean $\\pm$ sd), with the published Table~10 values where they apply. Right: the paired "
-                    "difference per rate (mean and 90\\% CI, dots are seeds) against the shaded equivalence margin; "
-                    "rates whose runs failed are marked along the bottom.")
-            + table + f"\\paragraph{{Per rate.}} {tex(result['headline'][0].upper() + result['headline'][1:])}.\n\n"
-            + _verdict_sentence(result))
+def parity_gates(config: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """The reference gate of the gate-parity grid and the gates judged against it (claim 3 is Gaussian's,
+    always listed so that its macros exist)."""
+    experiment = config["claims"]["gate_parity"]["experiment"]
+    gates = config["grids"].get(experiment, {}).get("gate_parity", {}).get("gates") or ["bernoulli", "gaussian"]
+    others = list(gates[1:])
+    return gates[0], ["gaussian"] + [g for g in others if g != "gaussian"]
+
+
+def parity_title(gate: str, reference: str, others: list[str]) -> str:
+    """3: Gaussian as good as Bernoulli; 3b, 3c, ...: the other gates, in the grid's order."""
+    number = "3" if gate == "gaussian" else f"3{'bcdefghijk'[others.index(gate) - 1]}"
+    return f"{number}: {GATE_NAMES.get(gate, gate)} as good as {GATE_NAMES.get(reference, reference)}"
+
+
+GATE_NAMES = {"bernoulli": "Bernoulli", "gaussian": "Gaussian", "uniform": "uniform", "dropconnect": "DropConnect"}
+
+
+def parity_section(results: list[Mapping[str, Any]], experiment: str, alpha: float) -> str:
+    """The gate-parity figure, then for each gate against the reference: its table, per-rate headline and verdict."""
+    reference = results[0]["gates"][0]
+    others = [r["gates"][1] for r in results]
+    text = _figure(f"{experiment}_gate_parity",
+                   f"Left: the gates ({tex(', '.join([reference, *others]))}) at equal rate (mean $\\pm$ sd), with "
+                   "the published Table~10 values where they apply. Right: each gate minus "
+                   f"{tex(reference)}, paired by seed, per rate (mean and 90\\% CI) against the shaded equivalence "
+                   "margin; rates whose runs failed are marked along the bottom.")
+    for result in results:
+        other = result["gates"][1]
+        rows = _equivalence_table(result, lambda row: [f"{row['rate']:g}"])
+        text += (f"\\subsubsection*{{{tex(GATE_NAMES.get(other, other))} against "
+                 f"{tex(GATE_NAMES.get(reference, reference))}}}\n") + _tabular(
+            ["rate", "mean diff. (points)", f"{100 * (1 - 2 * alpha):g}\\% CI", "pairs", "failed", "TOST $p$",
+             "verdict at this rate"], rows, "rrcrrrl",
+            caption=f"{tex(GATE_NAMES.get(other, other))} minus {tex(reference)} test accuracy at each rate, paired "
+            f"by seed ({tex(experiment)}); equivalence margin $\\pm${num(100 * result['margin'])} points. A pair is "
+            "lost when either of its runs failed.",
+        )
+        text += (f"\\paragraph{{Per rate.}} {tex(result['headline'][0].upper() + result['headline'][1:])}.\n\n"
+                 + _verdict_sentence(result))
+    return text
 
 
 def inference_block(result: Mapping[str, Any], experiment: str, alpha: float) -> str:
@@ -424,13 +479,23 @@ def discussion_text(claims: Mapping[str, Any], theory: Mapping[str, Any], facts:
         items.append(f"\\textbf{{Claim 1c}} ({tex(claims['weight_norm']['verdict'])}): the trained nets' effective "
                      f"weights are smallest at rate {claims['weight_norm']['best']:g}; the linear model's at rate "
                      f"{theory['effective_reading']['estimate']:g}.")
+    if "width_optimum" in claims:
+        r = claims["width_optimum"]
+        items.append(f"\\textbf{{Claim 1d}} ({tex(r['verdict'])}): with $p \\cdot n$ fixed the best hidden rate "
+                     f"is {r['best']:g} ({pct(r['best_mean'])}\\% test accuracy; best set {min(r['set']):g} to "
+                     f"{max(r['set']):g}, {'within' if r['set_within_published_band'] else 'not within'} the "
+                     f"published {r['published_band'][0]:g}--{r['published_band'][1]:g}).")
     if "input_rate" in claims and "estimate" in claims["input_rate"]:
         r = claims["input_rate"]
         items.append(f"\\textbf{{Claim 2}} ({tex(r['verdict'])}): the best input rate is {r['estimate']:g}; "
                      f"{tex(r['reason'])}.")
-    if "gaussian_parity" in claims:
-        r = claims["gaussian_parity"]
-        items.append(f"\\textbf{{Claim 3}} ({tex(r['verdict'])}), per rate: {tex(r['headline'])}.")
+    reference, others = parity_gates(config)
+    for gate in others:
+        if parity_key(gate) in claims:
+            r = claims[parity_key(gate)]
+            number = parity_title(gate, reference, others).split(":")[0]
+            items.append(f"\\textbf{{Claim {number}}} ({tex(r['verdict'])}, {tex(GATE_NAMES.get(gate, gate))} "
+                         f"against {tex(GATE_NAMES.get(reference, reference))}), per rate: {tex(r['headline'])}.")
     if "inference" in claims:
         r = claims["inference"]
         items.append(f"\\textbf{{Monte-Carlo inference}} ({tex(r['verdict'])}), per rate: {tex(r['headline'])}.")
@@ -476,7 +541,7 @@ def discussion_text(claims: Mapping[str, Any], theory: Mapping[str, Any], facts:
                       "differences smaller than bf16 rounding are not resolved.")
     seeds = config["seeds"][config["scale"]]
     limits.append(f"{seeds} seeds per cell: the tests resolve differences of a few tenths of a point "
-                  f"(the parity margin is {num(100 * settings['gaussian_parity']['margin'])} points).")
+                  f"(the parity margin is {num(100 * settings['gate_parity']['margin'])} points).")
     limits.append("Best rates are read on the test set, as in the claims themselves; there is no validation split.")
     if config["scale"] != "paper":
         limits.append(f"This is a \\texttt{{{tex(config['scale'])}}}-scale run: small nets and short training.")
@@ -488,20 +553,25 @@ def discussion_text(claims: Mapping[str, Any], theory: Mapping[str, Any], facts:
 # --------------------------------------------------------------------------- everything
 
 
-VERDICT_ROWS = {  # claim key: macro prefix
-    "optimum": "Optimum", "regularisation": "Regularisation", "weight_norm": "WeightNorm", "input_rate": "Input",
-    "gaussian_parity": "Parity", "inference": "Inference", "conventions": "Conventions",
-}
+def verdict_prefixes(config: Mapping[str, Any]) -> dict[str, str]:
+    """Claim key: macro prefix (\\<prefix>Verdict, \\<prefix>Estimate), in the verdict table's order."""
+    _, others = parity_gates(config)
+    return {"optimum": "Optimum", "regularisation": "Regularisation", "weight_norm": "WeightNorm",
+            "width_optimum": "Width", "input_rate": "Input", **{parity_key(g): f"Parity{g.capitalize()}" for g in others},
+            "inference": "Inference", "conventions": "Conventions"}
 
 
-def _claim_titles(settings: Mapping[str, Any], claims: Mapping[str, Any]) -> dict[str, str]:
+def _claim_titles(config: Mapping[str, Any], claims: Mapping[str, Any]) -> dict[str, str]:
+    settings = config["claims"]
     claimed = f"{settings['optimum']['claimed_rate']:g}"
     k = claims.get("inference", {}).get("k", settings["inference"]["k"])
+    reference, others = parity_gates(config)
     return {"optimum": f"1a: best test accuracy at rate {claimed}",
             "regularisation": f"1b: rate {claimed} regularises most (smallest gap)",
             "weight_norm": f"1c: rate {claimed} regularises most (smallest weights)",
+            "width_optimum": f"1d: best test accuracy at rate {claimed} with $p \\cdot n$ fixed",
             "input_rate": f"2: input rate $\\le$ {settings['input_rate']['threshold']:g}",
-            "gaussian_parity": "3: Gaussian as good as Bernoulli",
+            **{parity_key(g): parity_title(g, reference, others) for g in others},
             "inference": f"MC over {k} masks = weight scaling",
             "conventions": "mean-$p$ gates need scaling by $p$"}
 
@@ -560,7 +630,7 @@ def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -
     m.add("BootstrapSamples", settings["bootstrap_samples"])
     m.add("ClaimedRate", f"{settings['optimum']['claimed_rate']:g}")
     m.add("SharpWindow", f"{settings['optimum']['sharp_window']:g}")
-    m.add("ParityMargin", num(100 * settings["gaussian_parity"]["margin"]))
+    m.add("ParityMargin", num(100 * settings["gate_parity"]["margin"]))
     m.add("InferenceMargin", num(100 * settings["inference"]["margin"]))
     m.add("InferenceK", claims.get("inference", {}).get("k", settings["inference"]["k"]))
     m.add("InputThreshold", f"{settings['input_rate']['threshold']:g}")
@@ -575,8 +645,8 @@ def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -
     write(out / "failed.tex", failed_table(failed, config["failure"]))
 
     verdict_rows = []
-    titles = _claim_titles(settings, claims)
-    for key, prefix in VERDICT_ROWS.items():
+    titles = _claim_titles(config, claims)
+    for key, prefix in verdict_prefixes(config).items():
         result = claims.get(key)
         m.add(f"{prefix}Verdict", result["verdict"] if result else NOT_RUN)
         if not result:
@@ -619,12 +689,15 @@ def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -
     write(out / "claims" / "optimum.tex",
           optimum_section(claims["optimum"], claims["regularisation"], settings["optimum"]["experiment"], alpha, band)
           if "optimum" in claims else not_run())
+    write(out / "claims" / "width_optimum.tex",
+          width_section(claims["width_optimum"], settings["width_optimum"]["experiment"], alpha)
+          if "width_optimum" in claims else not_run())
     write(out / "claims" / "input_rate.tex",
           input_section(claims["input_rate"], settings["input_rate"]["experiment"])
           if "input_rate" in claims and "table" in claims["input_rate"] else not_run())
-    write(out / "claims" / "gaussian_parity.tex",
-          parity_section(claims["gaussian_parity"], settings["gaussian_parity"]["experiment"], alpha)
-          if "gaussian_parity" in claims else not_run())
+    parity = [claims[parity_key(g)] for g in parity_gates(config)[1] if parity_key(g) in claims]
+    write(out / "claims" / "gate_parity.tex",
+          parity_section(parity, settings["gate_parity"]["experiment"], alpha) if parity else not_run())
     placement_parts = [placement_section(rows, name) for name, rows in facts["placement"].items()]
     write(out / "placement.tex", "\n".join(placement_parts) or f"\\emph{{No placement grid was {NOT_RUN}.}}\n")
     write(out / "anchors.tex", anchors_table(facts["anchors"]))
