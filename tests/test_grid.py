@@ -287,6 +287,15 @@ def test_unpack_run_writes_the_runs_own_metrics(tmp_path, monkeypatch):
     assert proc.stdout.strip() == "False"
 
 
+def test_a_sweep_set_to_null_is_left_out():
+    cfg = config(scale="smoke")
+    cfg["grids"]["mnist_mlp"]["width_sweep"] = None
+    grid.drop_switched_off(cfg)
+    assert "width_sweep" not in cfg["grids"]["mnist_mlp"]
+    runs = grid.expand_runs(cfg)
+    assert runs and not any("width_sweep" in r.sweeps or r.width for r in runs)
+
+
 def test_runs_per_job_auto_packs_a_whole_experiment_on_a_gpu_and_one_run_per_job_on_a_cpu(monkeypatch):
     assert grid.runs_per_job(config(runs_per_job="auto", device="cpu")) == 1
     assert grid.runs_per_job(config(runs_per_job="auto", device="cuda:0")) == "all"

@@ -35,6 +35,7 @@ def plan(argv: list[str]) -> int:
             return 2
         config[key] = yaml.safe_load(value)
     try:
+        grid.drop_switched_off(config)
         runs = grid.expand_runs(config)
         packs = grid.make_packs(runs, grid.runs_per_job(config))
         expected = grid.expected_settings(config, runs)

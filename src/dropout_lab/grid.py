@@ -86,6 +86,15 @@ def _where(path) -> str:
     return out
 
 
+def drop_switched_off(config: dict[str, Any]) -> None:
+    """A sweep or placement list set to null (in a --configfile) is left out of its grid: the way to run
+    a grid without one of its parts, e.g. to build the paper from runs trained before it existed."""
+    for grid in (config.get("grids") or {}).values():
+        if isinstance(grid, dict):
+            for key in [k for k, v in grid.items() if v is None and k not in ("dataset", "model")]:
+                del grid[key]
+
+
 def check_schema(config: Mapping[str, Any], schema_file: str | Path) -> None:
     """Validate the workflow config against its JSON schema; raise GridError with one line naming the key."""
     import jsonschema

@@ -8,6 +8,7 @@ from snakemake.utils import validate
 from dropout_lab import grid, identity
 
 try:
+    grid.drop_switched_off(config)  # a sweep set to null is not run
     # One line naming the bad key first; then Snakemake's own validation.
     grid.check_schema(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
     validate(config, "../schemas/config.schema.yaml")
