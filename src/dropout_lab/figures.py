@@ -115,7 +115,8 @@ def gate_parity(runs: pd.DataFrame, vary: str, gates: list[str], margin: float, 
     if len(wide):
         others = gates[1:]
         sns.pointplot(data=wide, x=col, y="diff", hue="gate", hue_order=others, palette=palette, native_scale=True,
-                      errorbar=("ci", 90), dodge=0.02 * len(others), ax=axes[1], linestyle="none", markersize=4)
+                      errorbar=("ci", 90), dodge=0.02 * len(others) if len(others) > 1 else False, ax=axes[1],
+                      linestyle="none", markersize=4)
     axes[1].axhspan(-100 * margin, 100 * margin, color="tab:green", alpha=0.15, label="equivalence margin")
     axes[1].axhline(0, color="0.5", lw=0.8)
     axes[1].set_ylabel(f"gate - {reference} (points)")

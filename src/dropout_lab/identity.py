@@ -20,8 +20,10 @@ import json
 import math
 from typing import Any, Mapping
 
+# engine.cuda_graphs: a setting of earlier versions (how steps were replayed, never what they computed);
+# runs that still carry it keep their identity.
 NOT_DEFINING = ("out", "data_dir", "device", "threads", "progress", "checkpoint", "checkpoint_seconds",
-                "dataset.mirror", "engine.compile", "eval.batch_size", "scale")
+                "dataset.mirror", "engine.compile", "engine.cuda_graphs", "eval.batch_size", "scale")
 
 
 class IdentityError(ValueError):

@@ -242,7 +242,8 @@ def parity_section(results: list[Mapping[str, Any]], experiment: str, alpha: flo
                  f"{tex(GATE_NAMES.get(reference, reference))}}}\n") + _tabular(
             ["rate", "mean diff. (points)", f"{100 * (1 - 2 * alpha):g}\\% CI", "pairs", "failed", "TOST $p$",
              "verdict at this rate"], rows, "rrcrrrl",
-            caption=f"{tex(GATE_NAMES.get(other, other))} minus {tex(reference)} test accuracy at each rate, paired "
+            caption=f"{tex(GATE_NAMES.get(other, other))} minus {tex(GATE_NAMES.get(reference, reference))} test "
+            "accuracy at each rate, paired "
             f"by seed ({tex(experiment)}); equivalence margin $\\pm${num(100 * result['margin'])} points. A pair is "
             "lost when either of its runs failed.",
         )
