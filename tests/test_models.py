@@ -7,7 +7,7 @@ import torch
 
 from dropout_lab.config import compose_config, validate
 from dropout_lab.gates import gates_of
-from dropout_lab.models import CNN, MLP, apply_max_norm, effective_weight_norms, weight_layers
+from dropout_lab.models import CNN, MLP, effective_weight_norms, weight_layers
 from dropout_lab.train import build_model
 
 
@@ -70,19 +70,26 @@ def test_eval_mode_is_deterministic_and_train_mode_is_not():
     assert not torch.equal(model(x), model(x))
 
 
-def test_max_norm_caps_only_rows_above_the_limit():
-    layer = torch.nn.Linear(3, 2)
+def test_max_norm_caps_only_units_above_the_limit():
+    """The training engine's max-norm (the only one): each unit's incoming weights, per model."""
+    from dropout_lab.engine import StackedNet
+
+    mlp = MLP(3, 2, 2, "none", 0.0, [0.0])
+    layer = mlp.hidden[0]
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[3.0, 4.0, 0.0], [0.3, 0.4, 0.0]]))  # norms 5 and 0.5
-    model = torch.nn.Sequential(layer)
-    apply_max_norm(model, 2.0)
+    net = StackedNet([mlp], (3,))
+    net.apply_max_norm(2.0)
+    net.copy_into([mlp])
     assert torch.allclose(layer.weight[0], torch.tensor([1.2, 1.6, 0.0]))
     assert torch.allclose(layer.weight[1], torch.tensor([0.3, 0.4, 0.0]))
-    conv = torch.nn.Conv2d(2, 4, 3)
+    cnn = CNN(2, 8, 10, [4], 3, 6, "none", 0.0, [0.0], [0.0])
     with torch.no_grad():
-        conv.weight.mul_(100)
-    apply_max_norm(torch.nn.Sequential(conv), 1.5)
-    assert torch.all(conv.weight.flatten(1).norm(dim=1) <= 1.5 + 1e-5)
+        cnn.features[0].weight.mul_(100)
+    net = StackedNet([cnn], (2, 8, 8))
+    net.apply_max_norm(1.5)
+    net.copy_into([cnn])
+    assert torch.all(cnn.features[0].weight.flatten(1).norm(dim=1) <= 1.5 + 1e-5)
 
 
 def test_effective_weight_norms_name_every_layer():

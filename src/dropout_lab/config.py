@@ -27,6 +27,9 @@ from dropout_lab.datasets import SPECS
 # installed package carries as files); DROPOUT_LAB_CONFIG_DIR points elsewhere.
 CONFIG_DIR = os.environ.get("DROPOUT_LAB_CONFIG_DIR", str((Path(__file__).parent / "config").resolve()))
 MODELS = ("mlp", "cnn")
+# What may differ between the runs of one pack (dropout_lab.train.check_pack, dropout_lab.grid.Pack):
+# seeds, gates, rates and folders; everything else, the architecture included, is shared.
+PER_RUN = ("seed", "gate", "dropout", "out")
 # auto: bf16 and TF32 where the run trains on a GPU, fp32 on a CPU; each run records what it used.
 PRECISIONS = ("auto", "fp32", "bf16")
 TF32 = ("auto", True, False)

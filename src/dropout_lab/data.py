@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from dropout_lab.atomic import atomic_path, write_json
-from dropout_lab.datasets import CIFAR10, MNIST, SPECS, DatasetSpec  # noqa: F401  (re-exported)
+from dropout_lab.datasets import CIFAR10, MNIST, SPECS, DatasetSpec, cache_paths  # noqa: F401  (re-exported)
 
 CACHE_FORMAT = 1
 DOWNLOAD_TIMEOUT_S = 60
@@ -249,11 +249,6 @@ PARSERS = {"mnist": _parse_mnist, "cifar10": _parse_cifar10}
 
 
 # --------------------------------------------------------------------------- cache
-
-
-def cache_paths(data_dir: Path, name: str) -> tuple[Path, Path]:
-    folder = Path(data_dir) / name
-    return folder / f"{name}.pt", folder / f"{name}.manifest.json"
 
 
 def _cache_is_valid(cache: Path, manifest: Path, pins: Mapping[str, str]) -> bool:

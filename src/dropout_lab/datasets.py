@@ -4,6 +4,7 @@ the analysis read this table without importing the training stack)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 
@@ -57,3 +58,9 @@ CIFAR10 = DatasetSpec(
 )
 
 SPECS = {spec.name: spec for spec in (MNIST, CIFAR10)}
+
+
+def cache_paths(data_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """Where a data set's verified tensor cache and its manifest live (the workflow's rules name the same files)."""
+    folder = Path(data_dir) / name
+    return folder / f"{name}.pt", folder / f"{name}.manifest.json"

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from omegaconf import OmegaConf
 
-from dropout_lab.config import CONFIG_DIR
+from dropout_lab.config import CONFIG_DIR, PER_RUN
 
 SLOTS = {"mlp": ("input", "hidden"), "cnn": ("input", "conv", "fc")}
 SWEEPS = ("hidden_sweep", "input_sweep", "gate_parity", "conventions", "width_sweep")
@@ -28,6 +28,12 @@ DEFAULT_GATE = "bernoulli"
 
 class GridError(ValueError):
     """An invalid grid or claims setting; the message is one line naming it."""
+
+
+def run_folder(experiment: str, gate: str, cell: str, seed: int | str) -> str:
+    """A run's folder (its gate folder names the convention when it is not inverted); the rules' wildcards
+    name the same four parts."""
+    return f"results/runs/{experiment}/{gate}/{cell}/seed{seed}"
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class Run:
     @property
     def folder(self) -> str:
         gate = self.gate if self.convention == "inverted" else f"{self.gate}-{self.convention}"
-        return f"results/runs/{self.experiment}/{gate}/{self.cell}/seed{self.seed}"
+        return run_folder(self.experiment, gate, self.cell, self.seed)
 
     def overrides(self, settings: Mapping[str, Any]) -> list[str]:
         """Hydra overrides for this run; `settings` holds scale, device and data checksums.
@@ -250,7 +256,7 @@ class Pack:
 
     def arguments(self, settings: Mapping[str, Any], extra: list[str]) -> str:
         """The pack command's arguments: shared overrides, then one --run per run."""
-        per_run = ("gate=", "gate.", "dropout=", "dropout.", "seed=", "out=")
+        per_run = tuple(f"{key}{sep}" for key in PER_RUN for sep in "=.")  # a run's own overrides
         shared = [a for a in self.runs[0].overrides(settings) if not a.startswith(per_run)]
         args = [*shared, *extra]
         for run in self.runs:

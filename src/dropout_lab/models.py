@@ -123,15 +123,6 @@ def weight_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 @torch.no_grad()
-def apply_max_norm(model: nn.Module, max_norm: float) -> None:
-    """Rescale each unit's incoming weight vector to L2 norm <= max_norm (Srivastava et al. 2014, 5.1)."""
-    for layer in weight_layers(model).values():
-        weight = layer.weight
-        norms = weight.flatten(1).norm(dim=1).clamp_(min=max_norm)
-        weight.mul_((max_norm / norms).view(-1, *([1] * (weight.dim() - 1))))
-
-
-@torch.no_grad()
 def effective_weight_norms(model: nn.Module) -> dict[str, float]:
     """Frobenius norm of the weights each layer uses at inference.
 

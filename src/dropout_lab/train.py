@@ -28,7 +28,7 @@ from torch import nn
 from dropout_lab import checkpoint, data
 from dropout_lab.atomic import WriteError, finite_or_none, write_result
 from dropout_lab.config import (
-    COMPOSITION_ERRORS, CONFIG_DIR, ConfigError, Rates, compose_config, describe_composition_error, validate,
+    COMPOSITION_ERRORS, CONFIG_DIR, PER_RUN, ConfigError, Rates, compose_config, describe_composition_error, validate,
 )
 from dropout_lab.engine import EngineSettings, Hyper, Member, PackTrainer
 from dropout_lab.evaluation import final_metrics
@@ -102,10 +102,6 @@ def build_model(cfg: DictConfig, rates: Rates, image_shape: torch.Size) -> nn.Mo
 
 
 # --------------------------------------------------------------------------- main
-
-
-# What may differ between the runs of one pack: seeds, gates, rates and folders.
-PER_RUN = ("seed", "gate", "dropout", "out")
 
 
 def check_pack(cfgs: Sequence[DictConfig]) -> None:

@@ -5,7 +5,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from dropout_lab import grid, identity
+from dropout_lab import datasets, grid, identity
 
 try:
     grid.drop_switched_off(config)  # a sweep set to null is not run
@@ -68,7 +68,7 @@ def metrics_files():
 
 
 def the_run(wildcards):
-    folder = f"results/runs/{wildcards.experiment}/{wildcards.gate}/{wildcards.cell}/seed{wildcards.seed}"
+    folder = grid.run_folder(wildcards.experiment, wildcards.gate, wildcards.cell, wildcards.seed)
     if folder not in RUN_BY_FOLDER:
         raise WorkflowError(f"{folder} is not a run of the configured grids")
     return RUN_BY_FOLDER[folder]
@@ -94,7 +94,7 @@ def pack_of_run(wildcards):
 
 
 def data_cache(dataset):
-    return f"{DATA_DIR}/{dataset}/{dataset}.pt"
+    return str(datasets.cache_paths(DATA_DIR, dataset)[0])
 
 
 def pack_data(wildcards):

@@ -1,7 +1,7 @@
 rule fetch_data:
     """Fetch a dataset from the mirrors, verify its pinned SHA-256 digests and cache it."""
     output:
-        cache=f"{DATA_DIR}/{{dataset}}/{{dataset}}.pt",
+        cache=data_cache("{dataset}"),
         stamp=f"{DATA_DIR}/{{dataset}}/verified.json",
     log:
         "results/logs/fetch_data/{dataset}.log",
