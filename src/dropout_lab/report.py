@@ -656,11 +656,6 @@ def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -
         estimate = estimate_text(key, result)
         m.add(f"{prefix}Estimate", estimate)
         verdict_rows.append([titles[key], tex(estimate), f"\\textbf{{{tex(result['verdict'])}}}"])
-    if "optimum" in claims:
-        result = claims["optimum"]
-        m.add("OptimumBestAcc", pct(result["best_mean"]))
-        m.add("OptimumSetLow", f"{min(result['set']):g}")
-        m.add("OptimumSetHigh", f"{max(result['set']):g}")
 
     theory_titles = {"gradient": "E[dropout gradient] = grad $E_R$", "regression": "SGD = closed-form ridge",
                      "raw_reading": "0.5 regularises most (raw $w$)",
