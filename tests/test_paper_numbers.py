@@ -188,3 +188,37 @@ def test_every_number_the_paper_prints_is_in_claims_json(paper):
                        for v in values):
                 missing.append(f"{path.name}: {printed}")
     assert not missing, missing
+
+
+def test_a_rate_sweep_with_its_claim_is_one_registry_entry(tmp_path, monkeypatch):
+    """README, "Adding a rate sweep with its claim": a registry entry, the sweep and its claim settings in the
+    config, the claim's function and its section; grid, aggregate, claims, figures and report follow."""
+    from dropout_lab import experiments, figures
+
+    sweep = experiments.Sweep("deep_input_sweep", ("deep_input",), "deep_input")
+    monkeypatch.setattr(experiments, "SWEEPS", (*experiments.SWEEPS, sweep))
+    monkeypatch.setitem(claims.CLAIMS, "deep_input", lambda rows, spec, s, alpha, n: {
+        "deep_input": claims.optimum_claim(rows, "input_rate", {**s["optimum"], **s["deep_input"]}, alpha, n)})
+    monkeypatch.setitem(report.SECTIONS, "deep_input", lambda c, config: "DEEP INPUT: best rate "
+                        f"{c['deep_input']['best']:g}\n" if "deep_input" in c else None)
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config.update(scale="smoke", experiments=["mnist_mlp"], seeds={**config["seeds"], "smoke": SEEDS})
+    config["grids"]["mnist_mlp"] = {"dataset": "mnist", "model": "mlp", "hidden_sweep": config["grids"][
+        "mnist_mlp"]["hidden_sweep"], "deep_input_sweep": {"vary": "input", "rates": [0.3, 0.4, 0.6],
+                                                           "fixed": {"hidden": 0.3}}}
+    config["claims"]["deep_input"] = {"experiment": "mnist_mlp", "published_band": [0.1, 0.2]}
+    runs = grid.expand_runs(config)
+    assert sum("deep_input_sweep" in r.sweeps for r in runs) == 3 * SEEDS
+    rng = np.random.default_rng(1)
+    for run in runs:
+        write_json(tmp_path / run.folder / "metrics.json", metrics(run, rng))
+    table, curves, mc = aggregate.collect(aggregate.load(grid.run_table(runs), root=tmp_path), config["failure"])
+    assert table["in_deep_input_sweep"].sum() == 3 * SEEDS
+    verdicts = claims.evaluate_claims(table, config, mc)
+    assert verdicts["deep_input"]["best"] == 0.3  # the known answer: each input rate above 0.2 loses accuracy
+    assert "mnist_mlp_deep_input_sweep" in grid.figure_stems(config)
+    figures.draw("mnist_mlp_deep_input_sweep", table, curves, config, tmp_path, mc)
+    assert (tmp_path / "mnist_mlp_deep_input_sweep.pdf").stat().st_size > 0
+    assert "deep_input" in experiments.sections()
+    assert report.SECTIONS["deep_input"](verdicts, config) == "DEEP INPUT: best rate 0.3\n"

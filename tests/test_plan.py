@@ -31,7 +31,7 @@ def _lines(scale: str, gpu: bool) -> list[str]:
 
 def test_a_paper_grid_on_a_cpu_is_announced_loudly_and_a_gpu_is_not_warned():
     cpu = _lines("paper", gpu=False)
-    assert cpu[0].startswith("plan: scale=paper, 145 runs")
+    assert cpu[0].startswith("plan: scale=paper, 285 runs")
     assert any("WARNING: the paper scale is meant for a GPU" in line for line in cpu)
     assert not any("WARNING" in line for line in _lines("paper", gpu=True))
     assert not any("WARNING" in line for line in _lines("quick", gpu=False))

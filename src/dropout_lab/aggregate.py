@@ -10,17 +10,11 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 import pyarrow
 
+from dropout_lab import experiments
 from dropout_lab.atomic import WriteError, atomic_path, write_json
 from dropout_lab.datasets import SPECS
 from dropout_lab.health import classify
 
-SWEEP_COLUMNS = {
-    "hidden_sweep": "in_hidden_sweep",
-    "input_sweep": "in_input_sweep",
-    "gate_parity": "in_gate_parity",
-    "conventions": "in_conventions",
-    "width_sweep": "in_width_sweep",
-}
 SLOTS = ("input", "hidden", "conv", "fc")
 
 
@@ -92,7 +86,7 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any], failure: Mapp
         "torch": metrics["versions"]["torch"],
         "commit": metrics["git"]["commit"] or "",
     }
-    for sweep, column in SWEEP_COLUMNS.items():
+    for sweep, column in experiments.columns().items():  # the sweeps of dropout_lab.experiments
         row[column] = sweep in record["sweeps"]
     return row
 

@@ -17,7 +17,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_paired
 
-from dropout_lab.aggregate import SWEEP_COLUMNS
+from dropout_lab import experiments
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 
@@ -451,55 +451,63 @@ def convention_claim(runs: pd.DataFrame, alpha: float) -> dict:
     }
 
 
+# Each claim judged on a sweep's runs (dropout_lab.experiments names the claims of each sweep): a function of
+# (the sweep's runs in the claim's experiment, the sweep's grid entry, config["claims"], alpha, bootstrap samples)
+# returning {claims.json key: result}. SETTINGS_OF names the claims: block that holds a claim's experiment.
+SETTINGS_OF = {"regularisation": "optimum", "weight_norm": "optimum", "conventions": "inference"}
+
+
+def _reference_gate(rows: pd.DataFrame, spec: Mapping[str, Any]) -> pd.DataFrame:
+    return rows[rows["gate"] == spec.get("gates", ["bernoulli"])[0]]
+
+
+def _rate(spec: Mapping[str, Any]) -> str:
+    return f"{spec['vary']}_rate"
+
+
+CLAIMS = {
+    "optimum": lambda rows, spec, s, alpha, n: {
+        "optimum": optimum_claim(_reference_gate(rows, spec), _rate(spec), s["optimum"], alpha, n)},
+    "regularisation": lambda rows, spec, s, alpha, n: {
+        "regularisation": regularisation_claim(_reference_gate(rows, spec), _rate(spec), s["optimum"], alpha, n)},
+    "weight_norm": lambda rows, spec, s, alpha, n: {
+        "weight_norm": weight_norm_claim(_reference_gate(rows, spec), _rate(spec), s["optimum"], alpha, n)},
+    "width_optimum": lambda rows, spec, s, alpha, n: {
+        "width_optimum": width_claim(rows, _rate(spec), {**s["optimum"], **s["width_optimum"]}, alpha, n)},
+    "input_rate": lambda rows, spec, s, alpha, n: {
+        "input_rate": input_rate_claim(_reference_gate(rows, spec), s["input_rate"], alpha)},
+    # each gate against the reference, as its own claim (claim 3 is Gaussian's)
+    "gate_parity": lambda rows, spec, s, alpha, n: {
+        parity_key(gate): parity_claim(rows[rows["convention"] == "inverted"], _rate(spec), [spec["gates"][0], gate],
+                                       s["gate_parity"], alpha, list(spec["rates"]))
+        for gate in spec["gates"][1:]},
+    "conventions": lambda rows, spec, s, alpha, n: {"conventions": convention_claim(rows, alpha)},
+}
+
+
 def _evaluate(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFrame | None) -> dict[str, Any]:
     """Every verdict from `runs` (failed runs are passed in: each claim counts them and leaves them out)."""
     settings = config["claims"]
     alpha, samples = settings["alpha"], settings["bootstrap_samples"]
     out: dict[str, Any] = {}
-
-    def sweep(claim: str, name: str) -> tuple[pd.DataFrame, Mapping[str, Any]] | None:
-        experiment = settings[claim]["experiment"]
-        rows = runs[(runs["experiment"] == experiment) & runs[SWEEP_COLUMNS[name]]]
-        return (rows, config["grids"][experiment][name]) if len(rows) else None
-
-    found = sweep("optimum", "hidden_sweep")
-    if found:
-        rows, spec = found
-        rows = rows[rows["gate"] == spec.get("gates", ["bernoulli"])[0]]
-        col = f"{spec['vary']}_rate"
-        out["optimum"] = optimum_claim(rows, col, settings["optimum"], alpha, samples)
-        out["regularisation"] = regularisation_claim(rows, col, settings["optimum"], alpha, samples)
-        out["weight_norm"] = weight_norm_claim(rows, col, settings["optimum"], alpha, samples)
-    found = sweep("width_optimum", "width_sweep") if "width_optimum" in settings else None
-    if found:
-        rows, spec = found
-        out["width_optimum"] = width_claim(rows, f"{spec['vary']}_rate",
-                                           {**settings["optimum"], **settings["width_optimum"]}, alpha, samples)
-    found = sweep("input_rate", "input_sweep")
-    if found:
-        rows, spec = found
-        out["input_rate"] = input_rate_claim(rows[rows["gate"] == "bernoulli"], settings["input_rate"], alpha)
-    found = sweep("gate_parity", "gate_parity")
-    if found:
-        rows, spec = found
-        reference, *others = spec["gates"]
-        for gate in others:  # each gate against the reference, as its own claim (claim 3 is Gaussian's)
-            out[parity_key(gate)] = parity_claim(rows[rows["convention"] == "inverted"], f"{spec['vary']}_rate",
-                                                 [reference, gate], settings["gate_parity"], alpha,
-                                                 list(spec["rates"]))
+    for sweep in experiments.SWEEPS:
+        for claim in sweep.claims:
+            own = settings.get(SETTINGS_OF.get(claim, claim))
+            if own is None:
+                continue
+            spec = config["grids"].get(own["experiment"], {}).get(sweep.name)
+            rows = runs[(runs["experiment"] == own["experiment"]) & runs[sweep.column]]
+            if spec is not None and len(rows):
+                out.update(CLAIMS[claim](rows, spec, settings, alpha, samples))
+    # Across sweeps: the runs with one hidden rate and no other dropout (hidden sweep and gate parity), rate > 0.
     experiment = settings["inference"]["experiment"]
     if mc is not None and len(mc):
-        # The runs with one hidden rate and no other dropout (hidden sweep and gate parity), rate > 0.
         hidden = runs[(runs["experiment"] == experiment) & (runs["convention"] == "inverted")
                       & (runs["in_hidden_sweep"] | runs["in_gate_parity"])]
         own = mc[mc["run"].isin(hidden["run"]) & (mc["hidden_rate"] > 0)]
         own = own.drop(columns="status", errors="ignore").merge(hidden[["run", "status"]], on="run")
         if len(own):
             out["inference"] = inference_claim(own, "hidden_rate", settings["inference"], alpha)
-    if "conventions" in config["grids"].get(experiment, {}):
-        rows = runs[(runs["experiment"] == experiment) & runs["in_conventions"]]
-        if len(rows):
-            out["conventions"] = convention_claim(rows, alpha)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -13,6 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from dropout_lab import experiments  # noqa: E402
 from dropout_lab.atomic import atomic_path  # noqa: E402
 from dropout_lab.datasets import SPECS  # noqa: E402
 
@@ -327,63 +329,116 @@ def _published(anchors: list[Mapping[str, Any]], experiment: str, figure: str) -
     return points
 
 
+@dataclass
+class Context:
+    """What a figure of one experiment is drawn from."""
+
+    name: str  # the experiment
+    sweep: str  # the sweep the figure belongs to (its stem's suffix for a sweep's own figure)
+    grid: Mapping[str, Any]
+    own: pd.DataFrame  # the experiment's runs
+    curves: pd.DataFrame
+    mc: pd.DataFrame | None
+    anchors: list[Mapping[str, Any]]
+    config: Mapping[str, Any]
+    stem: Path
+
+    @property
+    def hidden_sweep(self) -> pd.DataFrame:
+        return self.own[self.own["in_hidden_sweep"] & (self.own["gate"] == "bernoulli")]
+
+    def titled(self, rows: pd.DataFrame, what: str, shown: str = "left out") -> str:
+        label = f"{self.grid['dataset'].upper()} {self.grid['model'].upper()}"
+        failed = int((rows["status"] != "ok").sum())
+        return f"{label}: {what}" + (f" ({failed} failed run{'s' if failed > 1 else ''} {shown})" if failed else "")
+
+    def band(self, claim: str) -> list[float] | None:
+        """A claim's published band, when the claim is judged on this experiment."""
+        settings = self.config["claims"].get(claim) or {}
+        return settings.get("published_band") if settings.get("experiment") == self.name else None
+
+
+def _rate_sweep(c: Context) -> None:
+    """Any sweep's default figure: its reference gate's runs against the rate, with its first claim's band."""
+    spec = c.grid[c.sweep]
+    rows = c.own[c.own[f"in_{c.sweep}"] & (c.own["gate"] == spec.get("gates", ["bernoulli"])[0])]
+    claims = next(s.claims for s in experiments.SWEEPS if s.name == c.sweep)
+    rate_sweep(rows, spec["vary"], c.titled(rows, c.sweep.replace("_", " ")), c.stem, c.band(claims[0]))
+
+
+def _gate_parity(c: Context) -> None:
+    spec = c.grid["gate_parity"]
+    rows = c.own[c.own["in_gate_parity"] & (c.own["convention"] == "inverted")]
+    gate_parity(rows, spec["vary"], list(spec["gates"]), c.config["claims"]["gate_parity"]["margin"],
+                c.titled(rows, f"each gate vs {spec['gates'][0]}"), c.stem, _published(c.anchors, c.name, "gate_parity"))
+
+
+def _width_sweep(c: Context) -> None:
+    rows = c.own[c.own["in_width_sweep"]]
+    width_sweep(c.hidden_sweep, rows, c.titled(rows, "rate sweep with p·n fixed"), c.stem, c.band("width_optimum"))
+
+
+def _learning_curves(c: Context) -> None:
+    rows = c.curves[c.curves["run"].isin(c.hidden_sweep["run"])]
+    learning_curves(rows, c.grid["hidden_sweep"]["vary"], SPECS[c.grid["dataset"]].classes,
+                    c.titled(c.hidden_sweep, "learning curves", "dashed"), c.stem)
+
+
+def _placement(c: Context) -> None:
+    rows = c.own[c.own["placement"].isin(list(c.grid["placement"]))]
+    placement(rows, list(c.grid["placement"]), c.titled(rows, "placement"), c.stem,
+              _published(c.anchors, c.name, "placement"))
+
+
+def _weight_norms(c: Context) -> None:
+    weight_norms(c.hidden_sweep, c.grid["hidden_sweep"]["vary"], c.titled(c.hidden_sweep, "weight norms and gap"),
+                 c.stem)
+
+
+def _mc_inference(c: Context) -> None:
+    own = c.own
+    hidden = own[own["convention"].eq("inverted") & (own["in_hidden_sweep"] | own["in_gate_parity"])]
+    rows = c.mc[c.mc["run"].isin(hidden["run"]) & (c.mc["hidden_rate"] > 0)]
+    settings = c.config["claims"]["inference"]
+    k = min(settings["k"], int(rows["k"].max())) if len(rows) else settings["k"]
+    mc_inference(rows, k, settings["margin"], c.titled(hidden[hidden["hidden_rate"] > 0], "Monte-Carlo averaging"),
+                 c.stem)
+
+
+def _conventions(c: Context) -> None:
+    rows = c.own[c.own["in_conventions"]]
+    conventions(rows[rows["status"] == "ok"], c.titled(rows, "inference conventions"), c.stem)
+
+
+# Figure kinds (dropout_lab.experiments names each sweep's): how each is drawn from its experiment's runs.
+FIGURES = {
+    "rate_sweep": _rate_sweep,
+    "hidden_sweep": lambda c: rate_sweep(c.hidden_sweep, c.grid["hidden_sweep"]["vary"],
+                                         c.titled(c.hidden_sweep, "rate sweep"), c.stem, c.band("optimum")),
+    "input_sweep": _rate_sweep,
+    "gate_parity": _gate_parity,
+    "width_sweep": _width_sweep,
+    "learning_curves": _learning_curves,
+    "weight_norms": _weight_norms,
+    "mc_inference": _mc_inference,
+    "conventions": _conventions,
+    "placement": _placement,
+}
+
+
 def draw(stem: str, runs: pd.DataFrame, curves: pd.DataFrame, config: Mapping[str, Any], out_dir: Path,
          mc: pd.DataFrame | None = None, anchors: list[Mapping[str, Any]] | None = None) -> None:
-    """Draw one figure named by `dropout_lab.grid.figure_stems`.
+    """Draw one figure named by `dropout_lab.grid.figure_stems` (dropout_lab.experiments says its kind).
 
     Each figure plots the runs that trained and counts the failed ones (diverged or
     collapsed) in its title and at their rate.
     """
     name = next(n for n in config["experiments"] if stem.startswith(f"{n}_"))
-    kind = stem[len(name) + 1 :]
     grid = config["grids"][name]
-    anchors = anchors or []
-    label = f"{grid['dataset'].upper()} {grid['model'].upper()}"
-    own = runs[runs["experiment"] == name]
-    hidden_sweep = own[own["in_hidden_sweep"] & (own["gate"] == "bernoulli")]
-
-    def titled(rows: pd.DataFrame, what: str, shown: str = "left out") -> str:
-        failed = int((rows["status"] != "ok").sum())
-        return f"{label}: {what}" + (f" ({failed} failed run{'s' if failed > 1 else ''} {shown})" if failed else "")
-
-    if kind == "hidden_sweep":
-        rate_sweep(hidden_sweep, grid[kind]["vary"], titled(hidden_sweep, "rate sweep"), out_dir / stem,
-                   config["claims"]["optimum"]["published_band"] if config["claims"]["optimum"]["experiment"] == name
-                   else None)
-    elif kind == "input_sweep":
-        rows = own[own["in_input_sweep"] & (own["gate"] == "bernoulli")]
-        rate_sweep(rows, grid[kind]["vary"], titled(rows, "input-rate sweep"), out_dir / stem)
-    elif kind == "gate_parity":
-        spec = grid[kind]
-        rows = own[own["in_gate_parity"] & (own["convention"] == "inverted")]
-        margin = config["claims"]["gate_parity"]["margin"]
-        gate_parity(rows, spec["vary"], list(spec["gates"]), margin,
-                    titled(rows, f"each gate vs {spec['gates'][0]}"), out_dir / stem,
-                    _published(anchors, name, kind))
-    elif kind == "width_sweep":
-        rows = own[own["in_width_sweep"]]
-        band = config["claims"].get("width_optimum", {}).get("published_band")
-        width_sweep(hidden_sweep, rows, titled(rows, "rate sweep with p·n fixed"), out_dir / stem, band)
-    elif kind == "learning_curves":
-        rows = curves[curves["run"].isin(hidden_sweep["run"])]
-        learning_curves(rows, grid["hidden_sweep"]["vary"], SPECS[grid["dataset"]].classes,
-                        titled(hidden_sweep, "learning curves", "dashed"), out_dir / stem)
-    elif kind == "placement":
-        rows = own[own["placement"].isin(list(grid["placement"]))]
-        placement(rows, list(grid["placement"]), titled(rows, "placement"), out_dir / stem,
-                  _published(anchors, name, kind))
-    elif kind == "weight_norms":
-        weight_norms(hidden_sweep, grid["hidden_sweep"]["vary"], titled(hidden_sweep, "weight norms and gap"),
-                     out_dir / stem)
-    elif kind == "mc_inference":
-        hidden = own[own["convention"].eq("inverted") & (own["in_hidden_sweep"] | own["in_gate_parity"])]
-        rows = mc[mc["run"].isin(hidden["run"]) & (mc["hidden_rate"] > 0)]
-        settings = config["claims"]["inference"]
-        k = min(settings["k"], int(rows["k"].max())) if len(rows) else settings["k"]
-        mc_inference(rows, k, settings["margin"], titled(hidden[hidden["hidden_rate"] > 0], "Monte-Carlo averaging"),
-                     out_dir / stem)
-    elif kind == "conventions":
-        rows = own[own["in_conventions"]]
-        conventions(rows[rows["status"] == "ok"], titled(rows, "inference conventions"), out_dir / stem)
-    else:
+    kinds = dict(experiments.figures(name, grid))
+    if stem not in kinds:
         raise ValueError(f"unknown figure {stem!r}")
+    sweep = stem[len(name) + 1:]
+    context = Context(name, sweep, grid, runs[runs["experiment"] == name], curves, mc, anchors or [], config,
+                      out_dir / stem)
+    FIGURES[kinds[stem]](context)

@@ -18,10 +18,10 @@ from typing import Any, Mapping
 
 from omegaconf import OmegaConf
 
+from dropout_lab import experiments
 from dropout_lab.config import CONFIG_DIR, PER_RUN
 
 SLOTS = {"mlp": ("input", "hidden"), "cnn": ("input", "conv", "fc")}
-SWEEPS = ("hidden_sweep", "input_sweep", "gate_parity", "conventions", "width_sweep")
 CONVENTIONS = ("inverted", "scaled")
 DEFAULT_GATE = "bernoulli"
 
@@ -154,7 +154,7 @@ def _rates(model: str, fixed: Mapping[str, float], vary: str, rate: float) -> tu
 
 def _check_grid(name: str, grid: Mapping[str, Any]) -> None:
     model = grid["model"]
-    for sweep in SWEEPS:
+    for sweep in experiments.names():
         spec = grid.get(sweep)
         if spec is None:
             continue
@@ -216,7 +216,7 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
             if placement:
                 placements[run] = placement
 
-        for sweep in SWEEPS:
+        for sweep in experiments.names():
             spec = grid.get(sweep)
             if spec is None:
                 continue
@@ -365,10 +365,10 @@ def check_train_overrides(config: Mapping[str, Any], runs: list[Run], config_dir
 
 def check_claims(config: Mapping[str, Any]) -> None:
     """Each claim must name a grid; a claim whose grid or sweep does not run is reported as not run."""
-    for claim in ("optimum", "input_rate", "gate_parity", "inference", "width_optimum"):
-        if claim not in config["claims"]:
+    for claim, settings in config["claims"].items():
+        if not isinstance(settings, Mapping):
             continue
-        experiment = config["claims"][claim]["experiment"]
+        experiment = settings["experiment"]
         if experiment not in config["grids"]:
             raise GridError(f"claims.{claim}.experiment={experiment!r} is not in grids (has {sorted(config['grids'])})")
     for claim in ("optimum", "width_optimum"):
@@ -397,17 +397,7 @@ def run_table(runs: list[Run]) -> list[dict[str, Any]]:
 
 def figure_stems(config: Mapping[str, Any]) -> list[str]:
     """The figures the chosen experiments produce (the workflow's outputs), in drawing order."""
-    stems = []
-    for name in config["experiments"]:
-        grid = config["grids"][name]
-        for sweep in SWEEPS:
-            if sweep in grid:
-                stems.append(f"{name}_{sweep}")
-        if "hidden_sweep" in grid:
-            stems += [f"{name}_learning_curves", f"{name}_weight_norms", f"{name}_mc_inference"]
-        if grid.get("placement"):
-            stems.append(f"{name}_placement")
-    return stems
+    return [stem for name in config["experiments"] for stem, _ in experiments.figures(name, config["grids"][name])]
 
 
 def expected_settings(config: Mapping[str, Any], runs: list[Run], config_dir: str = CONFIG_DIR) -> dict[str, dict]:

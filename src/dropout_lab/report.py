@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from dropout_lab import experiments
 from dropout_lab.atomic import atomic_open
 from dropout_lab.claims import parity_key
 
@@ -605,6 +606,27 @@ def write_verdict_table(path: Path, rows: list[list[str]]) -> None:
         writer.writerows([[_plain(cell) for cell in row] for row in rows])
 
 
+def _parity_section(claims: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+    parity = [claims[parity_key(g)] for g in parity_gates(config)[1] if parity_key(g) in claims]
+    return parity_section(parity, config["claims"]["gate_parity"]["experiment"], config["claims"]["alpha"]) \
+        if parity else None
+
+
+# Each sweep's paper section (dropout_lab.experiments names it): its LaTeX from the claims, or None when its
+# claims did not run; results/claims/claims/<section>.tex, \input by paper/paper.tex.
+SECTIONS = {
+    "optimum": lambda claims, config: optimum_section(
+        claims["optimum"], claims["regularisation"], config["claims"]["optimum"]["experiment"],
+        config["claims"]["alpha"], config["claims"]["optimum"]["published_band"]) if "optimum" in claims else None,
+    "width_optimum": lambda claims, config: width_section(
+        claims["width_optimum"], config["claims"]["width_optimum"]["experiment"], config["claims"]["alpha"])
+    if "width_optimum" in claims else None,
+    "input_rate": lambda claims, config: input_section(claims["input_rate"], config["claims"]["input_rate"]["experiment"])
+    if "input_rate" in claims and "table" in claims["input_rate"] else None,
+    "gate_parity": _parity_section,
+}
+
+
 def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -> None:
     """Write every generated file of the paper into `out`, from the claims document `doc` only.
 
@@ -682,18 +704,9 @@ def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -
     def not_run() -> str:
         return f"\\emph{{This claim's experiment was {NOT_RUN} in this configuration.}}\n"
 
-    write(out / "claims" / "optimum.tex",
-          optimum_section(claims["optimum"], claims["regularisation"], settings["optimum"]["experiment"], alpha, band)
-          if "optimum" in claims else not_run())
-    write(out / "claims" / "width_optimum.tex",
-          width_section(claims["width_optimum"], settings["width_optimum"]["experiment"], alpha)
-          if "width_optimum" in claims else not_run())
-    write(out / "claims" / "input_rate.tex",
-          input_section(claims["input_rate"], settings["input_rate"]["experiment"])
-          if "input_rate" in claims and "table" in claims["input_rate"] else not_run())
-    parity = [claims[parity_key(g)] for g in parity_gates(config)[1] if parity_key(g) in claims]
-    write(out / "claims" / "gate_parity.tex",
-          parity_section(parity, settings["gate_parity"]["experiment"], alpha) if parity else not_run())
+    for section in experiments.sections():
+        text = SECTIONS[section](claims, config)
+        write(out / "claims" / f"{section}.tex", text if text is not None else not_run())
     placement_parts = [placement_section(rows, name) for name, rows in facts["placement"].items()]
     write(out / "placement.tex", "\n".join(placement_parts) or f"\\emph{{No placement grid was {NOT_RUN}.}}\n")
     write(out / "anchors.tex", anchors_table(facts["anchors"]))

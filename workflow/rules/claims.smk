@@ -17,7 +17,7 @@ rule claims:
         theory="results/claims/theory.tex",
         sections=expand(
             "results/claims/claims/{claim}.tex",
-            claim=["optimum", "width_optimum", "input_rate", "gate_parity"],
+            claim=CLAIM_SECTIONS,
         ),
         placement="results/claims/placement.tex",
         anchors="results/claims/anchors.tex",

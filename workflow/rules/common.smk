@@ -5,7 +5,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from dropout_lab import datasets, grid, identity
+from dropout_lab import datasets, experiments, grid, identity
 
 try:
     grid.drop_switched_off(config)  # a sweep set to null is not run
@@ -52,6 +52,7 @@ PACK_BY_NAME = {pack.name: pack for pack in PACKS}
 PACK_OF_FOLDER = {run.folder: pack.name for pack in PACKS for run in pack.runs}
 RUN_SETTINGS = grid.run_settings(config)
 FIGURES = grid.figure_stems(config)
+CLAIM_SECTIONS = experiments.sections()  # the paper sections the sweeps write (dropout_lab.experiments)
 
 
 wildcard_constraints:
