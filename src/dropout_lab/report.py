@@ -555,12 +555,24 @@ def discussion_text(claims: Mapping[str, Any], theory: Mapping[str, Any], facts:
 # --------------------------------------------------------------------------- everything
 
 
-def verdict_prefixes(config: Mapping[str, Any]) -> dict[str, str]:
-    """Claim key: macro prefix (\\<prefix>Verdict, \\<prefix>Estimate), in the verdict table's order."""
+def verdict_order(config: Mapping[str, Any]) -> list[str]:
+    """The claims of the verdict table, in its order."""
     _, others = parity_gates(config)
-    return {"optimum": "Optimum", "regularisation": "Regularisation", "weight_norm": "WeightNorm",
-            "width_optimum": "Width", "input_rate": "Input", **{parity_key(g): f"Parity{g.capitalize()}" for g in others},
-            "inference": "Inference", "conventions": "Conventions"}
+    return ["optimum", "regularisation", "weight_norm", "width_optimum", "input_rate",
+            *(parity_key(g) for g in others), "inference", "conventions"]
+
+
+# The macros paper/paper.tex prints (claim: its verdict macro, and its estimate macro where the paper prints it);
+# a claim's verdict macro says "not run" when its experiment did not run.
+VERDICT_MACROS = {
+    "optimum": ("OptimumVerdict", "OptimumEstimate"),
+    "regularisation": ("RegularisationVerdict", None),
+    "weight_norm": ("WeightNormVerdict", None),
+    "input_rate": ("InputVerdict", None),
+    "parity_gaussian": ("ParityGaussianVerdict", "ParityGaussianEstimate"),
+    "inference": ("InferenceVerdict", "InferenceEstimate"),
+}
+THEORY_MACROS = {"raw_reading": "TheoryRawReadingVerdict", "effective_reading": "TheoryEffectiveReadingVerdict"}
 
 
 def _claim_titles(config: Mapping[str, Any], claims: Mapping[str, Any]) -> dict[str, str]:
@@ -669,23 +681,25 @@ def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -
 
     verdict_rows = []
     titles = _claim_titles(config, claims)
-    for key, prefix in verdict_prefixes(config).items():
+    for key, (verdict_macro, estimate_macro) in VERDICT_MACROS.items():
         result = claims.get(key)
-        m.add(f"{prefix}Verdict", result["verdict"] if result else NOT_RUN)
+        m.add(verdict_macro, result["verdict"] if result else NOT_RUN)
+        if estimate_macro:
+            m.add(estimate_macro, estimate_text(key, result) if result else "--")
+    for key in verdict_order(config):
+        result = claims.get(key)
         if not result:
             verdict_rows.append([titles[key], "--", NOT_RUN])
             continue
-        estimate = estimate_text(key, result)
-        m.add(f"{prefix}Estimate", estimate)
-        verdict_rows.append([titles[key], tex(estimate), f"\\textbf{{{tex(result['verdict'])}}}"])
+        verdict_rows.append([titles[key], tex(estimate_text(key, result)), f"\\textbf{{{tex(result['verdict'])}}}"])
 
     theory_titles = {"gradient": "E[dropout gradient] = grad $E_R$", "regression": "SGD = closed-form ridge",
                      "raw_reading": "0.5 regularises most (raw $w$)",
                      "effective_reading": "0.5 regularises most (effective $pw$)"}
     for key, title in theory_titles.items():
         result = theory[key]
-        prefix = "Theory" + "".join(part.capitalize() for part in key.split("_"))
-        m.add(f"{prefix}Verdict", result["verdict"])
+        if key in THEORY_MACROS:
+            m.add(THEORY_MACROS[key], result["verdict"])
         estimate = f"rate {result['estimate']:g}" if "estimate" in result else num(result["largest_error"], 4)
         verdict_rows.append([f"theory: {title}", tex(estimate), f"\\textbf{{{tex(result['verdict'])}}}"])
     m.add("TheoryEffectiveRate", f"{theory['effective_reading']['estimate']:g}")
