@@ -363,7 +363,7 @@ def _rate_sweep(c: Context) -> None:
     spec = c.grid[c.sweep]
     rows = c.own[c.own[f"in_{c.sweep}"] & (c.own["gate"] == spec.get("gates", ["bernoulli"])[0])]
     claims = next(s.claims for s in experiments.SWEEPS if s.name == c.sweep)
-    rate_sweep(rows, spec["vary"], c.titled(rows, c.sweep.replace("_", " ")), c.stem, c.band(claims[0]))
+    rate_sweep(rows, spec["vary"], c.titled(rows, f"{spec['vary']}-rate sweep"), c.stem, c.band(claims[0]))
 
 
 def _gate_parity(c: Context) -> None:
