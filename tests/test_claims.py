@@ -252,3 +252,24 @@ def test_rate_ranges_join_neighbours_on_the_grid():
     assert claims.rate_ranges([0.1, 0.2, 0.3, 0.8], grid) == "0.1-0.3, 0.8"
     assert claims.rate_ranges([0.9, 0.7], grid) == "0.7, 0.9"
     assert claims.rate_ranges([0.2, 0.5], [0.2, 0.5, 0.8]) == "0.2-0.5"
+
+
+def test_each_gate_is_judged_against_the_reference_and_a_third_gates_failures_are_not_counted():
+    table = parity_table(0.0, 0.0005)
+    third = table[table["gate"] == "gaussian"].assign(gate="dropconnect")
+    third["test_acc"] -= 0.02  # far worse everywhere
+    table = pd.concat([table, third], ignore_index=True)
+    table = table.assign(status=np.where((table["gate"] == "dropconnect") & (table["hidden_rate"] == 0.8),
+                                         "collapsed", "ok"), failed_epoch=np.nan, failed_reason="",
+                         experiment="e", convention="inverted", cell="c", run=[f"r{i}" for i in range(len(table))],
+                         in_hidden_sweep=False, in_input_sweep=False, in_gate_parity=True, in_conventions=False,
+                         in_width_sweep=False, weight_norm=1.0)
+    config = {**CONFIG, "grids": {"e": {"gate_parity": {"vary": "hidden", "rates": [0.2, 0.5, 0.8],
+                                                        "gates": ["bernoulli", "gaussian", "dropconnect"]}}}}
+    result = claims.evaluate_claims(table, config)
+    gaussian, dropconnect = result["parity_gaussian"], result["parity_dropconnect"]
+    assert gaussian["gates"] == ["bernoulli", "gaussian"] and dropconnect["gates"] == ["bernoulli", "dropconnect"]
+    assert gaussian["verdict"] == claims.SUPPORTED
+    assert all(row["failed"] == 0 for row in gaussian["table"])  # dropconnect's collapsed runs are not its
+    assert dropconnect["verdict"] == claims.NOT_SUPPORTED
+    assert {r["rate"]: r["failed"] for r in dropconnect["table"]} == {0.2: 0, 0.5: 0, 0.8: 8}

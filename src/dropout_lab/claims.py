@@ -461,6 +461,11 @@ def _reference_gate(rows: pd.DataFrame, spec: Mapping[str, Any]) -> pd.DataFrame
     return rows[rows["gate"] == spec.get("gates", ["bernoulli"])[0]]
 
 
+def _pair(rows: pd.DataFrame, reference: str, gate: str) -> pd.DataFrame:
+    """The inverted-convention runs of two gates (the failures of a third gate are not this pair's)."""
+    return rows[(rows["convention"] == "inverted") & rows["gate"].isin([reference, gate])]
+
+
 def _rate(spec: Mapping[str, Any]) -> str:
     return f"{spec['vary']}_rate"
 
@@ -478,7 +483,7 @@ CLAIMS = {
         "input_rate": input_rate_claim(_reference_gate(rows, spec), s["input_rate"], alpha)},
     # each gate against the reference, as its own claim (claim 3 is Gaussian's)
     "gate_parity": lambda rows, spec, s, alpha, n: {
-        parity_key(gate): parity_claim(rows[rows["convention"] == "inverted"], _rate(spec), [spec["gates"][0], gate],
+        parity_key(gate): parity_claim(_pair(rows, spec["gates"][0], gate), _rate(spec), [spec["gates"][0], gate],
                                        s["gate_parity"], alpha, list(spec["rates"]))
         for gate in spec["gates"][1:]},
     "conventions": lambda rows, spec, s, alpha, n: {"conventions": convention_claim(rows, alpha)},
