@@ -31,12 +31,10 @@ from pathlib import Path
 
 try:
     from packaging import tags
-    from packaging.markers import Marker
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name, parse_wheel_filename
 except ImportError:  # pip always has its own copy
     from pip._vendor.packaging import tags  # type: ignore[no-redef]
-    from pip._vendor.packaging.markers import Marker  # type: ignore[no-redef]
     from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
     from pip._vendor.packaging.utils import canonicalize_name, parse_wheel_filename  # type: ignore[no-redef]
 
