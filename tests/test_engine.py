@@ -274,3 +274,30 @@ def test_provenance_counts_the_wall_time_of_a_pack_once():
     assert prov["train_wall_seconds"] == 14.0 and prov["training_jobs"] == 2
     assert prov["train_seconds"] == 6.5
     assert prov["precisions"] == ["bf16 with TF32", "fp32 with TF32"]
+
+
+def test_a_weight_gate_masks_only_its_own_models_in_both_ways_of_computing_the_layers():
+    """DropConnect beside unit gates: the batched products (GPU) and the per-model ones (CPU) give the same
+    outputs and gradients, and a model without the weight gate computes exactly as with no weight gate."""
+    from dropout_lab.models import MLP as Net
+
+    torch.manual_seed(0)
+    specs = [("dropconnect", [0.5, 0.3]), ("bernoulli", [0.5, 0.0]), ("dropconnect", [0.0, 0.6]), ("none", [0, 0])]
+    models = [Net(12, 5, 8, gate, 0.0, rates) for gate, rates in specs]
+    x = torch.randn(6, 12)
+    outputs, grads = [], []
+    for batched in (False, True):
+        net = engine.StackedNet(models, (12,))
+        net.batched_matmul = batched
+        noise = engine.GateNoise(net, [1, 2, 3, 4], batch_size=6, chunk=1, device=torch.device("cpu"))
+        noise.draw()
+        out = net(x.unsqueeze(0).expand(4, *x.shape), noise.step(0, 6))
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append([p.grad.clone() for p in net.weights])
+        if not batched:  # the model with no gate at all: exactly as in a pack of its own
+            alone = engine.StackedNet([models[3]], (12,))
+            assert torch.equal(out[3], alone(x.unsqueeze(0), None)[0])
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -182,6 +182,7 @@ class StackedNet(nn.Module):
         self.classes: list[list[type[Gate]]] = []
         self.factor_shapes: list[dict[str, tuple[int, ...]]] = []
         self._eval_scaled: list[bool] = []
+        self._all_weighted: list[bool] = []
         for s, slot in enumerate(gate_slots):
             drawn = {type(g) for g in slot if g.draws}
             classes = [cls for cls in REGISTRY.values() if cls in drawn]
@@ -204,6 +205,10 @@ class StackedNet(nn.Module):
                     values = [g.constants()[key] if type(g) is cls and g.draws else cls.IDENTITY[key] for g in slot]
                     self.register_buffer(self._const_name(s, cls, key), torch.tensor(values, dtype=torch.float32).view(
                         self.K, *([1] * (batch_dims + len(shapes[cls.name])))))
+            # The models whose weight gate draws here: only they pay for a mask over their weights.
+            weighted = [k for k, g in enumerate(slot) if g.target == "weights" and g.draws]
+            self.register_buffer(f"weight_rows{s}", torch.tensor(weighted, dtype=torch.int64))
+            self._all_weighted.append(len(weighted) == self.K)
             eval_scale = [g.inference_scale if g.draws else 1.0 for g in slot]
             self.register_buffer(f"eval_scale{s}", torch.tensor(eval_scale, dtype=torch.float32).view(
                 self.K, *([1] * (1 + len(unit_shapes[s])))))
@@ -258,12 +263,35 @@ class StackedNet(nn.Module):
                 x = x * self._factor(s, cls, noise[cls.name] if k is None else noise[cls.name][k], k).to(x.dtype)
         return x
 
-    def _weight_factor(self, s: int, noise: SlotNoise | None) -> torch.Tensor | None:
-        """Slot s's weight gate as a factor (K, in, out) on the next fully connected layer's weights."""
+    def _weight_factor(self, s: int, noise: SlotNoise | None) -> tuple[torch.Tensor | None, torch.Tensor] | None:
+        """Slot s's weight gate on the next fully connected layer: (the models it masks, None for all; their
+        factors (R, in, out))."""
         for cls in self.classes[s] if noise is not None else ():
             if cls.target == "weights":
-                return self._factor(s, cls, noise[cls.name], None).transpose(1, 2)
+                if self._all_weighted[s]:
+                    return None, self._factor(s, cls, noise[cls.name], None).transpose(1, 2)
+                rows = getattr(self, f"weight_rows{s}")
+                consts = {key: getattr(self, self._const_name(s, cls, key))[rows] for key in cls.IDENTITY}
+                return rows, cls.factor(noise[cls.name][rows], consts).transpose(1, 2)
         return None
+
+    def _linear(self, i: int, x: torch.Tensor, masked: tuple[torch.Tensor | None, torch.Tensor] | None
+                ) -> torch.Tensor:
+        """Fully connected layer i of every model; the models a weight gate masks use their masked weights
+        (computed apart, so that the other models of the pack do not pay for a mask over their weights)."""
+        def product(bias, inputs, weights):
+            if self.batched_matmul:
+                return torch.baddbmm(bias.unsqueeze(1), inputs, weights)
+            return _per_model(torch.addmm, bias, inputs, weights)
+
+        w, b = self.weights[i], self.biases[i]
+        if masked is None:
+            return product(b, x, w)
+        rows, factor = masked
+        if rows is None:
+            return product(b, x, w * factor.to(w.dtype))
+        out = product(b, x, w)
+        return out.index_copy(0, rows, product(b[rows], x[rows], w[rows] * factor.to(w.dtype)))
 
     def eval_scale_of(self, s: int) -> torch.Tensor:
         return getattr(self, f"eval_scale{s}")
@@ -295,12 +323,7 @@ class StackedNet(nn.Module):
             ops = ops[cut + 1 :]
         for op, i in ops:
             if op == "linear":
-                w = self.weights[i] if pending is None else self.weights[i] * pending.to(self.weights[i].dtype)
-                pending = None
-                if self.batched_matmul:
-                    x = torch.baddbmm(self.biases[i].unsqueeze(1), x, w)
-                else:
-                    x = _per_model(torch.addmm, self.biases[i], x, w)
+                x, pending = self._linear(i, x, pending), None
             elif op == "gate":
                 slot_noise = noise[i] if noise is not None else None
                 x = self._gate(x, i, slot_noise, None, scaled_inference)
