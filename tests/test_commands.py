@@ -59,7 +59,7 @@ def test_the_readme_recipe_plans_the_quick_mnist_grid(tmp_path):
 
 
 def test_the_gpu_profile_keeps_its_settings_when_the_command_line_adds_config(tmp_path):
-    # From the checkout's root, as the README runs it: --config scale=smoke must not drop packs and bf16.
+    # From the checkout's root, as the README runs it: --config scale=smoke must not drop the profile's packs.
     snakemake = str(Path(sys.executable).parent / "snakemake")
     proc = subprocess.run(
         [snakemake, "--directory", str(tmp_path), "-n", "--profile", "workflow/profiles/slurm-gpu",
@@ -67,7 +67,9 @@ def test_the_gpu_profile_keeps_its_settings_when_the_command_line_adds_config(tm
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     planned = proc.stdout + proc.stderr
     assert proc.returncode == 0, planned[-3000:]
-    assert planned.count("rule train:") == 1  # runs_per_job: all, one pack for the experiment
+    smoke = {**CONFIG, "scale": "smoke", "experiments": ["mnist_mlp"]}
+    packs = grid.make_packs(grid.expand_runs(smoke), "all")  # runs_per_job: all, one pack per architecture
+    assert planned.count("rule train:") == len(packs) == 11
 
 
 @pytest.mark.slow

@@ -50,7 +50,9 @@ def test_smoke_workflow_through_the_slurm_profile(tmp_path, slurm, mnist_mirror)
         pytest.skip("latexmk is not installed (see the README's TeX line)")
     work = tmp_path / "work"
     work.mkdir()
-    overrides = {"scale": "smoke", "experiments": ["mnist_mlp"], "data": {"mirrors": {"mnist": mnist_mirror}}}
+    # The cluster path, not every sweep: the grid without the width sweep and with two parity gates (58 runs).
+    overrides = {"scale": "smoke", "experiments": ["mnist_mlp"], "data": {"mirrors": {"mnist": mnist_mirror}},
+                 "grids": {"mnist_mlp": {"width_sweep": None, "gate_parity": {"gates": ["bernoulli", "gaussian"]}}}}
     (work / "test-config.yaml").write_text(yaml.safe_dump(overrides))
     env = {**os.environ, "SLURM_CONF": str(slurm / "slurm.conf")}
     # The profile as users run it; the overrides are this cluster's facts: two cores per
@@ -67,7 +69,11 @@ def test_smoke_workflow_through_the_slurm_profile(tmp_path, slurm, mnist_mirror)
 
     full = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     full.update({"scale": "smoke", "experiments": ["mnist_mlp"]})
+    full["grids"]["mnist_mlp"]["gate_parity"]["gates"] = ["bernoulli", "gaussian"]
+    full["grids"]["mnist_mlp"]["width_sweep"] = None
+    grid.drop_switched_off(full)
     runs = grid.expand_runs(full)
+    assert len(runs) == 58
     assert len(list((work / "results" / "runs").rglob("metrics.json"))) == len(runs)
     assert "localrule train" not in output  # training never ran on the submitting machine
 
