@@ -18,10 +18,10 @@ BAD = [
     (["dropout.hidden=[0.5,1.5]"], "dropout.hidden[1]=1.5"),
     (["dropout.hidden=abc"], "dropout.hidden='abc' is not a number"),
     (["dropout.input=abc"], "dropout.input=abc"),
-    (["gate=uniform"], "gate=uniform is unknown; choose one of bernoulli, gaussian, none"),
+    (["gate=triangular"], "gate=triangular is unknown; choose one of bernoulli, dropconnect, gaussian, none, uniform"),
     (["dataset=imagenet"], "dataset=imagenet is unknown; choose one of cifar10, mnist"),
     (["model=resnet"], "model=resnet is unknown; choose one of cnn, mlp"),
-    (["gate.name=uniform"], "gate='uniform' is unknown"),
+    (["gate.name=triangular"], "gate='triangular' is unknown"),
     (["model.width=-3"], "model.width=-3"),
     (["model.width=0"], "model.width=0"),
     (["model.depth=-1"], "model.depth=-1"),
@@ -103,7 +103,7 @@ def test_good_settings_pass(overrides):
     "overrides, expected",
     [
         (["dropout.input=1.2"], "error: dropout.input=1.2 is outside [0, 1)"),
-        (["gate=uniform"], "error: gate=uniform is unknown"),
+        (["gate=triangular"], "error: gate=triangular is unknown"),
         (["train.lrr=1"], "error: train.lrr is not a setting"),
     ],
 )

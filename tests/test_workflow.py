@@ -107,7 +107,7 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     assert set(runs["experiment"]) == {"mnist_mlp", "cifar10_cnn"}
     verdicts = json.loads((results / "claims" / "claims.json").read_text())["claims"]
     parity = {f"parity_{gate}" for gate in full["grids"]["mnist_mlp"]["gate_parity"]["gates"][1:]}
-    assert set(verdicts) == {"optimum", "regularisation", "weight_norm", "input_rate", "inference",
+    assert set(verdicts) == {"optimum", "regularisation", "weight_norm", "width_optimum", "input_rate", "inference",
                              "conventions"} | parity
     theory = json.loads((results / "claims" / "claims.json").read_text())["theory"]
     assert theory["gradient"]["verdict"] == "supported" and theory["regression"]["verdict"] == "supported"
