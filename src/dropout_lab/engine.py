@@ -10,8 +10,9 @@ convolution is large enough on its own). Each model keeps everything of its own:
 - data order: its own CPU generator draws its permutation each epoch;
 - gate noise: one generator per (model, dropout slot), drawn `noise_chunk`
   steps at a time; a slot at rate 0 draws nothing;
-- gate and convention: Bernoulli, Gaussian or none, inverted or scaled, as
-  per-model constants (the models of a pack may differ in them).
+- gate and convention: any registered gate (dropout_lab.gates), inverted or
+  scaled, as per-model constants (the models of a pack may differ in them);
+  a weight gate (DropConnect) masks only its own models' next layer.
 
 So a model's random streams do not depend on which other models share its
 pack, and on the CPU a run trained in a pack is bit-identical to the same run
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -244,6 +245,18 @@ class StackedNet(nn.Module):
     def slots(self) -> int:
         return len(self.classes)
 
+    def factor_shape(self, s: int, name: str, rows: int) -> tuple[int, ...]:
+        """One model's factor from gate `name` in slot s for `rows` samples (a weight gate's: its layer's)."""
+        shape = self.factor_shapes[s][name]
+        return shape if REGISTRY[name].target == "weights" else (rows, *shape)
+
+    def fill(self, slot: Mapping[str, torch.Tensor], s: int, generator_of: Callable[[int], torch.Generator]) -> None:
+        """Fresh draws into slot s's storage (K rows per gate class) for each model that drops there, from its
+        own generator; the rows of the other models are left as they are (zero)."""
+        for k, kind in enumerate(self.kinds):
+            if kind in slot and self.rates[k, s] > 0:
+                REGISTRY[kind].fill(slot[kind][k], generator_of(k))
+
     def _factor(self, s: int, cls: type[Gate], raw: torch.Tensor, k: int | None) -> torch.Tensor:
         consts = {key: getattr(self, self._const_name(s, cls, key)) for key in cls.IDENTITY}
         if k is not None:
@@ -386,15 +399,12 @@ class GateNoise:
                 for cls in classes})
 
     def per_step(self, s: int, cls: type[Gate]) -> int:
-        shape = self.net.factor_shapes[s][cls.name]
-        return math.prod(shape) * (1 if cls.target == "weights" else self.batch_size)
+        return math.prod(self.net.factor_shape(s, cls.name, self.batch_size))
 
     def draw(self) -> None:
         """Refill the buffers with the next `chunk` steps of each model's noise."""
         for s, buffers in enumerate(self.buffers):
-            for k, kind in enumerate(self.net.kinds):
-                if kind in buffers and self.net.rates[k, s] > 0:
-                    REGISTRY[kind].fill(buffers[kind][k], self.generators[k][s])
+            self.net.fill(buffers, s, lambda k: self.generators[k][s])
 
     def step(self, i: int, rows: int) -> list[SlotNoise]:
         """The noise of step i of the chunk, for a batch of `rows` samples, per slot."""
@@ -402,13 +412,11 @@ class GateNoise:
         for s, buffers in enumerate(self.buffers):
             slot = {}
             for name, stored in buffers.items():
-                cls, shape = REGISTRY[name], self.net.factor_shapes[s][name]
+                cls = REGISTRY[name]
                 per_step = self.per_step(s, cls)
                 raw = cls.raw(stored, self.chunk * per_step)[:, i * per_step : (i + 1) * per_step]
-                if cls.target == "weights":
-                    slot[name] = raw.reshape(self.net.K, *shape)
-                else:
-                    slot[name] = raw.reshape(self.net.K, self.batch_size, *shape)[:, :rows]
+                raw = raw.reshape(self.net.K, *self.net.factor_shape(s, name, self.batch_size))
+                slot[name] = raw if cls.target == "weights" else raw[:, :rows]  # a short last batch
             out.append(slot)
         return out
 
@@ -593,27 +601,20 @@ class PackTrainer:
         not draw stay zero."""
         buffers = []
         for s, classes in enumerate(self.net.classes):
-            slot = {}
-            for cls in classes:
-                numel = math.prod(self.net.factor_shapes[s][cls.name]) * (1 if cls.target == "weights" else rows)
-                slot[cls.name] = torch.zeros(self.K, cls.storage(numel), dtype=cls.storage_dtype, device=self.device)
-            buffers.append(slot)
+            buffers.append({
+                cls.name: torch.zeros(self.K, cls.storage(math.prod(self.net.factor_shape(s, cls.name, rows))),
+                                      dtype=cls.storage_dtype, device=self.device)
+                for cls in classes})
         return buffers
 
     def _draw_mc(self, buffers, rows: int, generators: Sequence[torch.Generator]) -> list[SlotNoise]:
         """One mask per model: slot by slot, each model's draws as its own gates make them (gates.Gate)."""
         noise = []
         for s, slot in enumerate(buffers):
-            for k, kind in enumerate(self.net.kinds):
-                if kind in slot and self.net.rates[k, s] > 0:
-                    REGISTRY[kind].fill(slot[kind][k], generators[k])
-            drawn = {}
-            for name, stored in slot.items():
-                cls, shape = REGISTRY[name], self.net.factor_shapes[s][name]
-                lead = (self.K,) if cls.target == "weights" else (self.K, rows)
-                drawn[name] = cls.raw(stored, math.prod(shape) * (1 if cls.target == "weights" else rows)).reshape(
-                    *lead, *shape)
-            noise.append(drawn)
+            self.net.fill(slot, s, lambda k: generators[k])
+            shapes = {name: self.net.factor_shape(s, name, rows) for name in slot}
+            noise.append({name: REGISTRY[name].raw(stored, math.prod(shapes[name])).reshape(self.K, *shapes[name])
+                          for name, stored in slot.items()})
         return noise
 
     def trained_models(self) -> list[nn.Module]:
