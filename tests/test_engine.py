@@ -110,7 +110,7 @@ def test_a_pack_of_different_gates_and_conventions_is_bit_identical(tmp_path, mn
     results = assert_pack_equals_alone(tmp_path, cfgs)
     assert [r["config"]["gate"]["name"] for r in results] == ["bernoulli", "gaussian", "gaussian", "bernoulli", "none",
                                                               "uniform", "dropconnect"]
-    assert all(r["final"]["test_acc"] > 0.5 for r in results)
+    assert all(r["final"]["test_acc"] > 0.3 for r in results)  # every run learns (chance: 0.1)
 
 
 def test_a_gate_registered_the_documented_way_trains_in_a_pack():

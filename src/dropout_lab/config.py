@@ -33,7 +33,7 @@ PER_RUN = ("seed", "gate", "dropout", "out")
 # auto: bf16 and TF32 where the run trains on a GPU, fp32 on a CPU; each run records what it used.
 PRECISIONS = ("auto", "fp32", "bf16")
 TF32 = ("auto", True, False)
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "exponential")
 
 
 class ConfigError(ValueError):
@@ -46,6 +46,9 @@ class DatasetConfig:
     mirror: Optional[str] = None  # http(s) URL or local folder tried before the official mirrors
     train_fraction: float = 1.0  # a fixed subset, the same for every run and seed
     test_fraction: float = 1.0
+    # Training images held out as the validation split, on which every choice is made (the tuned
+    # protocol's learning rate): a fixed set, the same for every run; train_fraction is of the rest.
+    validation: int = 0
     checksums: Any = None  # {FILE: SHA-256} replacing pinned digests (a mapping; Any so overrides can set it)
 
 
@@ -87,7 +90,14 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "cosine"
+    schedule: str = "cosine"  # constant | cosine (per step, to zero) | exponential (per step, to lr * lr_final)
+    lr_final: float = 0.01  # exponential schedule: the last step's lr as a fraction of train.lr
+    # Ramp momentum linearly from this to `momentum` over `momentum_ramp` of training; null: constant momentum.
+    momentum_start: Optional[float] = None
+    momentum_ramp: float = 0.0  # the fraction of the epochs the ramp takes (Srivastava/Hinton: 500 of 3000 = 1/6)
+    # The step is lr times a running average of gradients (velocity = m v + (1 - m) g; Hinton et al. 2012),
+    # so raising m does not raise the step size.
+    dampen_momentum: bool = False
 
 
 @dataclass
@@ -115,6 +125,7 @@ class ModelScale:
     train_fraction: float = MISSING
     test_fraction: float = MISSING
     mc_samples: int = MISSING
+    validation: int = MISSING  # training images held out for validation (dataset.validation)
     depth: Optional[int] = None
     width: Optional[int] = None
     channels: Optional[List[int]] = None
@@ -265,7 +276,14 @@ MIN_IMAGES = 100  # fewer test or training images than this make an accuracy mea
 
 def _check_fractions(dataset: DictConfig) -> None:
     spec = SPECS[dataset.name]
-    for key, total in (("train_fraction", spec.train_images), ("test_fraction", spec.test_images)):
+    held = dataset.validation
+    if isinstance(held, bool) or not isinstance(held, int) or held < 0 or 0 < held < MIN_IMAGES:
+        _fail(f"dataset.validation={held!r} must be 0 (no validation split) or at least {MIN_IMAGES} images, "
+              f"e.g. {spec.train_images // 6}")
+    if held > spec.train_images - MIN_IMAGES:
+        _fail(f"dataset.validation={held} leaves fewer than {MIN_IMAGES} of the {spec.train_images} training images "
+              f"to train on; hold out fewer, e.g. {spec.train_images // 6}")
+    for key, total in (("train_fraction", spec.train_images - held), ("test_fraction", spec.test_images)):
         value = dataset[key]
         if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
             _fail(f"dataset.{key}={value} must be in (0, 1]; 1.0 uses the whole split")
@@ -417,6 +435,19 @@ def validate(cfg: DictConfig) -> Rates:
         _fail(f"train.weight_decay={train.weight_decay} must be a finite number >= 0, e.g. 0 or 5e-4")
     if train.schedule not in SCHEDULES:
         _fail(f"train.schedule={train.schedule!r} is unknown; choose one of {list(SCHEDULES)}")
+    if not 0.0 < train.lr_final <= 1.0:
+        _fail(f"train.lr_final={train.lr_final} must be in (0, 1]: the exponential schedule's last lr as a "
+              "fraction of train.lr, e.g. 0.01")
+    if train.momentum_start is not None and not 0.0 <= train.momentum_start < 1.0:
+        _fail(f"train.momentum_start={train.momentum_start} must be in [0, 1), e.g. 0.5, or null for constant "
+              "momentum")
+    if not 0.0 <= train.momentum_ramp <= 1.0:
+        _fail(f"train.momentum_ramp={train.momentum_ramp} must be in [0, 1]: the fraction of the epochs the momentum "
+              "ramp takes, e.g. 0.1667")
+    if train.momentum_start is not None and train.momentum_ramp == 0:
+        _fail(f"train.momentum_start={train.momentum_start} ramps over no time (train.momentum_ramp=0); set "
+              "train.momentum_ramp to the fraction of the epochs the ramp takes, e.g. 0.1667, or "
+              "train.momentum_start=null")
     _positive_int("eval.mc_samples", cfg.eval.mc_samples, minimum=0)
     _positive_int("eval.batch_size", cfg.eval.batch_size)
     _positive_int("seed", cfg.seed, minimum=0)

@@ -70,8 +70,12 @@ class Hyper:
     lr: float
     momentum: float
     weight_decay: float
-    schedule: str  # constant | cosine (per step, to zero)
+    schedule: str  # constant | cosine (per step, to zero) | exponential (per step, to lr * lr_final)
     max_norm: float | None = None
+    momentum_start: float | None = None  # ramp linearly from this to `momentum`; None: constant momentum
+    momentum_ramp: float = 0.0  # the fraction of the training steps the ramp takes
+    dampen_momentum: bool = False  # velocity = m v + (1 - m) g: the step is lr times a running average of gradients
+    lr_final: float = 0.01  # exponential schedule: the last step's lr as a fraction of lr
 
 
 @dataclass
@@ -494,7 +498,18 @@ class PackTrainer:
         h = self.hyper
         if h.schedule == "cosine":
             return 0.5 * h.lr * (1.0 + math.cos(math.pi * step / self.total_steps))
+        if h.schedule == "exponential":  # lr at the first step, lr * lr_final at the last, geometric between
+            return h.lr * h.lr_final ** (step / max(self.total_steps - 1, 1))
         return h.lr
+
+    def momentum_at(self, step: int) -> float:
+        """The momentum of this step: from momentum_start linearly to momentum over the first momentum_ramp
+        of the steps, then momentum (Hinton et al. 2012); momentum throughout when momentum_start is None."""
+        h = self.hyper
+        if h.momentum_start is None:
+            return h.momentum
+        ramp = h.momentum_ramp * self.total_steps
+        return h.momentum_start + (h.momentum - h.momentum_start) * min(step / ramp, 1.0)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.effective["precision"] == "bf16")
@@ -524,6 +539,12 @@ class PackTrainer:
                     group["lr"].fill_(self.lr_at(self.step))
                 else:
                     group["lr"] = self.lr_at(self.step)
+                if self.hyper.momentum_start is not None or self.hyper.dampen_momentum:
+                    # SGD reads both from the group at every step (its fused kernel too). With dampening
+                    # the buffer is m v + (1 - m) g; torch starts it at the first gradient, not (1 - m) g.
+                    group["momentum"] = self.momentum_at(self.step)
+                    if self.hyper.dampen_momentum:
+                        group["dampening"] = group["momentum"]
             losses, logits = self._forward(xb, yb, self.noise.step(i % chunk, idx.shape[1]))
             self.optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()  # the models share no weights: each gets its own gradient

@@ -39,6 +39,8 @@ def final_metrics(trainer: PackTrainer, cfgs: Sequence[DictConfig], mc_seeds: Se
         final = {
             "train_loss": float(train_loss[k]), "train_acc": float(train_acc[k]),
             "test_loss": last["test_loss"], "test_acc": last["test_acc"],
+            # The validation split's numbers (the tuned protocol chooses on them); absent without one.
+            **{key: last[key] for key in ("val_loss", "val_acc") if key in last},
             "gap_acc": float(train_acc[k]) - last["test_acc"], "gap_loss": last["test_loss"] - float(train_loss[k]),
         }
         run_mc = None

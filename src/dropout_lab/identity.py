@@ -24,6 +24,16 @@ from typing import Any, Mapping
 # runs that still carry it keep their identity.
 NOT_DEFINING = ("out", "data_dir", "device", "threads", "progress", "checkpoint", "checkpoint_seconds",
                 "dataset.mirror", "engine.compile", "engine.cuda_graphs", "eval.batch_size", "scale")
+# Settings added after runs were trained, at the value that reproduces those runs: at that value a
+# setting is left out of the identity, so an older run (which does not record it) keeps its identity
+# and is not retrained, and a run that sets it otherwise is a different run.
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "dataset.validation": 0,  # no validation split held out of the training images
+    "train.momentum_start": None,  # constant momentum (no ramp)
+    "train.momentum_ramp": 0.0,
+    "train.dampen_momentum": False,  # undampened momentum
+    "train.lr_final": 0.01,  # read by the exponential schedule only
+}
 
 
 class IdentityError(ValueError):
@@ -54,7 +64,8 @@ def _normal(value: Any) -> Any:
 
 def defining_settings(resolved: Mapping[str, Any]) -> dict[str, Any]:
     """The dotted settings that define a run, from its resolved config (as metrics.json records it)."""
-    return {key: _normal(value) for key, value in sorted(_flatten(resolved).items()) if not _excluded(key)}
+    return {key: _normal(value) for key, value in sorted(_flatten(resolved).items())
+            if not _excluded(key) and not (key in LEGACY_DEFAULTS and _normal(value) == LEGACY_DEFAULTS[key])}
 
 
 def digest(settings: Mapping[str, Any]) -> str:

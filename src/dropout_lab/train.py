@@ -11,6 +11,7 @@ tensor; there is no DataLoader.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sys
@@ -75,18 +76,34 @@ def prepare_images(x: torch.Tensor, dataset: str) -> torch.Tensor:
     return x
 
 
-def load_tensors(cfg: DictConfig, device: torch.device) -> tuple[torch.Tensor, ...]:
+def validation_split(n: int, held_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(validation indices, the rest) of n training images: a fixed draw, the same for every run and seed,
+    and independent of the training subset drawn from the rest (fixed_subset)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+    return order[:held_out].sort().values, order[held_out:].sort().values
+
+
+def split_digest(indices: torch.Tensor) -> str:
+    """SHA-256 of the validation images' indices in the training split, recorded with every run."""
+    return hashlib.sha256(indices.numpy().astype("<i8").tobytes()).hexdigest()
+
+
+def load_tensors(cfg: DictConfig, device: torch.device) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], str]:
+    """({"train", "validation", "test": (images, labels)}, the validation split's digest); validation is
+    empty when none is held out."""
     splits = data.load(cfg.dataset.name, cfg.data_dir, cfg.dataset.mirror, dict(cfg.dataset.checksums or {}))
-    tensors = []
-    for x, y, fraction in (
-        (splits.train_x, splits.train_y, cfg.dataset.train_fraction),
-        (splits.test_x, splits.test_y, cfg.dataset.test_fraction),
-    ):
-        idx = fixed_subset(len(y), fraction)
-        if idx is not None:
-            x, y = x[idx], y[idx]
-        tensors += [prepare_images(x, cfg.dataset.name).to(device), y.to(device)]
-    return tuple(tensors)
+    held, rest = validation_split(len(splits.train_y), cfg.dataset.validation)
+    parts = {"validation": (splits.train_x[held], splits.train_y[held])}
+    keep = fixed_subset(len(rest), cfg.dataset.train_fraction)
+    rest = rest if keep is None else rest[keep]
+    if cfg.dataset.validation == 0 and keep is None:
+        parts["train"] = (splits.train_x, splits.train_y)
+    else:
+        parts["train"] = (splits.train_x[rest], splits.train_y[rest])
+    keep = fixed_subset(len(splits.test_y), cfg.dataset.test_fraction)
+    parts["test"] = (splits.test_x, splits.test_y) if keep is None else (splits.test_x[keep], splits.test_y[keep])
+    tensors = {name: (prepare_images(x, cfg.dataset.name).to(device), y.to(device)) for name, (x, y) in parts.items()}
+    return tensors, split_digest(held)
 
 
 def build_model(cfg: DictConfig, rates: Rates, image_shape: torch.Size) -> nn.Module:
@@ -135,7 +152,9 @@ def engine_settings(cfg: DictConfig) -> EngineSettings:
 
 def hyper(cfg: DictConfig) -> Hyper:
     t = cfg.train
-    return Hyper(t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, t.schedule, cfg.model.max_norm)
+    return Hyper(t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, t.schedule, cfg.model.max_norm,
+                 momentum_start=t.momentum_start, momentum_ramp=t.momentum_ramp, dampen_momentum=t.dampen_momentum,
+                 lr_final=t.lr_final)
 
 
 def _writable_folder(key: str, folder: Path) -> None:
@@ -183,7 +202,8 @@ def train_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[dict]:
     device = pick_device(cfg.device)
     seeds = [stream_seeds(c.seed) for c in cfgs]
 
-    x_train, y_train, x_test, y_test = load_tensors(cfg, device)
+    tensors, validation_digest = load_tensors(cfg, device)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = tensors["train"], tensors["validation"], tensors["test"]
     members = []
     for c, r, s in zip(cfgs, rates, seeds):
         torch.manual_seed(s["init"])
@@ -207,12 +227,14 @@ def train_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[dict]:
             train_loss, train_acc = trainer.train_epoch(progress=cfg.progress)
             train_seconds = time.perf_counter() - epoch_start
             test_loss, test_acc = trainer.evaluate(x_test, y_test, cfg.eval.batch_size)
+            val = trainer.evaluate(x_val, y_val, cfg.eval.batch_size) if len(y_val) else None
             for k in range(K):
                 if diverged[k] is not None:
                     continue
                 histories[k].append({
                     "epoch": epoch, "train_loss": float(train_loss[k]), "train_acc": float(train_acc[k]),
                     "test_loss": float(test_loss[k]), "test_acc": float(test_acc[k]), "train_seconds": train_seconds,
+                    **({"val_loss": float(val[0][k]), "val_acc": float(val[1][k])} if val is not None else {}),
                 })
                 if not (math.isfinite(train_loss[k]) and math.isfinite(test_loss[k])):
                     diverged[k] = epoch
@@ -249,6 +271,9 @@ def train_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[dict]:
             "resumed_after_epoch": first_epoch - 1 if first_epoch > 1 else None,
             "train_samples": len(y_train),
             "test_samples": len(y_test),
+            # The validation split: how many training images were held out, and which (tuned protocol's choices).
+            "validation_samples": len(y_val),
+            "validation_sha256": validation_digest,
             "history": histories[k],
             "status": "ok" if diverged[k] is None else "diverged",
             "diverged_epoch": diverged[k],
