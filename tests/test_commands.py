@@ -69,7 +69,7 @@ def test_the_gpu_profile_keeps_its_settings_when_the_command_line_adds_config(tm
     assert proc.returncode == 0, planned[-3000:]
     smoke = {**CONFIG, "scale": "smoke", "experiments": ["mnist_mlp"]}
     packs = grid.make_packs(grid.expand_runs(smoke), "all")  # runs_per_job: all, one pack per architecture
-    assert planned.count("rule train:") == len(packs) == 11
+    assert planned.count("rule train:") == len(packs) == 11 + 2  # + one per tuned learning rate and per budget
 
 
 @pytest.mark.slow

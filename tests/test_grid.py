@@ -30,14 +30,17 @@ def test_every_run_once_with_its_sweeps():
     mnist = [r for r in runs if r.experiment == "mnist_mlp"]
     # 10 hidden + 8 input (0.0 with hidden 0.5 is shared) - 1 + 9 for each of gaussian, uniform and dropconnect
     # + 1 placement-only cell (input 0.2) + 2 scaled-convention cells (Bernoulli and Gaussian at hidden 0.5)
-    assert len({(r.gate, r.convention, r.cell) for r in mnist}) == 10 + 7 + 3 * 9 + 1 + 2 + 10  # + the width sweep
-    assert len(mnist) == 57 * 2
+    # + the width sweep's 10 + the budget sweep's 10 at its second budget + the tuned protocol's 17 hidden and
+    # input cells at its learning rate other than the scale's
+    assert len({(r.gate, r.convention, r.cell) for r in mnist}) == 10 + 7 + 3 * 9 + 1 + 2 + 10 + 10 + 17
+    assert len(mnist) == 84 * 2
     scaled = [r for r in mnist if r.convention == "scaled"]
     assert {r.folder.split("/")[3] for r in scaled} == {"bernoulli-scaled", "gaussian-scaled"}
     assert all("gate.convention=scaled" in r.overrides({"scale": "smoke", "device": "cpu", "threads_per_run": 1,
                                                           "data": {"dir": "d"}}) for r in scaled)
     shared = next(r for r in mnist if r.cell == "input0_hidden0.5" and r.gate == "bernoulli")
-    assert shared.sweeps == {"hidden_sweep", "input_sweep", "gate_parity", "conventions", "placement:hidden"}
+    assert shared.sweeps == {"hidden_sweep", "input_sweep", "gate_parity", "conventions", "placement:hidden",
+                             "budget_sweep", "tuned:hidden_sweep", "tuned:input_sweep"}
     assert shared.placement == "hidden"
     both = next(r for r in mnist if r.placement == "both")
     assert both.cell == "input0.2_hidden0.5" and "input_sweep" in both.sweeps
@@ -94,7 +97,8 @@ def test_a_scale_edit_changes_exactly_the_runs_it_defines(tmp_path):
     runs = grid.expand_runs(cfg)
     before, after = grid.expected_settings(cfg, runs), grid.expected_settings(cfg, runs, str(configs))
     changed = {folder for folder in before if before[folder] != after[folder]}
-    assert changed == {r.folder for r in runs if r.model == "mlp"} and changed
+    # (the budget sweep's runs set their own epochs: of them, only those at the scale's epochs change)
+    assert changed == {r.folder for r in runs if r.model == "mlp" and r.epochs is None} and changed
     assert all(after[f]["train.epochs"] == 2 for f in changed)
 
 
@@ -254,7 +258,8 @@ def test_packs_cover_every_run_once_and_share_what_a_pack_must():
     assert len(grid.make_packs(runs, 1)) == len(runs)
     mnist = [r for r in runs if r.experiment == "mnist_mlp"]
     packed = [len(p.runs) for p in grid.make_packs(mnist, "all")]
-    assert packed == [47 * 5] + [5] * 10  # every gate and both conventions; a pack per width of the width sweep
+    # every gate and both conventions; a pack per width of the width sweep, per budget, per tuned learning rate
+    assert sorted(packed, reverse=True) == [47 * 5] + [17 * 5] * 3 + [10 * 5] * 3 + [5] * 10
 
 
 def test_pack_arguments_share_settings_and_list_each_runs_own():
@@ -299,9 +304,9 @@ def test_a_sweep_set_to_null_is_left_out():
     assert runs and not any("width_sweep" in r.sweeps or r.width for r in runs)
 
 
-def test_runs_per_job_auto_packs_a_whole_experiment_on_a_gpu_and_one_run_per_job_on_a_cpu(monkeypatch):
-    assert grid.runs_per_job(config(runs_per_job="auto", device="cpu")) == 1
+def test_runs_per_job_auto_packs_a_whole_experiment_on_a_gpu_and_a_cell_per_job_on_a_cpu(monkeypatch):
+    assert grid.runs_per_job(config(runs_per_job="auto", device="cpu")) == "cell"
     assert grid.runs_per_job(config(runs_per_job="auto", device="cuda:0")) == "all"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a GPU hidden from this process is no GPU
-    assert grid.runs_per_job(config(runs_per_job="auto", device="auto")) == 1
+    assert grid.runs_per_job(config(runs_per_job="auto", device="auto")) == "cell"
     assert grid.runs_per_job(config(runs_per_job="cell", device="cuda")) == "cell"

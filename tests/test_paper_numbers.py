@@ -37,7 +37,6 @@ def collapses(run: grid.Run) -> bool:
 
 
 def metrics(run: grid.Run, rng: np.random.Generator) -> dict:
-    epochs = 4
     acc = accuracy(run) + rng.normal(0, 0.0005)
     if collapses(run):  # the loss falls, then climbs back to ln 10: the net unlearnt
         losses, acc, train_acc = [1.6, 2.1, 2.2, 1.9], 0.55, 0.56
@@ -51,13 +50,14 @@ def metrics(run: grid.Run, rng: np.random.Generator) -> dict:
                    "model": {"name": "mlp", "depth": 2, "width": run.width or 64, "channels": None, "fc_depth": None,
                              "fc_width": None, "max_norm": None},
                    "gate": {"name": run.gate, "convention": run.convention},
-                   "train": {"epochs": epochs, "lr": 0.05, "momentum": 0.9, "batch_size": 128, "weight_decay": 0.0,
+                   "train": {"epochs": run.epochs or 1, "lr": run.lr or 0.1, "momentum": 0.9, "batch_size": 128, "weight_decay": 0.0,
                              "schedule": "cosine"},
                    "scale": {"name": "smoke"}},
         "seed": run.seed, "status": "ok", "diverged_epoch": None,
         "rates": {"input": rates.get("input", 0.0), "hidden": [rates.get("hidden", 0.0)] * 2, "conv": [], "fc": []},
-        "train_samples": 6000, "test_samples": 1000, "history": history,
+        "train_samples": 5900, "test_samples": 1000, "validation_samples": 1000, "history": history,
         "final": {"train_acc": train_acc, "train_loss": losses[-1], "test_acc": acc, "test_loss": 0.1,
+                  "val_acc": acc, "val_loss": 0.1,
                   "gap_acc": train_acc - acc, "gap_loss": 0.0},
         "mc": {"samples": 50, "test_acc": acc, "curve": {"1": acc - 0.01, "50": acc + rng.normal(0, 0.0003)}},
         "unscaled_inference": {"test_acc": acc - 0.001, "test_loss": 0.3} if run.convention == "scaled" else None,
@@ -102,7 +102,9 @@ def test_collapsed_cell_is_recorded_excluded_and_counted(paper):
     cells = doc["facts"]["failed"]["cells"]
     assert {(c["gate"], c["cell"], c["failed"], c["of"]) for c in cells} == {
         (gate, "input0_hidden0.9", SEEDS, SEEDS) for gate in ("bernoulli", "gaussian", "uniform", "dropconnect")} | {
-        ("bernoulli", "input0_hidden0.9_width160", SEEDS, SEEDS)}  # the width sweep's cell at that rate
+        ("bernoulli", "input0_hidden0.9_width160", SEEDS, SEEDS),  # the width sweep's cell at that rate
+        ("bernoulli", "input0_hidden0.9_lr0.03", SEEDS, SEEDS),  # the tuned protocol's other learning rate
+        ("bernoulli", "input0_hidden0.9_ep2", SEEDS, SEEDS)}  # the budget sweep's other budget
     assert "climbed back" in cells[0]["reason"] and cells[0]["epochs"] == [2]
     failed_tex = (paper["tex"] / "failed.tex").read_text()
     assert "input 0, hidden 0.9" in failed_tex and f"{SEEDS}/{SEEDS}" in failed_tex

@@ -24,14 +24,15 @@ def test_cnn_training_flops_known_answer():
 def _lines(scale: str, gpu: bool) -> list[str]:
     cfg = {**CONFIG, "scale": scale, "experiments": ["mnist_mlp"]}
     runs = grid.expand_runs(cfg)
-    templates = {"mnist_mlp": grid.expected_settings(cfg, runs)[runs[0].folder]}
+    templates, _ = plan.by_experiment(runs, grid.expected_settings(cfg, runs))
     return plan.plan_lines(cfg, templates, {"mnist_mlp": len(runs)}, {"mnist_mlp": len(runs)}, len(runs),
                            len(runs), gpu, 2)
 
 
 def test_a_paper_grid_on_a_cpu_is_announced_loudly_and_a_gpu_is_not_warned():
     cpu = _lines("paper", gpu=False)
-    assert cpu[0].startswith("plan: scale=paper, 285 runs")
+    assert cpu[0].startswith("plan: scale=paper, 690 runs")
+    assert "5-200 epochs (mean 55.4)" in cpu[1]  # the budget sweep's runs train for other epochs
     assert any("WARNING: the paper scale is meant for a GPU" in line for line in cpu)
     assert not any("WARNING" in line for line in _lines("paper", gpu=True))
     assert not any("WARNING" in line for line in _lines("quick", gpu=False))

@@ -67,10 +67,10 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     work = tmp_path / "work"
     work.mkdir()
 
-    # Interrupt it (Ctrl-C) once some runs have finished. With runs_per_job: 1 (the
-    # default) each training job is a pack of one run: results/packs/.../pack.json.
-    packs = {f"results/packs/{p.name}/pack.json" for p in grid.make_packs(grid.expand_runs(full), 1)}
-    assert len(packs) == len(expected)
+    # Interrupt it (Ctrl-C) once some packs have finished. With runs_per_job: auto on a
+    # CPU each training job is a pack of one cell's seeds: results/packs/.../pack.json.
+    packs = {f"results/packs/{p.name}/pack.json" for p in grid.make_packs(grid.expand_runs(full), "cell")}
+    assert len(expected) > len(packs) > 6
     proc = snakemake(work, config, background=True)
     finished: list[Path] = []
     while proc.poll() is None:  # no wall-clock limit: a busy machine is only slower
@@ -108,7 +108,15 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     verdicts = json.loads((results / "claims" / "claims.json").read_text())["claims"]
     parity = {f"parity_{gate}" for gate in full["grids"]["mnist_mlp"]["gate_parity"]["gates"][1:]}
     assert set(verdicts) == {"optimum", "regularisation", "weight_norm", "width_optimum", "input_rate", "inference",
-                             "conventions"} | parity
+                             "conventions", "budget"} | parity
+    # Every claim under each protocol, and the tuned protocol's choice for every tuned cell.
+    protocols = json.loads((results / "claims" / "claims.json").read_text())["protocols"]
+    assert set(protocols["by_protocol"]) == {"fixed", "tuned"} and protocols["judge"] == "tuned"
+    assert set(protocols["by_protocol"]["fixed"]) == set(protocols["by_protocol"]["tuned"]) == set(verdicts)
+    chosen = [row for row in protocols["selection"] if row["chosen"]]
+    tuned_cells = {(r.gate, r.design_cell) for r in grid.expand_runs(full) if any(
+        tag.startswith("tuned:") for tag in r.sweeps)}
+    assert {(row["gate"], row["design_cell"]) for row in chosen} == tuned_cells
     theory = json.loads((results / "claims" / "claims.json").read_text())["theory"]
     assert theory["gradient"]["verdict"] == "supported" and theory["regression"]["verdict"] == "supported"
     assert theory["raw_reading"]["verdict"] == "supported"
@@ -121,7 +129,7 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
 
     text = subprocess.run(["pdftotext", str(results / "paper" / "paper.pdf"), "-"],
                           capture_output=True, text=True, check=True).stdout
-    for heading in ("SMOKE run", "The mathematics and where it stops", "Methods", "Claim 1", "Claim 2",
+    for heading in ("SMOKE run", "The mathematics and where it stops", "Methods", "Protocols", "Claim 1e", "Claim 2",
                     "Claim 3", "The mathematics, checked numerically", "Where to drop", "Our numbers beside the published ones", "Provenance"):
         assert heading in text, heading
     assert "not run" not in text  # both experiments ran: every section has its numbers

@@ -34,7 +34,7 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any], failure: Mapp
     cfg, mc = metrics["config"], metrics.get("mc") or {}
     health = classify(metrics, SPECS[cfg["dataset"]["name"]].classes, failure)
     final = {k: (math.nan if v is None else v) for k, v in (metrics.get("final") or {}).items()}
-    for key in ("train_acc", "train_loss", "test_acc", "test_loss", "gap_acc", "gap_loss"):
+    for key in ("train_acc", "train_loss", "test_acc", "test_loss", "gap_acc", "gap_loss", "val_acc", "val_loss"):
         final.setdefault(key, math.nan)
     norms = metrics.get("weight_norms")
     rates = metrics["rates"]
@@ -46,6 +46,7 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any], failure: Mapp
         "gate": cfg["gate"]["name"],
         "convention": cfg["gate"].get("convention", "inverted"),
         "cell": record["cell"],
+        "design_cell": record.get("design_cell", record["cell"]),  # the cell without a tuned learning rate
         "seed": metrics["seed"],
         "status": health.status,
         "failed_epoch": math.nan if health.epoch is None else health.epoch,
@@ -55,6 +56,8 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any], failure: Mapp
         **{f"{slot}_rate": _uniform(rates[slot]) for slot in ("hidden", "conv", "fc")},
         "test_acc": final["test_acc"],
         "test_loss": final["test_loss"],
+        "val_acc": final["val_acc"],  # on the validation split held out of the training images (NaN: none)
+        "val_loss": final["val_loss"],
         "train_acc": final["train_acc"],
         "train_loss": final["train_loss"],
         "gap_acc": final["gap_acc"],
@@ -77,6 +80,7 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any], failure: Mapp
         "epochs": cfg["train"]["epochs"],
         "train_samples": metrics["train_samples"],
         "test_samples": metrics["test_samples"],
+        "validation_samples": metrics.get("validation_samples", 0),
         "scale": cfg["scale"]["name"],
         "wall_seconds": metrics["wall_seconds"],
         "precision": (metrics.get("engine") or {}).get("precision", "fp32"),
@@ -88,6 +92,7 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any], failure: Mapp
     }
     for sweep, column in experiments.columns().items():  # the sweeps of dropout_lab.experiments
         row[column] = sweep in record["sweeps"]
+        row[f"tuned_{sweep}"] = f"tuned:{sweep}" in record["sweeps"]  # among the tuned protocol's runs
     return row
 
 

@@ -452,6 +452,57 @@ def convention_claim(runs: pd.DataFrame, alpha: float) -> dict:
 
 
 # Each claim judged on a sweep's runs (dropout_lab.experiments names the claims of each sweep): a function of
+def _best_rate(cells: Mapping[float, np.ndarray]) -> float:
+    rates = sorted(cells)
+    return rates[int(np.argmax([np.mean(cells[r]) for r in rates]))]
+
+
+def budget_claim(df: pd.DataFrame, rate_col: str, settings: Mapping[str, Any], alpha: float, samples: int,
+                 seed: int = 0) -> dict:
+    """Does the optimum move with training length? At each epoch budget, claim 1a's best rate and best set; the
+    statistic is the best rate at the longest budget minus that at the shortest, with a seed bootstrap (seeds
+    resampled within each budget and rate). Stays (the article's unconditional optimum) if the interval lies within
+    +/- tolerance, moves if it excludes 0, else inconclusive."""
+    tolerance = settings["tolerance"]
+    budgets = sorted(int(b) for b in df["epochs"].unique())
+    per_budget = []
+    for budget in budgets:
+        rows = df[df["epochs"] == budget]
+        result = best_set(rows, rate_col, "test_acc", True, alpha, samples, seed)
+        per_budget.append({"epochs": budget, "best": result["best"], "best_mean": result["best_mean"],
+                           "set": result["set"], "table": result["table"]})
+    ends = [_cells(_ok(df[df["epochs"] == b]), rate_col, "test_acc") for b in (budgets[0], budgets[-1])]
+    shift = round(_best_rate(ends[1]) - _best_rate(ends[0]), 9)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(samples):
+        picks = [{r: rng.choice(v, size=len(v), replace=True) for r, v in cells.items()} for cells in ends]
+        boot.append(round(_best_rate(picks[1]) - _best_rate(picks[0]), 9))
+    lo, hi = (float(q) for q in np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
+    if len(budgets) < 2:
+        verdict, reason = INCONCLUSIVE, "only one budget trained"
+    elif -tolerance - 1e-9 <= lo and hi <= tolerance + 1e-9:
+        verdict, reason = SUPPORTED, (f"the best rate moves by {shift:+g} from {budgets[0]} to {budgets[-1]} epochs, "
+                                      f"interval [{lo:+g}, {hi:+g}] within +/-{tolerance:g}")
+    elif lo > 0 or hi < 0:
+        verdict, reason = NOT_SUPPORTED, (f"the best rate moves by {shift:+g} from {budgets[0]} to {budgets[-1]} "
+                                          f"epochs, interval [{lo:+g}, {hi:+g}] excludes 0")
+    else:
+        verdict, reason = INCONCLUSIVE, (f"the best rate moves by {shift:+g}, interval [{lo:+g}, {hi:+g}]: neither "
+                                         f"within +/-{tolerance:g} nor clear of 0")
+    return {
+        "claim": "The best hidden rate does not move with the training budget (epochs)",
+        "statistic": "best rate (argmax of mean test accuracy over seeds) at the longest budget minus that at the "
+        f"shortest; {100 * (1 - alpha):g}% seed-bootstrap percentile interval",
+        "estimate": shift,
+        "interval": [lo, hi],
+        "tolerance": tolerance,
+        "budgets": per_budget,
+        "verdict": verdict,
+        "reason": reason,
+    }
+
+
 # (the sweep's runs in the claim's experiment, the sweep's grid entry, config["claims"], alpha, bootstrap samples)
 # returning {claims.json key: result}. SETTINGS_OF names the claims: block that holds a claim's experiment.
 SETTINGS_OF = {"regularisation": "optimum", "weight_norm": "optimum", "conventions": "inference"}
@@ -487,6 +538,8 @@ CLAIMS = {
                                        s["gate_parity"], alpha, list(spec["rates"]))
         for gate in spec["gates"][1:]},
     "conventions": lambda rows, spec, s, alpha, n: {"conventions": convention_claim(rows, alpha)},
+    "budget": lambda rows, spec, s, alpha, n: {
+        "budget": budget_claim(_reference_gate(rows, spec), _rate(spec), s["budget"], alpha, n)},
 }
 
 

@@ -18,7 +18,7 @@ sweep with its claim").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ SWEEPS: tuple[Sweep, ...] = (
     Sweep("conventions", ("conventions",), None, "conventions"),
     # Claim 1d: the hidden sweep with p * n fixed.
     Sweep("width_sweep", ("width_optimum",), "width_optimum", "width_sweep"),
+    # Does the optimum move with training length? The hidden sweep at several epoch budgets.
+    Sweep("budget_sweep", ("budget",), "budget", "budget_sweep"),
 )
 
 BY_NAME = {sweep.name: sweep for sweep in SWEEPS}
@@ -66,9 +68,12 @@ def sections() -> list[str]:
     return [sweep.section for sweep in SWEEPS if sweep.section]
 
 
-def figures(name: str, grid: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(stem, figure kind) of every figure an experiment's grid draws, in drawing order."""
+def figures(name: str, grid: Mapping[str, Any], tuned: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """(stem, figure kind) of every figure an experiment's grid draws, in drawing order; `tuned`: the sweeps the
+    tuned protocol covers where it runs (their learning-rate choices get a figure)."""
     out = []
+    if any(sweep in grid for sweep in tuned):
+        out.append((f"{name}_protocols", "protocols"))
     for sweep in SWEEPS:
         if sweep.name in grid:
             out.append((f"{name}_{sweep.name}", sweep.figure))

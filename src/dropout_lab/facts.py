@@ -110,7 +110,7 @@ def recommended_cell(runs: pd.DataFrame, settings: Mapping[str, Any]) -> dict[st
 
 
 SETTINGS = ("dataset", "model", "depth", "width", "channels", "max_norm", "epochs", "train_samples", "test_samples",
-            "lr", "momentum", "batch_size", "weight_decay", "schedule", "mc_samples")
+            "validation_samples", "lr", "momentum", "batch_size", "weight_decay", "schedule", "mc_samples")
 
 
 def experiment_settings(runs: pd.DataFrame, experiment: str) -> dict[str, Any] | None:
@@ -118,7 +118,10 @@ def experiment_settings(runs: pd.DataFrame, experiment: str) -> dict[str, Any] |
     own = runs[runs["experiment"] == experiment]
     if own.empty:
         return None
-    first = own.iloc[0]
+    # The fixed protocol's settings: a run of the hidden sweep where there is one (the tuned protocol's and the
+    # budget sweep's runs differ in learning rate and epochs; the methods name those apart).
+    reference = own[own["in_hidden_sweep"]] if "in_hidden_sweep" in own and own["in_hidden_sweep"].any() else own
+    first = reference.iloc[0]
     settings = {key: (None if isinstance(first[key], float) and math.isnan(first[key]) else first[key])
                 for key in SETTINGS}
     return {**{k: (v.item() if hasattr(v, "item") else v) for k, v in settings.items()}, "runs": int(len(own))}

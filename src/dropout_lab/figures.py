@@ -14,7 +14,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from dropout_lab import experiments  # noqa: E402
+from dropout_lab import experiments, protocol  # noqa: E402
+from dropout_lab.claims import budget_claim  # noqa: E402
 from dropout_lab.atomic import atomic_path  # noqa: E402
 from dropout_lab.datasets import SPECS  # noqa: E402
 
@@ -342,6 +343,8 @@ class Context:
     anchors: list[Mapping[str, Any]]
     config: Mapping[str, Any]
     stem: Path
+    every: pd.DataFrame | None = None  # the experiment's runs under every protocol (for the protocols figure)
+    protocol: str | None = None  # the protocol whose runs `own` marks, named in titles when several ran
 
     @property
     def hidden_sweep(self) -> pd.DataFrame:
@@ -349,8 +352,16 @@ class Context:
 
     def titled(self, rows: pd.DataFrame, what: str, shown: str = "left out") -> str:
         label = f"{self.grid['dataset'].upper()} {self.grid['model'].upper()}"
+        if self.protocol and self.sweep in self.protocol_figures:
+            label += f", {self.protocol} protocol"  # drawn from the runs this protocol reads
         failed = int((rows["status"] != "ok").sum())
         return f"{label}: {what}" + (f" ({failed} failed run{'s' if failed > 1 else ''} {shown})" if failed else "")
+
+    @property
+    def protocol_figures(self) -> set[str]:
+        """The figures drawn from the runs of a sweep the protocols read differently (the tuned sweeps)."""
+        tuned = protocol.tuned_sweeps(self.config)
+        return {name for s in experiments.SWEEPS if s.name in tuned for name in (s.name, *s.more_figures)}
 
     def band(self, claim: str) -> list[float] | None:
         """A claim's published band, when the claim is judged on this experiment."""
@@ -410,6 +421,98 @@ def _conventions(c: Context) -> None:
     conventions(rows[rows["status"] == "ok"], c.titled(rows, "inference conventions"), c.stem)
 
 
+def budget_sweep(runs: pd.DataFrame, vary: str, settings: Mapping[str, Any], alpha: float, samples: int,
+                 title: str, stem: Path) -> None:
+    """Left: test accuracy against the rate at each epoch budget (mean over the seeds that trained). Right: the
+    best rate and the best set (rates not significantly worse, claim 1a's statistic) against the budget."""
+    col = f"{vary}_rate"
+    ok = runs[runs["status"] == "ok"]
+    data = ok.assign(test_pct=100 * ok["test_acc"], budget=ok["epochs"].map(lambda e: f"{int(e)}"))
+    order = [f"{int(e)}" for e in sorted(runs["epochs"].unique())]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    if len(data):
+        sns.lineplot(data=data, x=col, y="test_pct", hue="budget", hue_order=order, errorbar=None, marker="o",
+                     palette="crest", ax=axes[0])
+        axes[0].legend(title="epochs", fontsize="x-small", title_fontsize="x-small")
+    axes[0].set_xlabel(f"{SLOT_NAMES[vary]} drop rate (1 - p)")
+    axes[0].set_ylabel("test accuracy (%)")
+    result = budget_claim(runs, col, settings, alpha, samples)
+    for row in result["budgets"]:
+        axes[1].vlines(row["epochs"], min(row["set"]), max(row["set"]), color="tab:blue", lw=6, alpha=0.3)
+        axes[1].scatter([row["epochs"]] * len(row["set"]), row["set"], color="tab:blue", s=10)
+    axes[1].plot([r["epochs"] for r in result["budgets"]], [r["best"] for r in result["budgets"]], "o-",
+                 color="tab:red", label="best rate")
+    axes[1].set_xscale("log")
+    axes[1].set_xticks([r["epochs"] for r in result["budgets"]], [str(r["epochs"]) for r in result["budgets"]])
+    axes[1].set_xlabel("training budget (epochs)")
+    axes[1].set_ylabel(f"{SLOT_NAMES[vary]} drop rate")
+    axes[1].set_ylim(-0.05, max(0.95, float(runs[col].max()) + 0.05))
+    axes[1].legend(loc="best", fontsize="x-small", title="bars: best set", title_fontsize="x-small")
+    fig.suptitle(title, y=1.04)
+    save(fig, stem)
+
+
+def protocols_figure(every: pd.DataFrame, chosen: pd.DataFrame, fixed: pd.DataFrame, tuned: pd.DataFrame,
+                     vary: str, title: str, stem: Path) -> None:
+    """Left: mean validation accuracy against the learning rate for each rate of the sweep, the chosen learning
+    rate ringed. Middle: the chosen learning rate against the rate. Right: test accuracy against the rate under
+    the fixed and the tuned protocol (mean +/- sd over the seeds that trained)."""
+    col = f"{vary}_rate"
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    curves = chosen.assign(val_pct=100 * chosen["val_mean"], rate=chosen[col].map(lambda r: f"{r:g}"))
+    order = [f"{r:g}" for r in sorted(chosen[col].unique())]
+    if len(curves):
+        sns.lineplot(data=curves, x="lr", y="val_pct", hue="rate", hue_order=order, palette="viridis", marker="o",
+                     errorbar=None, ax=axes[0])
+        picked = curves[curves["chosen"]]
+        axes[0].scatter(picked["lr"], picked["val_pct"], s=80, facecolors="none", edgecolors="tab:red", zorder=3)
+        axes[0].legend(title=f"{SLOT_NAMES[vary]} rate", fontsize="xx-small", title_fontsize="x-small", ncol=2)
+        axes[1].plot(picked[col], picked["lr"], "o-", color="tab:red")
+    for ax in axes[:2]:
+        ax.set_yscale("log") if ax is axes[1] else ax.set_xscale("log")
+    axes[0].set_xlabel("learning rate")
+    axes[0].set_ylabel("validation accuracy (%), failed runs as guesses")
+    axes[1].set_xlabel(f"{SLOT_NAMES[vary]} drop rate (1 - p)")
+    axes[1].set_ylabel("chosen learning rate")
+    both = pd.concat([fixed.assign(protocol="fixed"), tuned.assign(protocol="tuned")])
+    both = both[both["status"] == "ok"]
+    if len(both):
+        sns.lineplot(data=both.assign(test_pct=100 * both["test_acc"]), x=col, y="test_pct", hue="protocol",
+                     hue_order=["fixed", "tuned"], errorbar="sd", marker="o", ax=axes[2])
+        axes[2].legend(fontsize="x-small")
+    axes[2].set_xlabel(f"{SLOT_NAMES[vary]} drop rate (1 - p)")
+    axes[2].set_ylabel("test accuracy (%)")
+    fig.suptitle(title, y=1.04)
+    fig.tight_layout()
+    save(fig, stem)
+
+
+def _budget_sweep(c: Context) -> None:
+    spec = c.grid["budget_sweep"]
+    rows = c.own[c.own["in_budget_sweep"] & (c.own["gate"] == "bernoulli")]
+    claims = c.config["claims"]
+    budget_sweep(rows, spec["vary"], claims["budget"], claims["alpha"], claims["bootstrap_samples"],
+                 c.titled(rows, "the optimum against the training budget"), c.stem)
+
+
+def _protocols(c: Context) -> None:
+    """The tuned protocol's choices over the first tuned sweep of this grid (the hidden sweep by default)."""
+    sweep = next(s for s in protocol.tuned_sweeps(c.config) if s in c.grid)
+    spec = c.grid[sweep]
+    every = c.every if c.every is not None else c.own
+    chosen = protocol.selection(every, c.config)
+    vary = spec["vary"]
+    fixed_rates = dict(spec.get("fixed", {}))
+    own = chosen[chosen["gate"] == "bernoulli"]
+    for slot, rate in fixed_rates.items():
+        own = own[np.isclose(own[f"{slot}_rate"], rate)]
+    tuned_runs = protocol.view(every, "tuned", c.config)
+    pick = lambda rows: rows[rows[f"in_{sweep}"] & (rows["gate"] == "bernoulli")]  # noqa: E731
+    protocols_figure(every, own, pick(every), pick(tuned_runs), vary,
+                     c.titled(pick(tuned_runs), f"learning rate chosen on validation ({sweep.replace('_', ' ')})"),
+                     c.stem)
+
+
 # Figure kinds (dropout_lab.experiments names each sweep's): how each is drawn from its experiment's runs.
 FIGURES = {
     "rate_sweep": _rate_sweep,
@@ -423,6 +526,8 @@ FIGURES = {
     "mc_inference": _mc_inference,
     "conventions": _conventions,
     "placement": _placement,
+    "budget_sweep": _budget_sweep,
+    "protocols": _protocols,
 }
 
 
@@ -435,10 +540,13 @@ def draw(stem: str, runs: pd.DataFrame, curves: pd.DataFrame, config: Mapping[st
     """
     name = next(n for n in config["experiments"] if stem.startswith(f"{n}_"))
     grid = config["grids"][name]
-    kinds = dict(experiments.figures(name, grid))
+    kinds = dict(experiments.figures(name, grid, protocol.tuned_sweeps(config)))
     if stem not in kinds:
         raise ValueError(f"unknown figure {stem!r}")
     sweep = stem[len(name) + 1:]
-    context = Context(name, sweep, grid, runs[runs["experiment"] == name], curves, mc, anchors or [], config,
-                      out_dir / stem)
+    judged = protocol.judged_protocol(config)  # the figures show the runs the headline verdicts read
+    own = protocol.view(runs, judged, config)
+    context = Context(name, sweep, grid, own[own["experiment"] == name], curves, mc, anchors or [], config,
+                      out_dir / stem, runs[runs["experiment"] == name],
+                      judged if len(protocol.protocols(config)) > 1 else None)
     FIGURES[kinds[stem]](context)

@@ -48,11 +48,22 @@ class Run:
     sweeps: frozenset[str] = field(default=frozenset(), compare=False)
     placement: str | None = field(default=None, compare=False)
     width: int | None = None  # the hidden layers' width where the grid sets it (width sweep), else the scale's
+    lr: float | None = None  # the learning rate where the tuned protocol sets it, else the scale's
+    epochs: int | None = None  # the epochs where the budget sweep sets them, else the scale's
 
     @property
     def cell(self) -> str:
         cell = "_".join(f"{slot}{rate:g}" for slot, rate in self.rates)
-        return cell if self.width is None else f"{cell}_width{self.width}"
+        if self.width is not None:
+            cell += f"_width{self.width}"
+        if self.lr is not None:
+            cell += f"_lr{self.lr:g}"
+        return cell if self.epochs is None else f"{cell}_ep{self.epochs}"
+
+    @property
+    def design_cell(self) -> str:
+        """The cell without its learning rate: the tuned protocol chooses one learning rate per design cell."""
+        return self.cell.replace(f"_lr{self.lr:g}", "") if self.lr is not None else self.cell
 
     @property
     def folder(self) -> str:
@@ -77,6 +88,10 @@ class Run:
             args.insert(3, f"gate.convention={self.convention}")
         if self.width is not None:
             args.insert(2, f"model.width={self.width}")
+        if self.lr is not None:
+            args.insert(2, f"train.lr={self.lr!r}")
+        if self.epochs is not None:
+            args.insert(2, f"train.epochs={self.epochs}")
         if checksums:
             args.append("dataset.checksums={" + ", ".join(f"{k}: {v}" for k, v in checksums.items()) + "}")
         return args
@@ -170,6 +185,9 @@ def _check_grid(name: str, grid: Mapping[str, Any]) -> None:
         if (sweep == "width_sweep") != ("retained_share" in spec):
             raise GridError(f"grids.{name}.{sweep}: retained_share (p * n as a share of the scale's width) belongs to "
                             "width_sweep, which needs it")
+        if (sweep == "budget_sweep") != ("epochs" in spec):
+            raise GridError(f"grids.{name}.{sweep}: epochs (the budgets, per scale) belong to budget_sweep, which "
+                            "needs them")
         if sweep == "width_sweep" and (model != "mlp" or spec["vary"] != "hidden"):
             raise GridError(f"grids.{name}.width_sweep widens the MLP's hidden layers: it needs model=mlp and "
                             "vary: hidden")
@@ -184,9 +202,54 @@ def _check_grid(name: str, grid: Mapping[str, Any]) -> None:
                         "once, e.g. [bernoulli, gaussian]")
 
 
+def scale_value(scale: str, model: str, key: str, config_dir: str = CONFIG_DIR) -> Any:
+    """One model's setting at a scale (config/scale/SCALE.yaml), e.g. its epochs or learning rate."""
+    return OmegaConf.load(Path(config_dir) / "scale" / f"{scale}.yaml")[model][key]
+
+
 def scale_width(scale: str, config_dir: str = CONFIG_DIR) -> int:
     """The MLP's hidden width at a scale (config/scale/SCALE.yaml)."""
-    return int(OmegaConf.load(Path(config_dir) / "scale" / f"{scale}.yaml")["mlp"]["width"])
+    return int(scale_value(scale, "mlp", "width", config_dir))
+
+
+PROTOCOLS = ("fixed", "tuned")
+
+
+def protocols(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The protocols that run (config `protocols.run`), fixed first."""
+    return tuple(p for p in PROTOCOLS if p in ((config.get("protocols") or {}).get("run") or ["fixed"]))
+
+
+def judged_protocol(config: Mapping[str, Any]) -> str:
+    """The protocol the article's claims are judged under (config `protocols.judge`)."""
+    return (config.get("protocols") or {}).get("judge") or "fixed"
+
+
+def tuned_lrs(config: Mapping[str, Any]) -> list[float]:
+    """The tuned protocol's learning rates at the chosen scale."""
+    return [float(lr) for lr in config["protocols"]["tuned"]["lrs"][config["scale"]]]
+
+
+def check_protocols(config: Mapping[str, Any]) -> None:
+    """One line for a protocol setting that cannot work, before anything runs."""
+    run, judge = protocols(config), judged_protocol(config)
+    if judge not in run:
+        raise GridError(f"protocols.judge={judge!r} is not among protocols.run={list(run)}; judge under a protocol "
+                        "that runs")
+    if "tuned" not in run:
+        return
+    tuned = config["protocols"]["tuned"]
+    lrs = tuned_lrs(config)
+    if len(lrs) < 2 or len(set(lrs)) != len(lrs):
+        raise GridError(f"protocols.tuned.lrs.{config['scale']}={lrs} must list at least two different learning "
+                        "rates, e.g. [0.015, 0.05, 0.15, 0.5]")
+    if int(config["seeds"][config["scale"]]) < 2:
+        raise GridError(f"seeds.{config['scale']}={config['seeds'][config['scale']]}: the tuned protocol chooses on "
+                        "the mean over at least two seeds; give seeds >= 2")
+    for sweep in tuned["sweeps"]:
+        if sweep not in experiments.BY_NAME or sweep in ("budget_sweep", "conventions"):
+            allowed = [s for s in experiments.names() if s not in ("budget_sweep", "conventions")]
+            raise GridError(f"protocols.tuned.sweeps names {sweep!r}; choose from {allowed}")
 
 
 def fixed_retained_width(spec: Mapping[str, Any], rate: float, scale: str, config_dir: str = CONFIG_DIR) -> int:
@@ -196,10 +259,22 @@ def fixed_retained_width(spec: Mapping[str, Any], rate: float, scale: str, confi
     return max(1, round(kept / (1.0 - rate)))
 
 
+def budgets(spec: Mapping[str, Any], scale: str, model: str, config_dir: str = CONFIG_DIR) -> list[int | None]:
+    """The budget sweep's epoch counts at a scale; None for the scale's own epochs (the hidden sweep's runs)."""
+    own = int(scale_value(scale, model, "epochs", config_dir))
+    return [None if int(e) == own else int(e) for e in spec["epochs"][scale]]
+
+
 def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list[Run]:
-    """Every run of the chosen experiments at the chosen scale, each once, in a stable order."""
+    """Every run of the chosen experiments at the chosen scale, each once, in a stable order.
+
+    The tuned protocol adds, for each cell of its sweeps, a run per learning rate and seed (tagged
+    tuned:<sweep>); at the scale's own learning rate that run is the fixed protocol's.
+    """
     scale = config["scale"]
     seeds = range(int(config["seeds"][scale]))
+    check_protocols(config)
+    tuned = "tuned" in protocols(config)
     found: dict[Run, set[str]] = {}
     placements: dict[Run, str] = {}
     for experiment in config["experiments"]:
@@ -210,8 +285,10 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
         model = grid["model"]
 
         def add(gate: str, rates, seed: int, tag: str, placement: str | None = None,
-                convention: str = "inverted", width: int | None = None) -> None:
-            run = Run(experiment, grid["dataset"], model, gate, rates, seed, convention, width=width)
+                convention: str = "inverted", width: int | None = None, lr: float | None = None,
+                epochs: int | None = None) -> None:
+            run = Run(experiment, grid["dataset"], model, gate, rates, seed, convention, width=width, lr=lr,
+                      epochs=epochs)
             found.setdefault(run, set()).add(tag)
             if placement:
                 placements[run] = placement
@@ -221,20 +298,28 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
             if spec is None:
                 continue
             conventions = CONVENTIONS if sweep == "conventions" else ("inverted",)
+            epochs = budgets(spec, scale, model, config_dir) if sweep == "budget_sweep" else [None]
+            scale_lr = float(scale_value(scale, model, "lr", config_dir))
+            lrs = [None, *(lr for lr in tuned_lrs(config) if lr != scale_lr)] \
+                if tuned and sweep in config["protocols"]["tuned"]["sweeps"] else []
             for gate in spec.get("gates", [DEFAULT_GATE]):
                 for rate in spec["rates"]:
                     width = fixed_retained_width(spec, rate, scale, config_dir) if sweep == "width_sweep" else None
+                    rates = _rates(model, spec.get("fixed", {}), spec["vary"], rate)
                     for seed in seeds:
                         for convention in conventions:
-                            add(gate, _rates(model, spec.get("fixed", {}), spec["vary"], rate), seed, sweep,
-                                convention=convention, width=width)
+                            for budget in epochs:
+                                add(gate, rates, seed, sweep, convention=convention, width=width, epochs=budget)
+                        for lr in lrs:  # the tuned protocol's runs of this cell (None: at the scale's rate)
+                            if lr is not None or scale_lr in tuned_lrs(config):
+                                add(gate, rates, seed, f"tuned:{sweep}", width=width, lr=lr)
         for preset in grid.get("placement", []):
             rates = preset_rates(preset, model, config_dir)
             for seed in seeds:
                 add(DEFAULT_GATE, rates, seed, f"placement:{preset}", preset)
     runs = [
         Run(r.experiment, r.dataset, r.model, r.gate, r.rates, r.seed, r.convention, frozenset(tags),
-            placements.get(r), r.width)
+            placements.get(r), r.width, r.lr, r.epochs)
         for r, tags in found.items()
     ]
     by_folder: dict[str, Run] = {}
@@ -287,11 +372,12 @@ def gpu_visible(device: str) -> bool:
 
 
 def runs_per_job(config: Mapping[str, Any]) -> int | str:
-    """The configured runs_per_job; auto is all on a GPU (many small nets keep it busy) and 1 on a CPU
-    (a job per run, side by side on the cores)."""
+    """The configured runs_per_job; auto is all on a GPU (many small nets keep it busy) and cell on a CPU
+    (the seeds of a cell in one job, so that a job's start-up is paid once per cell; cells side by side
+    on the cores)."""
     value = config["runs_per_job"]
     if value == "auto":
-        return "all" if gpu_visible(config["device"]) else 1
+        return "all" if gpu_visible(config["device"]) else "cell"
     return value
 
 
@@ -307,8 +393,10 @@ def make_packs(runs: list[Run], runs_per_job: int | str) -> list[Pack]:
             key = f"{run.experiment}/{gate_folder(run)}/{run.cell}/seed{run.seed}"
         elif runs_per_job == "cell":
             key = f"{run.experiment}/{gate_folder(run)}/{run.cell}"
-        else:  # the runs of a pack share their architecture: one pack per width of the width sweep
-            key = run.experiment if run.width is None else f"{run.experiment}/width{run.width}"
+        else:  # the runs of a pack share their architecture and schedule: a pack per width, rate and budget
+            key = run.experiment
+            for part, value in (("width", run.width), ("lr", run.lr), ("ep", run.epochs)):
+                key += "" if value is None else f"/{part}{value:g}"
         groups.setdefault(key, []).append(run)
     packs = []
     for key, members in groups.items():
@@ -340,8 +428,14 @@ def check_train_overrides(config: Mapping[str, Any], runs: list[Run], config_dir
     """Refuse an override of a setting the grid owns; compose and validate one run with `train_overrides` so a
     bad one fails before any job starts."""
     extra = list(config.get("train_overrides") or [])
+    set_per_run = {"train.lr": ("the tuned protocol", any(r.lr is not None for r in runs)),
+                   "train.epochs": ("the budget sweep", any(r.epochs is not None for r in runs))}
     for override in extra:
         key = str(override).lstrip("+~").split("=", 1)[0].strip()
+        owner, owned = set_per_run.get(key, ("", False))
+        if owned:
+            raise GridError(f"train_overrides: {override!r} sets {key}, which {owner} sets per run; change it in "
+                            "config/scale/ or leave that part out (protocols.run, or the sweep set to null)")
         root = key.split(".", 1)[0].split("@", 1)[0]
         if root in GRID_OWNED and not key.startswith(("dataset.", "model.")):
             raise GridError(f"train_overrides: {override!r} sets {key}, which the workflow owns; set it through "
@@ -390,6 +484,7 @@ def run_table(runs: list[Run]) -> list[dict[str, Any]]:
             "sweeps": sorted(r.sweeps),
             "placement": r.placement,
             "convention": r.convention,
+            "design_cell": r.design_cell,
         }
         for r in runs
     ]
@@ -397,7 +492,9 @@ def run_table(runs: list[Run]) -> list[dict[str, Any]]:
 
 def figure_stems(config: Mapping[str, Any]) -> list[str]:
     """The figures the chosen experiments produce (the workflow's outputs), in drawing order."""
-    return [stem for name in config["experiments"] for stem, _ in experiments.figures(name, config["grids"][name])]
+    tuned = config["protocols"]["tuned"]["sweeps"] if "tuned" in protocols(config) else ()
+    return [stem for name in config["experiments"]
+            for stem, _ in experiments.figures(name, config["grids"][name], tuned)]
 
 
 def expected_settings(config: Mapping[str, Any], runs: list[Run], config_dir: str = CONFIG_DIR) -> dict[str, dict]:
@@ -423,5 +520,8 @@ def expected_settings(config: Mapping[str, Any], runs: list[Run], config_dir: st
                     "dropout": {**{slot: 0.0 for slot in templates[key]["dropout"]}, **dict(run.rates)}}
         if run.width is not None:
             resolved["model"] = {**resolved["model"], "width": run.width}
+        for key, value in (("lr", run.lr), ("epochs", run.epochs)):
+            if value is not None:
+                resolved["train"] = {**resolved["train"], key: value}
         out[run.folder] = defining_settings(resolved)
     return out

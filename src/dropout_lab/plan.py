@@ -32,7 +32,8 @@ def training_flops_per_image(settings: Mapping[str, Any]) -> float:
 
 def estimate_seconds(settings: Mapping[str, Any], runs: int, gpu: bool, parallel_jobs: int, jobs: int = 0) -> float:
     """Wall seconds to train `runs` runs with these defining settings, in `jobs` training jobs."""
-    images = int(settings["dataset.train_fraction"] * SPECS[settings["dataset.name"]].train_images)
+    pool = SPECS[settings["dataset.name"]].train_images - settings.get("dataset.validation", 0)
+    images = int(settings["dataset.train_fraction"] * pool)
     work = training_flops_per_image(settings) * images * settings["train.epochs"] * runs * (1 + EVAL_SHARE)
     if gpu:
         return work / GPU_FLOPS
@@ -45,9 +46,15 @@ def by_experiment(runs: Any, expected: Mapping[str, Mapping[str, Any]]) -> tuple
     settings (dropout_lab.grid.expected_settings): what `plan_lines` takes."""
     templates: dict[str, Mapping[str, Any]] = {}
     counts: dict[str, int] = {}
+    epochs: dict[str, list[int]] = {}
     for run in runs:
         templates.setdefault(run.experiment, expected[run.folder])
         counts[run.experiment] = counts.get(run.experiment, 0) + 1
+        epochs.setdefault(run.experiment, []).append(expected[run.folder]["train.epochs"])
+    # The budget sweep's runs train for other epochs: the estimate takes the mean, the line names the range.
+    for experiment, values in epochs.items():
+        templates[experiment] = {**templates[experiment], "train.epochs": sum(values) / len(values),
+                                 "plan.epochs": (min(values), max(values))}
     return templates, counts
 
 
@@ -80,9 +87,10 @@ def plan_lines(config: Mapping[str, Any], templates: Mapping[str, Mapping[str, A
         size = f"{settings['model.depth']}x{settings['model.width']}" if settings["model.name"] == "mlp" else \
             (f"{'-'.join(map(str, settings['model.channels']))} conv + "
              f"{settings['model.fc_depth']}x{settings['model.fc_width']}")
+        low, high = settings.get("plan.epochs", (settings["train.epochs"],) * 2)
+        epochs = f"{low:g} epochs" if low == high else f"{low:g}-{high:g} epochs (mean {settings['train.epochs']:.1f})"
         lines.append(f"plan: {experiment}: {runs} runs of {settings['model.name']} {size}, "
-                     f"{settings['train.epochs']} epochs; {train} to train now, about {_duration(seconds)} "
-                     "(estimate)")
+                     f"{epochs}; {train} to train now, about {_duration(seconds)} (estimate)")
     if not gpu and config["scale"] == "paper" and training_jobs:
         lines.append(f"plan: WARNING: the paper scale is meant for a GPU; on this CPU it would take about "
                      f"{_duration(total)}. Use --config scale=quick (minutes) or train on a GPU (README).")

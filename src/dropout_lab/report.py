@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from dropout_lab import experiments
 from dropout_lab.atomic import atomic_open
-from dropout_lab.claims import parity_key
+from dropout_lab.claims import parity_key, rate_ranges
 
 NOT_RUN = "not run"
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -195,6 +195,29 @@ def input_section(result: Mapping[str, Any], experiment: str) -> str:
     return (_figure(f"{experiment}_input_sweep", "Test accuracy and train-test gap against the input drop rate "
                     "(mean $\\pm$ sd over seeds; dots are seeds).")
             + table + _verdict_sentence(result))
+
+
+def budget_section(result: Mapping[str, Any], experiment: str, alpha: float) -> str:
+    """Does the optimum move with training length? The best rate and best set at each epoch budget."""
+    rows = []
+    for row in result["budgets"]:
+        failed = sum(r.get("failed", 0) for r in row["table"])
+        rows.append([str(row["epochs"]), f"{row['best']:g}", pct(row["best_mean"]), rate_ranges(row["set"], [
+            r["rate"] for r in row["table"]]), str(failed)])
+    lo, hi = result["interval"]
+    table = _tabular(
+        ["epochs", "best rate", "its test acc. (\\%)", "best set", "failed"], rows, "rrrlr",
+        caption=f"Hidden-rate sweep ({tex(experiment)}) at each training budget: the best rate (best mean test "
+        f"accuracy over seeds) and the best set (rates not significantly worse; one-sided Welch, Holm, "
+        f"$\\alpha={alpha:g}$). The statistic is the best rate at {result['budgets'][-1]['epochs']} epochs minus that "
+        f"at {result['budgets'][0]['epochs']}: {result['estimate']:+g}, seed-bootstrap interval [{lo:+g}, {hi:+g}].",
+    )
+    return (
+        _figure(f"{experiment}_budget_sweep", "Left: test accuracy against the hidden drop rate at each training "
+                "budget (mean over the seeds that trained). Right: the best rate (red) and the best set (blue bars) "
+                "against the budget.")
+        + table + _verdict_sentence(result)
+    )
 
 
 def _equivalence_table(result: Mapping[str, Any], keys) -> list[list[str]]:
@@ -434,10 +457,13 @@ def methods_text(facts: Mapping[str, Any]) -> str:
         max_norm = "no max-norm constraint" if cfg["max_norm"] is None else f"max-norm $c={cfg['max_norm']:g}$"
         parts.append(
             f"\\texttt{{{tex(experiment)}}}: {net} on {tex(cfg['dataset'].upper())} ({cfg['runs']} runs), "
-            f"{cfg['epochs']} epochs on {cfg['train_samples']} training images, tested on {cfg['test_samples']}; "
+            f"{cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''} on {cfg['train_samples']} training images, tested on {cfg['test_samples']}; "
             f"SGD with momentum {cfg['momentum']:g}, batch {cfg['batch_size']}, learning rate {cfg['lr']:g} with a "
             f"{tex(cfg['schedule'])} schedule for every rate, weight decay {cfg['weight_decay']:g}, {max_norm}; "
-            f"Monte-Carlo inference over {cfg['mc_samples']} masks.")
+            f"Monte-Carlo inference over {cfg['mc_samples']} masks. "
+            + (f"A validation split of {cfg['validation_samples']} training images, the same for every run, is held "
+               "out before the training images are drawn; every choice is made on it, never on the test set."
+               if cfg.get("validation_samples") else "No validation split was held out."))
     prov = facts["training"]
     text = "\\begin{itemize}\n" + "".join(f"\\item {p}\n" for p in parts) + "\\end{itemize}\n"
     if facts["not_run"]:
@@ -558,7 +584,7 @@ def discussion_text(claims: Mapping[str, Any], theory: Mapping[str, Any], facts:
 def verdict_order(config: Mapping[str, Any]) -> list[str]:
     """The claims of the verdict table, in its order."""
     _, others = parity_gates(config)
-    return ["optimum", "regularisation", "weight_norm", "width_optimum", "input_rate",
+    return ["optimum", "regularisation", "weight_norm", "width_optimum", "budget", "input_rate",
             *(parity_key(g) for g in others), "inference", "conventions"]
 
 
@@ -587,7 +613,8 @@ def _claim_titles(config: Mapping[str, Any], claims: Mapping[str, Any]) -> dict[
             "input_rate": f"2: input rate $\\le$ {settings['input_rate']['threshold']:g}",
             **{parity_key(g): parity_title(g, reference, others) for g in others},
             "inference": f"MC over {k} masks = weight scaling",
-            "conventions": "mean-$p$ gates need scaling by $p$"}
+            "conventions": "mean-$p$ gates need scaling by $p$",
+            "budget": "1e: the best rate does not move with the budget"}
 
 
 def estimate_text(key: str, result: Mapping[str, Any]) -> str:
@@ -596,6 +623,11 @@ def estimate_text(key: str, result: Mapping[str, Any]) -> str:
     if key == "conventions":
         return "test loss without scaling by p: " + ", ".join(
             f"{row['mean_loss_increase']:+.3f} ({row['gate']})" for row in result["table"])
+    if key == "budget":
+        first, last = result["budgets"][0], result["budgets"][-1]
+        lo, hi = result["interval"]
+        return (f"best rate {first['best']:g} at {first['epochs']} epochs, {last['best']:g} at {last['epochs']} "
+                f"(shift {result['estimate']:+g}, interval [{lo:+g}, {hi:+g}])")
     if key == "optimum":
         return f"rate {result['estimate']:g} (best set {min(result['set']):g}-{max(result['set']):g})"
     return f"rate {result['estimate']:g}" if "estimate" in result else "--"
@@ -636,7 +668,85 @@ SECTIONS = {
     "input_rate": lambda claims, config: input_section(claims["input_rate"], config["claims"]["input_rate"]["experiment"])
     if "input_rate" in claims and "table" in claims["input_rate"] else None,
     "gate_parity": _parity_section,
+    "budget": lambda claims, config: budget_section(
+        claims["budget"], config["claims"]["budget"]["experiment"], config["claims"]["alpha"])
+    if "budget" in claims else None,
 }
+
+
+PROTOCOL_TEXT = {
+    "fixed": "every run at its scale's learning rate ({lr}), whatever its drop rate",
+    "tuned": "each cell ({sweeps}) trained at every learning rate of {lrs} with all its seeds; per cell, the "
+             "learning rate with the best mean accuracy on the validation split (a failed run counting as a "
+             "chance-level guess) is chosen, and the claims read that learning rate's runs",
+}
+JUDGED_BECAUSE = {
+    "tuned": "A drop rate compared at a learning rate chosen for none of them measures how well each rate suits "
+             "that learning rate as much as it measures dropout: noisier nets want other step sizes, and the high "
+             "rates of a sweep can fail for the optimiser's sake. \\citet{srivastava2014} chose hyper-parameters on "
+             "validation data for each configuration; the tuned protocol does the same, and reads the test set only "
+             "for these tables.",
+    "fixed": "The configuration judges the fixed protocol (protocols.judge); read its verdicts as those of one "
+             "learning rate, not of each rate at its best.",
+}
+
+
+def protocols_section(protocols: Mapping[str, Any] | None, titles: Mapping[str, str], order: list[str],
+                      config: Mapping[str, Any], lr: float | None) -> str:
+    """Which protocols ran, the one the headline verdicts use and why, every claim under each side by side, and
+    the tuned protocol's learning-rate choices."""
+    if not protocols:
+        return f"\\emph{{Only the fixed protocol was {NOT_RUN} beside nothing else.}}\n"
+    run, judge = protocols["run"], protocols["judge"]
+    tuned = config.get("protocols", {}).get("tuned", {})
+    lrs = ", ".join(f"{v:g}" for v in tuned.get("lrs", {}).get(config["scale"], []))
+    described = {"fixed": PROTOCOL_TEXT["fixed"].format(lr=f"{lr:g}" if lr is not None else "--"),
+                 "tuned": PROTOCOL_TEXT["tuned"].format(
+                     sweeps=tex(", ".join(s.replace("_", " ") for s in protocols["tuned_sweeps"])), lrs=lrs)}
+    text = ("\\begin{itemize}\n" + "".join(f"\\item \\emph{{{name}}}: {described[name]}.\n" for name in run)
+            + "\\end{itemize}\n")
+    text += (f"The headline verdicts (Table~\\ref{{tab:verdicts}}, the abstract and the sections below) are judged "
+             f"under the \\emph{{{judge}}} protocol. {JUDGED_BECAUSE[judge]}\n")
+    if len(run) < 2:
+        return text
+    rows = []
+    for key in order:
+        cells = []
+        for name in run:
+            result = protocols["by_protocol"].get(name, {}).get(key)
+            cells.append(f"{tex(estimate_text(key, result))} (\\textbf{{{tex(result['verdict'])}}})" if result
+                         else NOT_RUN)
+        rows.append([titles.get(key, tex(key)), *cells])
+    text += _tabular(["claim", *(f"{name} protocol" for name in run)], rows, "P{4.2cm}" + "P{5.4cm}" * len(run),
+                     caption="Every claim under each protocol that ran: the estimate and the verdict. Claims of "
+                     "sweeps the tuned protocol does not cover read the same runs under both.", label="protocols")
+    chosen = sorted((row for row in protocols["selection"] if row["gate"] == "bernoulli"),
+                    key=lambda row: (row["input_rate"], row["hidden_rate"] or 0.0, row["lr"]))
+    if chosen:
+        experiment = chosen[0]["experiment"]
+        text += _figure(f"{experiment}_protocols", "The tuned protocol on the hidden-rate sweep. Left: mean "
+                        "validation accuracy against the learning rate for each hidden drop rate, the chosen "
+                        "learning rate ringed. Middle: the chosen learning rate against the drop rate. Right: test "
+                        "accuracy against the drop rate under each protocol (mean $\\pm$ sd over seeds).")
+        lr_grid = sorted({row["lr"] for row in chosen})
+        cells: dict[str, dict[float, Mapping[str, Any]]] = {}
+        for row in chosen:
+            cells.setdefault(row["design_cell"], {})[row["lr"]] = row
+        table_rows = []
+        for cell, by_lr in cells.items():
+            marks = []
+            for value in lr_grid:
+                row = by_lr.get(value)
+                entry = "--" if row is None else pct(row["val_mean"]) + (f" ({row['failed']} f.)" if row["failed"]
+                                                                          else "")
+                marks.append(f"\\textbf{{{entry}}}" if row is not None and row["chosen"] else entry)
+            table_rows.append([tex(cell_text(cell)), *marks])
+        text += _tabular(["cell (Bernoulli)", *(f"lr {v:g}" for v in lr_grid)], table_rows,
+                         "l" + "r" * len(lr_grid),
+                         caption="The tuned protocol's choice per cell: mean validation accuracy (\\%) over seeds "
+                         "at each learning rate, failed runs counted as guesses (f.: how many failed); the chosen "
+                         "learning rate in bold. No test number enters the choice.")
+    return text
 
 
 def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -> None:
@@ -713,7 +823,9 @@ def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -
         ["claim", "estimate (per rate where the claim is judged per rate)", "verdict"], verdict_rows,
         "P{4.4cm}P{7.4cm}l", label="verdicts",
         caption="The claims, the estimate of each statistic, and the verdict, computed from the runs that trained "
-        f"({failed['trained']} of {nruns})."))
+        f"({failed['trained']} of {nruns})" + (f", under the {doc['protocols']['judge']} protocol "
+                                               "(Section~\\ref{sec:protocols})" if doc.get("protocols") else "")
+        + "."))
 
     def not_run() -> str:
         return f"\\emph{{This claim's experiment was {NOT_RUN} in this configuration.}}\n"
@@ -726,5 +838,8 @@ def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -
     write(out / "anchors.tex", anchors_table(facts["anchors"]))
     write(out / "provenance.tex", provenance_table(facts["training"], nruns, facts["report"]))
     write(out / "methods.tex", methods_text(facts))
+    reference = facts["experiments"].get(settings["optimum"]["experiment"]) or {}
+    write(out / "protocols.tex", protocols_section(doc.get("protocols"), titles, verdict_order(config), config,
+                                                   reference.get("lr")))
     write(out / "discussion.tex", discussion_text(claims, theory, facts, config))
     write(out / "macros.tex", m.text() + ("\\smoketrue\n" if scale == "smoke" else ""))

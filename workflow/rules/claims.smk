@@ -20,6 +20,7 @@ rule claims:
             claim=CLAIM_SECTIONS,
         ),
         placement="results/claims/placement.tex",
+        protocols="results/claims/protocols.tex",
         anchors="results/claims/anchors.tex",
         provenance="results/claims/provenance.tex",
     log:

@@ -61,7 +61,7 @@ wildcard_constraints:
     seed=r"\d+",
     dataset=r"mnist|cifar10",
     stem=r"[A-Za-z0-9_]+",
-    pack=r"[A-Za-z0-9_]+/(width\d+/)?([a-z]+(-scaled)?/)?[A-Za-z0-9_.]+(/seed\d+)?",
+    pack=r"[A-Za-z0-9_]+(/(width\d+|lr[0-9.e+-]+|ep\d+))*/([a-z]+(-scaled)?/)?[A-Za-z0-9_.+-]+(/seed\d+)?",
 
 
 def metrics_files():

@@ -11,6 +11,7 @@ rule paper:
         theory="results/claims/theory.tex",
         sections=rules.claims.output.sections,
         placement="results/claims/placement.tex",
+        protocols="results/claims/protocols.tex",
         anchors="results/claims/anchors.tex",
         provenance="results/claims/provenance.tex",
         figures=expand("results/figures/{stem}.pdf", stem=FIGURES),

@@ -39,8 +39,8 @@ try:
     (build / "figures" / "theory").mkdir(parents=True)
     shutil.copy(inp.tex, build / "paper.tex")
     shutil.copy(inp.bib, build / "refs.bib")
-    for name in ("macros", "verdicts", "failed", "methods", "discussion", "theory", "placement", "anchors",
-                 "provenance"):
+    for name in ("macros", "verdicts", "failed", "methods", "discussion", "theory", "placement", "protocols",
+                 "anchors", "provenance"):
         shutil.copy(inp[name], build / "generated" / Path(inp[name]).name)
     for section in inp.sections:
         shutil.copy(section, build / "generated" / "claims" / Path(section).name)

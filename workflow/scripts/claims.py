@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from dropout_lab import provenance
+from dropout_lab import protocol, provenance
 from dropout_lab.atomic import write_json
 from dropout_lab.claims import evaluate_claims
 from dropout_lab.facts import claims_document
@@ -24,8 +24,14 @@ anchors = yaml.safe_load(Path(snakemake.input.anchors).read_text())["anchors"]  
 # The code that builds this report, and whether the training commits are this project's.
 built = {"commit": provenance.git_commit(), "versions": provenance.library_versions(),
          "known_commits": {c: provenance.in_history(c) for c in prov["commits"]}}
-verdicts = evaluate_claims(runs, config, mc)
-write_json(snakemake.output.json, claims_document(verdicts, theory, runs, prov, config, anchors, built))  # noqa: F821
+# Every claim under each protocol that ran; the judged protocol's verdicts are the paper's headline ones.
+chosen = protocol.selection(runs, config)
+by_protocol = {name: evaluate_claims(protocol.view(runs, name, config, chosen), config, mc)
+               for name in protocol.protocols(config)}
+verdicts = by_protocol[protocol.judged_protocol(config)]
+doc = claims_document(verdicts, theory, runs, prov, config, anchors, built)
+doc["protocols"] = protocol.document(by_protocol, chosen, config)
+write_json(snakemake.output.json, doc)  # noqa: F821
 write_report(json.loads(Path(snakemake.output.json).read_text()), config,  # noqa: F821
              Path(snakemake.output.macros).parent)  # noqa: F821
 for name, result in verdicts.items():
