@@ -25,7 +25,9 @@
 # with the smaller of its own limit and what is left of BUDGET seconds (default 540), a step that
 # would get less than its minimum being skipped:
 #   1. Snakemake (the workflow's fetch_data, train and run_metrics rules, --until run_metrics) trains
-#      the MNIST MLP grid at SCALE (default paper: 285 runs, 50 epochs, runs_per_job=all: the 235 runs
+#      the MNIST MLP grid at SCALE (GRID=main, the default: the fixed protocol's grid without the
+#      budget sweep; GRID=all adds the tuned protocol's 255 runs and the budget sweep's 150, about
+#      six more minutes at paper scale, bench/RESULTS.md) (paper: 285 runs, 50 epochs, runs_per_job=all: the 235 runs
 #      of the fixed-width grids in one pack, the width sweep's 10 widths in a pack each,
 #      bf16 with TF32) in the work dir WORK (default /tmp/dropout-lab-work); limit 400 s. No TeX
 #      needed: the workflow's onstart asks for latexmk only when the paper job is to run. Its log goes
@@ -147,11 +149,21 @@ run() {
     export DROPOUT_LAB_DATA_DIR=${DROPOUT_LAB_DATA_DIR:-/tmp/dropout-lab-data} DROPOUT_LAB_MNIST_MIRROR=$PWD/$CARRY/mnist
 
     note "## 1. the workflow trains the MNIST MLP grid at scale=$scale (snakemake --until run_metrics)"
-    rm -rf "$work" "$out/snakemake.log"
+    # KEEP_WORK=1 keeps the packs an earlier call trained on this (still warm) machine.
+    [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
+    rm -f "$out/snakemake.log"
     mkdir -p "$work"
     local start rc
     start=$("$py" -c "import time; print(time.time())")
+    # GRID=main (default): the fixed protocol's grid, without the tuned protocol's and the budget
+    # sweep's packs, which do not fit one call at paper scale; GRID=all: the whole grid.
+    local grid_args=()
+    if [ "${GRID:-main}" = main ]; then
+        printf 'protocols: {run: [fixed], judge: fixed}\ngrids: {mnist_mlp: {budget_sweep: null}}\n' > "$work/grid.yaml"
+        grid_args=(--configfile "$work/grid.yaml")
+    fi
     step snakemake 400 60 "$out/snakemake.log" "$py" -m snakemake -s Snakefile -d "$work" --cores all --scheduler greedy \
+        "${grid_args[@]}" \
         --config scale="$scale" 'experiments=[mnist_mlp]' runs_per_job=all device="$device" \
         'train_overrides=[engine.precision=bf16,engine.tf32=true]' --until run_metrics >/dev/null
     rc=$?
