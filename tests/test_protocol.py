@@ -244,3 +244,11 @@ def test_poisoned_test_labels_do_not_change_the_chosen_learning_rates(tmp_path, 
     cfg = config()
     assert chosen_lrs(protocol.selection(poisoned, cfg)) == chosen_lrs(protocol.selection(honest, cfg)) \
         == {"input0_hidden0.5": best_on_test(honest)}
+
+
+def test_a_budget_whose_runs_all_failed_leaves_the_budget_claim_inconclusive():
+    runs = _budget_runs({1: 0.1, 9: 0.4})
+    runs.loc[runs["epochs"] == 1, "status"] = "diverged"
+    result = budget_claim(runs, "hidden_rate", {"tolerance": 0.1}, 0.05, 100)
+    assert result["verdict"] == INCONCLUSIVE and result["estimate"] is None
+    assert [row["epochs"] for row in result["budgets"]] == [9]

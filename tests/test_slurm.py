@@ -50,9 +50,12 @@ def test_smoke_workflow_through_the_slurm_profile(tmp_path, slurm, mnist_mirror)
         pytest.skip("latexmk is not installed (see the README's TeX line)")
     work = tmp_path / "work"
     work.mkdir()
-    # The cluster path, not every sweep: the grid without the width sweep and with two parity gates (58 runs).
+    # The cluster path, not every sweep: the fixed protocol's grid without the width and budget sweeps and with
+    # two parity gates (58 runs).
     overrides = {"scale": "smoke", "experiments": ["mnist_mlp"], "data": {"mirrors": {"mnist": mnist_mirror}},
-                 "grids": {"mnist_mlp": {"width_sweep": None, "gate_parity": {"gates": ["bernoulli", "gaussian"]}}}}
+                 "protocols": {"run": ["fixed"], "judge": "fixed"},
+                 "grids": {"mnist_mlp": {"width_sweep": None, "budget_sweep": None,
+                                         "gate_parity": {"gates": ["bernoulli", "gaussian"]}}}}
     (work / "test-config.yaml").write_text(yaml.safe_dump(overrides))
     env = {**os.environ, "SLURM_CONF": str(slurm / "slurm.conf")}
     # The profile as users run it; the overrides are this cluster's facts: two cores per
@@ -71,18 +74,21 @@ def test_smoke_workflow_through_the_slurm_profile(tmp_path, slurm, mnist_mirror)
     full.update({"scale": "smoke", "experiments": ["mnist_mlp"]})
     full["grids"]["mnist_mlp"]["gate_parity"]["gates"] = ["bernoulli", "gaussian"]
     full["grids"]["mnist_mlp"]["width_sweep"] = None
+    full["grids"]["mnist_mlp"]["budget_sweep"] = None
+    full["protocols"] = overrides["protocols"]
     grid.drop_switched_off(full)
     runs = grid.expand_runs(full)
     assert len(runs) == 58
     assert len(list((work / "results" / "runs").rglob("metrics.json"))) == len(runs)
     assert "localrule train" not in output  # training never ran on the submitting machine
 
-    # The scheduler's own record: one completed job per group of eight training runs, in our folder.
+    # The scheduler's own record: one completed job per group of eight training jobs (a pack of a cell's seeds
+    # each: runs_per_job auto on a CPU), in our folder.
     profile = yaml.safe_load((ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
     per_group = int(profile["group-components"][0].split("=")[1])
     records = (slurm / "log" / "jobcomp.log").read_text().splitlines()
     ours = [r for r in records if f"WorkDir={work}" in r]
-    assert len(ours) == -(-len(runs) // per_group)
+    assert len(ours) == -(-len(grid.make_packs(runs, "cell")) // per_group)
     assert all("JobState=COMPLETED" in r for r in ours)
     submitted = set(re.findall(r"submitted with SLURM jobid (\d+)", output))
     assert {re.search(r"JobId=(\d+)", r).group(1) for r in ours} == submitted

@@ -199,6 +199,8 @@ def input_section(result: Mapping[str, Any], experiment: str) -> str:
 
 def budget_section(result: Mapping[str, Any], experiment: str, alpha: float) -> str:
     """Does the optimum move with training length? The best rate and best set at each epoch budget."""
+    if result["estimate"] is None:
+        return _verdict_sentence(result)
     rows = []
     for row in result["budgets"]:
         failed = sum(r.get("failed", 0) for r in row["table"])
@@ -624,6 +626,8 @@ def estimate_text(key: str, result: Mapping[str, Any]) -> str:
         return "test loss without scaling by p: " + ", ".join(
             f"{row['mean_loss_increase']:+.3f} ({row['gate']})" for row in result["table"])
     if key == "budget":
+        if result["estimate"] is None:
+            return "--"
         first, last = result["budgets"][0], result["budgets"][-1]
         lo, hi = result["interval"]
         return (f"best rate {first['best']:g} at {first['epochs']} epochs, {last['best']:g} at {last['epochs']} "
