@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -444,6 +445,7 @@ def budget_sweep(runs: pd.DataFrame, vary: str, settings: Mapping[str, Any], alp
                  color="tab:red", label="best rate")
     axes[1].set_xscale("log")
     axes[1].set_xticks([r["epochs"] for r in result["budgets"]], [str(r["epochs"]) for r in result["budgets"]])
+    axes[1].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     axes[1].set_xlabel("training budget (epochs)")
     axes[1].set_ylabel(f"{SLOT_NAMES[vary]} drop rate")
     axes[1].set_ylim(-0.05, max(0.95, float(runs[col].max()) + 0.05))
@@ -468,8 +470,11 @@ def protocols_figure(every: pd.DataFrame, chosen: pd.DataFrame, fixed: pd.DataFr
         axes[0].scatter(picked["lr"], picked["val_pct"], s=80, facecolors="none", edgecolors="tab:red", zorder=3)
         axes[0].legend(title=f"{SLOT_NAMES[vary]} rate", fontsize="xx-small", title_fontsize="x-small", ncol=2)
         axes[1].plot(picked[col], picked["lr"], "o-", color="tab:red")
-    for ax in axes[:2]:
-        ax.set_yscale("log") if ax is axes[1] else ax.set_xscale("log")
+    grid_lrs = sorted(chosen["lr"].unique())
+    for ax, axis in ((axes[0], "x"), (axes[1], "y")):  # the learning-rate grid itself as the ticks
+        getattr(ax, f"set_{axis}scale")("log")
+        getattr(ax, f"set_{axis}ticks")(grid_lrs, [f"{lr:g}" for lr in grid_lrs])
+        getattr(ax, f"{axis}axis").set_minor_locator(matplotlib.ticker.NullLocator())
     axes[0].set_xlabel("learning rate")
     axes[0].set_ylabel("validation accuracy (%), failed runs as guesses")
     axes[1].set_xlabel(f"{SLOT_NAMES[vary]} drop rate (1 - p)")

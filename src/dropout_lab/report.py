@@ -745,6 +745,13 @@ def protocols_section(protocols: Mapping[str, Any] | None, titles: Mapping[str, 
                                                                           else "")
                 marks.append(f"\\textbf{{{entry}}}" if row is not None and row["chosen"] else entry)
             table_rows.append([tex(cell_text(cell)), *marks])
+        picks = [row["lr"] for row in protocols["selection"] if row["chosen"]]
+        edges = {"largest": sum(lr == max(lr_grid) for lr in picks), "smallest": sum(lr == min(lr_grid) for lr in picks)}
+        for edge, count in edges.items():
+            if count:
+                text += (f"{count} of the {len(picks)} tuned cells chose the grid's {edge} learning rate "
+                         f"({(max if edge == 'largest' else min)(lr_grid):g}): their best learning rate may lie beyond "
+                         "the grid (widen protocols.tuned.lrs to find it).\n")
         text += _tabular(["cell (Bernoulli)", *(f"lr {v:g}" for v in lr_grid)], table_rows,
                          "l" + "r" * len(lr_grid),
                          caption="The tuned protocol's choice per cell: mean validation accuracy (\\%) over seeds "
