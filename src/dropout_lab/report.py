@@ -630,7 +630,8 @@ def estimate_text(key: str, result: Mapping[str, Any]) -> str:
             return "--"
         first, last = result["budgets"][0], result["budgets"][-1]
         lo, hi = result["interval"]
-        return (f"best rate {first['best']:g} at {first['epochs']} epochs, {last['best']:g} at {last['epochs']} "
+        epochs = "epoch" if first["epochs"] == 1 else "epochs"
+        return (f"best rate {first['best']:g} at {first['epochs']} {epochs}, {last['best']:g} at {last['epochs']} "
                 f"(shift {result['estimate']:+g}, interval [{lo:+g}, {hi:+g}])")
     if key == "optimum":
         return f"rate {result['estimate']:g} (best set {min(result['set']):g}-{max(result['set']):g})"
@@ -749,7 +750,7 @@ def protocols_section(protocols: Mapping[str, Any] | None, titles: Mapping[str, 
         edges = {"largest": sum(lr == max(lr_grid) for lr in picks), "smallest": sum(lr == min(lr_grid) for lr in picks)}
         for edge, count in edges.items():
             if count:
-                text += (f"{count} of the {len(picks)} tuned cells chose the grid's {edge} learning rate "
+                text += (f"\n{count} of the {len(picks)} tuned cells chose the grid's {edge} learning rate "
                          f"({(max if edge == 'largest' else min)(lr_grid):g}): their best learning rate may lie beyond "
                          "the grid (widen protocols.tuned.lrs to find it).\n")
         text += _tabular(["cell (Bernoulli)", *(f"lr {v:g}" for v in lr_grid)], table_rows,
