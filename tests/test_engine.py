@@ -79,7 +79,8 @@ def test_scaled_convention_pack_is_bit_identical(tmp_path, mnist_data_dir, mnist
 @pytest.mark.slow
 def test_cnn_pack_is_bit_identical_to_runs_alone(tmp_path, cifar_mirror):
     url, contents = cifar_mirror
-    shared = ["dataset=cifar10", "model=cnn", "scale=smoke", "dataset.train_fraction=1.0", "train.epochs=2",
+    shared = ["dataset=cifar10", "model=cnn", "scale=smoke", "dataset.train_fraction=1.0", "dataset.validation=0",
+              "train.epochs=2",
               "eval.mc_samples=2", f"dataset.checksums={{cifar-10-python.tar.gz: {contents['sha256']}}}"]
     runs = [["seed=0", "dropout.fc=0.5", "dropout.input=0.1"], ["seed=1", "dropout.conv=0.25"], ["seed=2"]]
     cfgs = configs(tmp_path, tmp_path / "data", url, shared, runs)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dropout_lab import train
+from dropout_lab import data, train
 from dropout_lab.config import compose_config
 
 TIMING_KEYS = {"wall_seconds", "train_seconds", "evaluation_seconds", "checkpoints_saved"}
@@ -42,9 +42,12 @@ def test_mlp_learns_real_mnist_and_records_metrics(tmp_path, mnist_data_dir, mni
     metrics = run(tmp_path, mnist_data_dir, mnist_mirror, "seed=1")
     final = metrics["final"]
     assert final["test_acc"] > 0.90, final  # chance is 0.10
-    assert metrics["mc"]["samples"] == 8 and metrics["mc"]["test_acc"] > 0.90
+    assert metrics["mc"]["samples"] == 8 and metrics["mc"]["test_acc"] > 0.88
     assert abs(metrics["mc"]["test_acc"] - final["test_acc"]) < 0.03
-    assert metrics["train_samples"] == 15000 and metrics["test_samples"] == 3000
+    # quick's 5,000 validation images held out first, then a quarter of the other 55,000 trained on
+    assert metrics["train_samples"] == 13750 and metrics["test_samples"] == 3000
+    assert metrics["validation_samples"] == 5000 and len(metrics["validation_sha256"]) == 64
+    assert 0.9 < final["val_acc"] <= 1 and all("val_acc" in h for h in metrics["history"])
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert metrics["history"][1]["train_loss"] < metrics["history"][0]["train_loss"]
     assert final["gap_acc"] == pytest.approx(final["train_acc"] - final["test_acc"])
@@ -96,7 +99,7 @@ def test_cnn_trains_on_cifar_format_data_over_http(tmp_path, cifar_mirror):
     cfg = compose_config([
         f"out={tmp_path / 'cnn'}", f"data_dir={tmp_path / 'data'}", "dataset=cifar10", f"dataset.mirror={url}",
         f"dataset.checksums={{cifar-10-python.tar.gz: {contents['sha256']}}}",
-        "dataset.train_fraction=1.0", "dataset.test_fraction=1.0",
+        "dataset.train_fraction=1.0", "dataset.test_fraction=1.0", "dataset.validation=0",
         "model=cnn", "model.channels=[8,16,16]", "model.kernel_size=3", "model.fc_width=32",
         "dropout=all-layers", "model.max_norm=3.0", "train.epochs=40", "train.batch_size=16", "train.lr=0.005",
         "eval.mc_samples=4", "progress=false",
@@ -163,3 +166,15 @@ def test_divergence_stops_the_run_and_is_recorded(tmp_path, mnist_data_dir, mnis
     text = (tmp_path / "run" / "metrics.json").read_text()
     assert "NaN" not in text and "Infinity" not in text  # strict JSON
     json.loads(text)
+
+
+def test_a_validation_split_larger_than_the_copy_of_the_data_is_one_line(tmp_path, cifar_mirror):
+    url, contents = cifar_mirror
+    cfg = compose_config([
+        f"out={tmp_path / 'cnn'}", f"data_dir={tmp_path / 'data'}", "dataset=cifar10", f"dataset.mirror={url}",
+        f"dataset.checksums={{cifar-10-python.tar.gz: {contents['sha256']}}}", "scale=smoke", "model=cnn",
+        "progress=false"])  # smoke holds out 500 CIFAR-10 images; this copy has 300
+    with pytest.raises(data.DataError, match=r"dataset.validation=500 leaves 0 of this copy's 300 cifar10 training "
+                                             r"images to train on; hold out fewer, e.g. dataset.validation=0"):
+        train.main(cfg)
+    assert not (tmp_path / "cnn" / "metrics.json").exists()

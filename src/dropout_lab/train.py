@@ -29,7 +29,7 @@ from torch import nn
 from dropout_lab import checkpoint, data
 from dropout_lab.atomic import WriteError, finite_or_none, write_result
 from dropout_lab.config import (
-    COMPOSITION_ERRORS, CONFIG_DIR, PER_RUN, ConfigError, Rates, compose_config, describe_composition_error, validate,
+    COMPOSITION_ERRORS, CONFIG_DIR, MIN_IMAGES, PER_RUN, ConfigError, Rates, compose_config, describe_composition_error, validate,
 )
 from dropout_lab.engine import EngineSettings, Hyper, Member, PackTrainer
 from dropout_lab.evaluation import final_metrics
@@ -92,7 +92,12 @@ def load_tensors(cfg: DictConfig, device: torch.device) -> tuple[dict[str, tuple
     """({"train", "validation", "test": (images, labels)}, the validation split's digest); validation is
     empty when none is held out."""
     splits = data.load(cfg.dataset.name, cfg.data_dir, cfg.dataset.mirror, dict(cfg.dataset.checksums or {}))
-    held, rest = validation_split(len(splits.train_y), cfg.dataset.validation)
+    n = len(splits.train_y)
+    if cfg.dataset.validation > n - MIN_IMAGES:  # a re-packed copy can hold fewer images than the official split
+        raise data.DataError(f"dataset.validation={cfg.dataset.validation} leaves {max(n - cfg.dataset.validation, 0)} "
+                             f"of this copy's {n} {cfg.dataset.name} training images to train on; hold out fewer, "
+                             f"e.g. dataset.validation={n // 6 if n // 6 >= MIN_IMAGES else 0}")
+    held, rest = validation_split(n, cfg.dataset.validation)
     parts = {"validation": (splits.train_x[held], splits.train_y[held])}
     keep = fixed_subset(len(rest), cfg.dataset.train_fraction)
     rest = rest if keep is None else rest[keep]
