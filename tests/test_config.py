@@ -58,6 +58,22 @@ BAD = [
     (["dataset.checksums={train-images: abc}"], "dataset.checksums names 'train-images'"),
     (["dataset.checksums={train-labels-idx1-ubyte: abc}"], "is not a SHA-256"),
     (["dataset.checksums=3"], "dataset.checksums=3 must be a mapping"),
+    (["dataset.validation=50"], "dataset.validation=50 must be 0 (no validation split) or at least 100 images"),
+    (["dataset.validation=-1"], "dataset.validation=-1 must be 0 (no validation split) or at least 100 images"),
+    (["dataset.validation=59950"], "dataset.validation=59950 leaves fewer than 100 of the 60000 training images"),
+    (["dataset.validation=10000", "dataset.train_fraction=0.001"],
+     "dataset.train_fraction=0.001 keeps 50 of the 50000 train images"),
+    # the Srivastava et al. recipe's settings (config/recipe/srivastava.yaml)
+    (["train.momentum_start=1.0", "train.momentum_ramp=0.2"], "train.momentum_start=1.0 must be in [0, 1)"),
+    (["train.momentum_start=-0.1", "train.momentum_ramp=0.2"], "train.momentum_start=-0.1 must be in [0, 1)"),
+    (["train.momentum_ramp=1.5"], "train.momentum_ramp=1.5 must be in [0, 1]"),
+    (["train.momentum_ramp=-0.5"], "train.momentum_ramp=-0.5 must be in [0, 1]"),
+    (["train.momentum_start=0.5"], "train.momentum_start=0.5 ramps over no time (train.momentum_ramp=0)"),
+    (["train.lr_final=0"], "train.lr_final=0.0 must be in (0, 1]"),
+    (["train.lr_final=1.5"], "train.lr_final=1.5 must be in (0, 1]"),
+    (["train.lr_final=nan"], "train.lr_final=nan must be in (0, 1]"),
+    (["train.schedule=linear"], "train.schedule='linear' is unknown; choose one of ['constant', 'cosine', 'exponential']"),
+    (["recipe=srivastava", "model=cnn", "dataset=cifar10"], "model.depth does not apply to model=cnn"),
 ]
 
 

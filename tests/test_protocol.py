@@ -252,3 +252,16 @@ def test_a_budget_whose_runs_all_failed_leaves_the_budget_claim_inconclusive():
     result = budget_claim(runs, "hidden_rate", {"tolerance": 0.1}, 0.05, 100)
     assert result["verdict"] == INCONCLUSIVE and result["estimate"] is None
     assert [row["epochs"] for row in result["budgets"]] == [9]
+
+
+def test_tuned_runs_without_a_validation_split_are_refused_before_anything_trains():
+    cfg = config(scale="smoke", experiments=["mnist_mlp"], train_overrides=["dataset.validation=0"])
+    runs = grid.expand_runs(cfg)
+    grid.check_train_overrides(cfg, runs)  # a valid override on its own
+    with pytest.raises(grid.GridError, match="the tuned protocol chooses its learning rate on the validation split, "
+                                             "but dataset.validation=0 holds none"):
+        grid.check_validation_split(runs, grid.expected_settings(cfg, runs))
+    fixed = config(scale="smoke", experiments=["mnist_mlp"], train_overrides=["dataset.validation=0"],
+                   protocols={"run": ["fixed"], "judge": "fixed"})
+    runs = grid.expand_runs(fixed)
+    grid.check_validation_split(runs, grid.expected_settings(fixed, runs))  # the fixed protocol needs none

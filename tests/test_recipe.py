@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from dropout_lab import engine, train
-from dropout_lab.config import ConfigError, compose_config, validate
+from dropout_lab.config import compose_config, validate
 from dropout_lab.identity import identity
 from dropout_lab.models import MLP
 
@@ -179,25 +179,6 @@ def test_no_recipe_composes_as_before():
     assert "recipe" not in cfg
 
 
-BAD = [
-    (["train.momentum_start=1.0", "train.momentum_ramp=0.2"], "train.momentum_start=1.0 must be in [0, 1)"),
-    (["train.momentum_start=-0.1", "train.momentum_ramp=0.2"], "train.momentum_start=-0.1 must be in [0, 1)"),
-    (["train.momentum_ramp=1.5"], "train.momentum_ramp=1.5 must be in [0, 1]"),
-    (["train.momentum_ramp=-0.5"], "train.momentum_ramp=-0.5 must be in [0, 1]"),
-    (["train.momentum_start=0.5"], "train.momentum_start=0.5 ramps over no time (train.momentum_ramp=0)"),
-    (["train.lr_final=0"], "train.lr_final=0.0 must be in (0, 1]"),
-    (["train.lr_final=1.5"], "train.lr_final=1.5 must be in (0, 1]"),
-    (["train.lr_final=nan"], "train.lr_final=nan must be in (0, 1]"),
-    (["train.schedule=linear"], "train.schedule='linear' is unknown; choose one of ['constant', 'cosine', 'exponential']"),
-    (["recipe=srivastava", "model=cnn", "dataset=cifar10"], "model.depth does not apply to model=cnn"),
-]
-
-
-@pytest.mark.parametrize("overrides, expected", BAD, ids=[" ".join(o) for o, _ in BAD])
-def test_bad_recipe_settings_are_named_in_one_line(overrides, expected):
-    with pytest.raises(ConfigError) as info:
-        validate(compose_config(["out=x", *overrides]))
-    assert expected in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("overrides", [

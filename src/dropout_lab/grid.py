@@ -51,19 +51,20 @@ class Run:
     lr: float | None = None  # the learning rate where the tuned protocol sets it, else the scale's
     epochs: int | None = None  # the epochs where the budget sweep sets them, else the scale's
 
+    def _cell(self, lr: float | None) -> str:
+        parts = [f"{slot}{rate:g}" for slot, rate in self.rates]
+        parts += [f"{name}{value:g}" for name, value in (("width", self.width), ("lr", lr), ("ep", self.epochs))
+                  if value is not None]
+        return "_".join(parts)
+
     @property
     def cell(self) -> str:
-        cell = "_".join(f"{slot}{rate:g}" for slot, rate in self.rates)
-        if self.width is not None:
-            cell += f"_width{self.width}"
-        if self.lr is not None:
-            cell += f"_lr{self.lr:g}"
-        return cell if self.epochs is None else f"{cell}_ep{self.epochs}"
+        return self._cell(self.lr)
 
     @property
     def design_cell(self) -> str:
         """The cell without its learning rate: the tuned protocol chooses one learning rate per design cell."""
-        return self.cell.replace(f"_lr{self.lr:g}", "") if self.lr is not None else self.cell
+        return self._cell(None)
 
     @property
     def folder(self) -> str:
@@ -225,6 +226,11 @@ def judged_protocol(config: Mapping[str, Any]) -> str:
     return (config.get("protocols") or {}).get("judge") or "fixed"
 
 
+def tuned_sweeps(config: Mapping[str, Any]) -> list[str]:
+    """The sweeps the tuned protocol covers, where it runs."""
+    return list(config["protocols"]["tuned"]["sweeps"]) if "tuned" in protocols(config) else []
+
+
 def tuned_lrs(config: Mapping[str, Any]) -> list[float]:
     """The tuned protocol's learning rates at the chosen scale."""
     return [float(lr) for lr in config["protocols"]["tuned"]["lrs"][config["scale"]]]
@@ -274,7 +280,6 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
     scale = config["scale"]
     seeds = range(int(config["seeds"][scale]))
     check_protocols(config)
-    tuned = "tuned" in protocols(config)
     found: dict[Run, set[str]] = {}
     placements: dict[Run, str] = {}
     for experiment in config["experiments"]:
@@ -300,8 +305,9 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
             conventions = CONVENTIONS if sweep == "conventions" else ("inverted",)
             epochs = budgets(spec, scale, model, config_dir) if sweep == "budget_sweep" else [None]
             scale_lr = float(scale_value(scale, model, "lr", config_dir))
-            lrs = [None, *(lr for lr in tuned_lrs(config) if lr != scale_lr)] \
-                if tuned and sweep in config["protocols"]["tuned"]["sweeps"] else []
+            # The tuned protocol's learning rates for this sweep's cells; None: the scale's, the fixed run's.
+            lrs = [None if lr == scale_lr else lr for lr in tuned_lrs(config)] \
+                if sweep in tuned_sweeps(config) else []
             for gate in spec.get("gates", [DEFAULT_GATE]):
                 for rate in spec["rates"]:
                     width = fixed_retained_width(spec, rate, scale, config_dir) if sweep == "width_sweep" else None
@@ -310,9 +316,8 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
                         for convention in conventions:
                             for budget in epochs:
                                 add(gate, rates, seed, sweep, convention=convention, width=width, epochs=budget)
-                        for lr in lrs:  # the tuned protocol's runs of this cell (None: at the scale's rate)
-                            if lr is not None or scale_lr in tuned_lrs(config):
-                                add(gate, rates, seed, f"tuned:{sweep}", width=width, lr=lr)
+                        for lr in lrs:
+                            add(gate, rates, seed, f"tuned:{sweep}", width=width, lr=lr)
         for preset in grid.get("placement", []):
             rates = preset_rates(preset, model, config_dir)
             for seed in seeds:
@@ -472,6 +477,16 @@ def check_claims(config: Mapping[str, Any]) -> None:
                             "e.g. [0.2, 0.6]")
 
 
+def check_validation_split(runs: list[Run], expected: Mapping[str, Mapping[str, Any]]) -> None:
+    """The tuned protocol chooses on the validation split: refuse, before anything trains, tuned runs that would
+    hold none (dataset.validation=0, e.g. in train_overrides)."""
+    for run in runs:
+        if any(tag.startswith("tuned:") for tag in run.sweeps) and not expected[run.folder].get("dataset.validation"):
+            raise GridError(f"{run.folder}: the tuned protocol chooses its learning rate on the validation split, "
+                            "but dataset.validation=0 holds none; hold some out (config/scale/) or set "
+                            "protocols: {run: [fixed], judge: fixed}")
+
+
 def run_table(runs: list[Run]) -> list[dict[str, Any]]:
     """One JSON-able record per run: its coordinates and sweep membership (for aggregation)."""
     return [
@@ -492,9 +507,8 @@ def run_table(runs: list[Run]) -> list[dict[str, Any]]:
 
 def figure_stems(config: Mapping[str, Any]) -> list[str]:
     """The figures the chosen experiments produce (the workflow's outputs), in drawing order."""
-    tuned = config["protocols"]["tuned"]["sweeps"] if "tuned" in protocols(config) else ()
     return [stem for name in config["experiments"]
-            for stem, _ in experiments.figures(name, config["grids"][name], tuned)]
+            for stem, _ in experiments.figures(name, config["grids"][name], tuned_sweeps(config))]
 
 
 def expected_settings(config: Mapping[str, Any], runs: list[Run], config_dir: str = CONFIG_DIR) -> dict[str, dict]:

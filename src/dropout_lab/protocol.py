@@ -26,15 +26,10 @@ from typing import Any, Mapping
 import pandas as pd
 
 from dropout_lab.datasets import SPECS
-from dropout_lab.grid import judged_protocol, protocols  # noqa: F401  (the protocols' settings)
+from dropout_lab.grid import judged_protocol, protocols, tuned_sweeps  # noqa: F401  (the protocols' settings)
 
 OK = "ok"
 CELL = ["experiment", "gate", "convention", "design_cell"]
-
-
-def tuned_sweeps(config: Mapping[str, Any]) -> list[str]:
-    """The sweeps the tuned protocol covers, where it runs."""
-    return list(config["protocols"]["tuned"]["sweeps"]) if "tuned" in protocols(config) else []
 
 
 def _tuned_rows(runs: pd.DataFrame, sweeps: list[str]) -> pd.DataFrame:
@@ -90,7 +85,6 @@ def view(runs: pd.DataFrame, protocol: str, config: Mapping[str, Any],
         if f"tuned_{sweep}" in out:
             out[f"in_{sweep}"] = out[f"tuned_{sweep}"] & at_choice
     return out.drop(columns="chosen_lr")
-
 
 
 def document(by_protocol: Mapping[str, Mapping[str, Any]], chosen: pd.DataFrame,

@@ -29,7 +29,8 @@ from torch import nn
 from dropout_lab import checkpoint, data
 from dropout_lab.atomic import WriteError, finite_or_none, write_result
 from dropout_lab.config import (
-    COMPOSITION_ERRORS, CONFIG_DIR, MIN_IMAGES, PER_RUN, ConfigError, Rates, compose_config, describe_composition_error, validate,
+    COMPOSITION_ERRORS, CONFIG_DIR, MIN_IMAGES, PER_RUN, ConfigError, Rates, compose_config, describe_composition_error,
+    validate,
 )
 from dropout_lab.engine import EngineSettings, Hyper, Member, PackTrainer
 from dropout_lab.evaluation import final_metrics
@@ -101,10 +102,7 @@ def load_tensors(cfg: DictConfig, device: torch.device) -> tuple[dict[str, tuple
     parts = {"validation": (splits.train_x[held], splits.train_y[held])}
     keep = fixed_subset(len(rest), cfg.dataset.train_fraction)
     rest = rest if keep is None else rest[keep]
-    if cfg.dataset.validation == 0 and keep is None:
-        parts["train"] = (splits.train_x, splits.train_y)
-    else:
-        parts["train"] = (splits.train_x[rest], splits.train_y[rest])
+    parts["train"] = (splits.train_x[rest], splits.train_y[rest])
     keep = fixed_subset(len(splits.test_y), cfg.dataset.test_fraction)
     parts["test"] = (splits.test_x, splits.test_y) if keep is None else (splits.test_x[keep], splits.test_y[keep])
     tensors = {name: (prepare_images(x, cfg.dataset.name).to(device), y.to(device)) for name, (x, y) in parts.items()}

@@ -19,6 +19,7 @@ try:
     PACKS = grid.make_packs(RUNS, RUNS_PER_JOB)
     # What each run folder should hold (dropout_lab.identity), from the Hydra files: a change retrains.
     EXPECTED = grid.expected_settings(config, RUNS)
+    grid.check_validation_split(RUNS, EXPECTED)
 except grid.GridError as err:
     raise WorkflowError(str(err))
 
