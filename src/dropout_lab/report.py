@@ -459,7 +459,8 @@ def methods_text(facts: Mapping[str, Any]) -> str:
         max_norm = "no max-norm constraint" if cfg["max_norm"] is None else f"max-norm $c={cfg['max_norm']:g}$"
         parts.append(
             f"\\texttt{{{tex(experiment)}}}: {net} on {tex(cfg['dataset'].upper())} ({cfg['runs']} runs), "
-            f"{cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''} on {cfg['train_samples']} training images, tested on {cfg['test_samples']}; "
+            f"{cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''} on {cfg['train_samples']} training images, "
+            f"tested on {cfg['test_samples']}; "
             f"SGD with momentum {cfg['momentum']:g}, batch {cfg['batch_size']}, learning rate {cfg['lr']:g} with a "
             f"{tex(cfg['schedule'])} schedule for every rate, weight decay {cfg['weight_decay']:g}, {max_norm}; "
             f"Monte-Carlo inference over {cfg['mc_samples']} masks. "
@@ -701,7 +702,7 @@ def protocols_section(protocols: Mapping[str, Any] | None, titles: Mapping[str, 
     """Which protocols ran, the one the headline verdicts use and why, every claim under each side by side, and
     the tuned protocol's learning-rate choices."""
     if not protocols:
-        return f"\\emph{{Only the fixed protocol was {NOT_RUN} beside nothing else.}}\n"
+        return "Only the \\emph{fixed} protocol ran: every run at its scale's learning rate.\n"
     run, judge = protocols["run"], protocols["judge"]
     tuned = config.get("protocols", {}).get("tuned", {})
     lrs = ", ".join(f"{v:g}" for v in tuned.get("lrs", {}).get(config["scale"], []))
@@ -747,12 +748,12 @@ def protocols_section(protocols: Mapping[str, Any] | None, titles: Mapping[str, 
                 marks.append(f"\\textbf{{{entry}}}" if row is not None and row["chosen"] else entry)
             table_rows.append([tex(cell_text(cell)), *marks])
         picks = [row["lr"] for row in protocols["selection"] if row["chosen"]]
-        edges = {"largest": sum(lr == max(lr_grid) for lr in picks), "smallest": sum(lr == min(lr_grid) for lr in picks)}
-        for edge, count in edges.items():
+        for edge, value in (("largest", max(lr_grid)), ("smallest", min(lr_grid))):
+            count = sum(lr == value for lr in picks)
             if count:
                 text += (f"\n{count} of the {len(picks)} tuned cells chose the grid's {edge} learning rate "
-                         f"({(max if edge == 'largest' else min)(lr_grid):g}): their best learning rate may lie beyond "
-                         "the grid (widen protocols.tuned.lrs to find it).\n")
+                         f"({value:g}): their best learning rate may lie beyond the grid (widen protocols.tuned.lrs "
+                         "to find it).\n")
         text += _tabular(["cell (Bernoulli)", *(f"lr {v:g}" for v in lr_grid)], table_rows,
                          "l" + "r" * len(lr_grid),
                          caption="The tuned protocol's choice per cell: mean validation accuracy (\\%) over seeds "
