@@ -265,3 +265,15 @@ def test_tuned_runs_without_a_validation_split_are_refused_before_anything_train
                    protocols={"run": ["fixed"], "judge": "fixed"})
     runs = grid.expand_runs(fixed)
     grid.check_validation_split(runs, grid.expected_settings(fixed, runs))  # the fixed protocol needs none
+
+
+def test_the_inference_claim_reads_one_learning_rate_per_cell_under_the_tuned_protocol():
+    from dropout_lab.claims import inference_runs
+
+    runs = tuned_table({(0.5, 0.015): [0.97, 0.97], (0.5, 0.05): [0.95, 0.93]})
+    runs["in_gate_parity"] = runs["lr"] == 0.05  # the gate-parity grid trains at the scale's learning rate
+    tuned = protocol.view(runs, "tuned", config())
+    assert set(tuned.loc[tuned["in_hidden_sweep"], "lr"]) == {0.015}  # the tuned choice
+    assert set(inference_runs(tuned, "mnist_mlp")["lr"]) == {0.05}  # not pooled with the tuned choice
+    no_parity = tuned.assign(in_gate_parity=False)
+    assert set(inference_runs(no_parity, "mnist_mlp")["lr"]) == {0.015}  # without parity: the hidden sweep's

@@ -561,16 +561,23 @@ def _evaluate(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFrame | 
             rows = runs[(runs["experiment"] == own["experiment"]) & runs[sweep.column]]
             if spec is not None and len(rows):
                 out.update(CLAIMS[claim](rows, spec, settings, alpha, samples))
-    # Across sweeps: the runs with one hidden rate and no other dropout (hidden sweep and gate parity), rate > 0.
     experiment = settings["inference"]["experiment"]
     if mc is not None and len(mc):
-        hidden = runs[(runs["experiment"] == experiment) & (runs["convention"] == "inverted")
-                      & (runs["in_hidden_sweep"] | runs["in_gate_parity"])]
+        hidden = inference_runs(runs, experiment)
         own = mc[mc["run"].isin(hidden["run"]) & (mc["hidden_rate"] > 0)]
         own = own.drop(columns="status", errors="ignore").merge(hidden[["run", "status"]], on="run")
         if len(own):
             out["inference"] = inference_claim(own, "hidden_rate", settings["inference"], alpha)
     return out
+
+
+def inference_runs(runs: pd.DataFrame, experiment: str) -> pd.DataFrame:
+    """The runs the inference claim reads: one hidden rate and no other dropout, inverted gates; those of the
+    gate-parity grid (every gate) where it ran, else the hidden sweep's. Never both: under the tuned protocol the
+    hidden sweep's runs are at another learning rate than the gate-parity grid's, and a cell must not mix them."""
+    own = runs[(runs["experiment"] == experiment) & (runs["convention"] == "inverted")]
+    column = "in_gate_parity" if own["in_gate_parity"].any() else "in_hidden_sweep"
+    return own[own[column]]
 
 
 def _summary(result: Mapping[str, Any]) -> Any:

@@ -124,7 +124,9 @@ def experiment_settings(runs: pd.DataFrame, experiment: str) -> dict[str, Any] |
     first = reference.iloc[0]
     settings = {key: (None if isinstance(first[key], float) and math.isnan(first[key]) else first[key])
                 for key in SETTINGS}
-    return {**{k: (v.item() if hasattr(v, "item") else v) for k, v in settings.items()}, "runs": int(len(own))}
+    return {**{k: (v.item() if hasattr(v, "item") else v) for k, v in settings.items()}, "runs": int(len(own)),
+            "all_epochs": sorted(int(e) for e in own["epochs"].unique()),
+            "all_lrs": sorted(float(lr) for lr in own["lr"].unique())}
 
 
 def collect_facts(runs: pd.DataFrame, prov: Mapping[str, Any], config: Mapping[str, Any],

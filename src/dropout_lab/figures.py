@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from dropout_lab import experiments, protocol  # noqa: E402
-from dropout_lab.claims import budget_claim  # noqa: E402
+from dropout_lab.claims import budget_claim, inference_runs  # noqa: E402
 from dropout_lab.atomic import atomic_path  # noqa: E402
 from dropout_lab.datasets import SPECS  # noqa: E402
 
@@ -387,7 +387,11 @@ def _gate_parity(c: Context) -> None:
 
 def _width_sweep(c: Context) -> None:
     rows = c.own[c.own["in_width_sweep"]]
-    width_sweep(c.hidden_sweep, rows, c.titled(rows, "rate sweep with p·n fixed"), c.stem, c.band("width_optimum"))
+    # n fixed beside p * n fixed at the same learning rate: the fixed protocol's hidden sweep (the width sweep is
+    # not tuned), whichever protocol the other figures show.
+    every = c.every if c.every is not None else c.own
+    fixed_n = every[every["in_hidden_sweep"] & (every["gate"] == "bernoulli")]
+    width_sweep(fixed_n, rows, c.titled(rows, "rate sweep with p·n fixed"), c.stem, c.band("width_optimum"))
 
 
 def _learning_curves(c: Context) -> None:
@@ -408,8 +412,7 @@ def _weight_norms(c: Context) -> None:
 
 
 def _mc_inference(c: Context) -> None:
-    own = c.own
-    hidden = own[own["convention"].eq("inverted") & (own["in_hidden_sweep"] | own["in_gate_parity"])]
+    hidden = inference_runs(c.own, c.name)
     rows = c.mc[c.mc["run"].isin(hidden["run"]) & (c.mc["hidden_rate"] > 0)]
     settings = c.config["claims"]["inference"]
     k = min(settings["k"], int(rows["k"].max())) if len(rows) else settings["k"]

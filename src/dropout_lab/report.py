@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from dropout_lab import experiments
 from dropout_lab.atomic import atomic_open
 from dropout_lab.claims import parity_key, rate_ranges
+from dropout_lab.grid import judged_protocol, tuned_sweeps
 
 NOT_RUN = "not run"
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -172,7 +173,8 @@ def width_section(result: Mapping[str, Any], experiment: str, alpha: float) -> s
     return (
         "\\subsection*{Claim 1d: the optimum with $p \\cdot n$ fixed}\n"
         + _figure(f"{experiment}_width_sweep", "Left: test accuracy against the hidden drop rate with the width fixed "
-                  "(the sweep above) and with $p \\cdot n$ fixed (mean $\\pm$ sd over seeds); the shaded band is "
+                  "(the hidden sweep at the scale's learning rate, as the width sweep) and with $p \\cdot n$ fixed "
+                  "(mean $\\pm$ sd over seeds); the shaded band is "
                   f"where \\citet[Fig.~9b]{{srivastava2014}} found the optimum (rates {band[0]:g}--{band[1]:g}). "
                   "Right: the width of each rate's hidden layers.")
         + table + "\\paragraph{Best test accuracy, $p \\cdot n$ fixed.} " + _verdict_sentence(result)
@@ -284,7 +286,7 @@ def inference_block(result: Mapping[str, Any], experiment: str, alpha: float) ->
         ["gate", "rate", "MC $-$ det. (points)", f"{100 * (1 - 2 * alpha):g}\\% CI", "runs", "failed", "TOST $p$",
          "verdict"], rows, "lrrcrrrl",
         caption=f"Monte-Carlo averaging over $k={result['k']}$ masks minus the deterministic net, test accuracy, per "
-        f"gate and hidden rate (runs of the hidden sweep and the gate-parity grid, no input dropout); margin "
+        f"gate and hidden rate (the gate-parity grid's runs, else the hidden sweep's; no input dropout); margin "
         f"$\\pm${num(100 * result['margin'])} points.",
     )
     return ("\\subsection{Inference}\n"
@@ -457,12 +459,17 @@ def methods_text(facts: Mapping[str, Any]) -> str:
                f"a CNN with conv blocks of {tex(cfg['channels'])} channels and {cfg['depth']}$\\times$"
                f"{cfg['width']} fully connected ReLU layers")
         max_norm = "no max-norm constraint" if cfg["max_norm"] is None else f"max-norm $c={cfg['max_norm']:g}$"
+        # The budget sweep's other epochs and the tuned protocol's other learning rates, where they ran.
+        budgets = [e for e in cfg.get("all_epochs", []) if e != cfg["epochs"]]
+        lrs = [lr for lr in cfg.get("all_lrs", []) if lr != cfg["lr"]]
         parts.append(
             f"\\texttt{{{tex(experiment)}}}: {net} on {tex(cfg['dataset'].upper())} ({cfg['runs']} runs), "
-            f"{cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''} on {cfg['train_samples']} training images, "
-            f"tested on {cfg['test_samples']}; "
-            f"SGD with momentum {cfg['momentum']:g}, batch {cfg['batch_size']}, learning rate {cfg['lr']:g} with a "
-            f"{tex(cfg['schedule'])} schedule for every rate, weight decay {cfg['weight_decay']:g}, {max_norm}; "
+            f"{cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''}"
+            + (f" (the budget sweep also {', '.join(map(str, budgets))})" if budgets else "")
+            + f" on {cfg['train_samples']} training images, tested on {cfg['test_samples']}; "
+            f"SGD with momentum {cfg['momentum']:g}, batch {cfg['batch_size']}, learning rate {cfg['lr']:g}"
+            + (f" (the tuned protocol's cells also {', '.join(f'{lr:g}' for lr in lrs)})" if lrs else "")
+            + f" with a {tex(cfg['schedule'])} schedule, weight decay {cfg['weight_decay']:g}, {max_norm}; "
             f"Monte-Carlo inference over {cfg['mc_samples']} masks. "
             + (f"A validation split of {cfg['validation_samples']} training images, the same for every run, is held "
                "out before the training images are drawn; every choice is made on it, never on the test set."
@@ -516,6 +523,9 @@ def discussion_text(claims: Mapping[str, Any], theory: Mapping[str, Any], facts:
                      f"is {r['best']:g} ({pct(r['best_mean'])}\\% test accuracy; best set {min(r['set']):g} to "
                      f"{max(r['set']):g}, {'within' if r['set_within_published_band'] else 'not within'} the "
                      f"published {r['published_band'][0]:g}--{r['published_band'][1]:g}).")
+    if "budget" in claims and claims["budget"]["estimate"] is not None:
+        r = claims["budget"]
+        items.append(f"\\textbf{{Claim 1e}} ({tex(r['verdict'])}): {tex(estimate_text('budget', r))}.")
     if "input_rate" in claims and "estimate" in claims["input_rate"]:
         r = claims["input_rate"]
         items.append(f"\\textbf{{Claim 2}} ({tex(r['verdict'])}): the best input rate is {r['estimate']:g}; "
@@ -548,12 +558,14 @@ def discussion_text(claims: Mapping[str, Any], theory: Mapping[str, Any], facts:
                      f"{num(recommended['sd'])}\\% over {recommended['n']} runs.")
         text += "\n"
 
+    tuned = tuned_sweeps(config)
     limits = []
     if failed["count"]:
         cells = ", ".join(f"{c['gate']} {cell_text(c['cell'])} ({c['failed']}/{c['of']})" for c in failed["cells"])
-        limits.append(f"{failed['count']} of {failed['of']} runs failed ({tex(cells)}), under one learning rate "
-                      "for every rate: these cells measure an optimiser that failed, not dropout, and the high-rate "
-                      "end of each sweep is untested.")
+        limits.append(f"{failed['count']} of {failed['of']} runs failed ({tex(cells)}). A cell trained at one "
+                      "learning rate whose runs failed measures an optimiser that failed, not dropout"
+                      + (": the tuned protocol counts them as guesses when it chooses a learning rate."
+                         if tuned else ", and the high-rate end of each sweep is untested."))
     if facts["not_run"]:
         limits.append("Not run here: " + ", ".join(f"\\texttt{{{tex(e)}}}" for e in facts["not_run"])
                       + "; the claims they would test (e.g.\\ placement on CIFAR-10) are not judged.")
@@ -561,10 +573,13 @@ def discussion_text(claims: Mapping[str, Any], theory: Mapping[str, Any], facts:
         if cfg is None:
             continue
         arch = f"{cfg['depth']}$\\times${cfg['width']}" if cfg["model"] == "mlp" else "the CNN"
+        learning = (f"learning rate {cfg['lr']:g} ({tex(cfg['schedule'])}) for every cell under the fixed protocol, "
+                    f"chosen per cell on the validation split under the tuned protocol "
+                    f"({tex(', '.join(s.replace('_', ' ') for s in tuned))} only)" if tuned else
+                    f"one learning rate ({cfg['lr']:g}, {tex(cfg['schedule'])}) chosen once for every cell and not "
+                    "tuned per rate on a validation split")
         limits.append(
-            f"\\texttt{{{tex(experiment)}}}: {arch}, {cfg['epochs']} epochs, one learning rate "
-            f"({cfg['lr']:g}, {tex(cfg['schedule'])}) chosen once for every cell and not tuned per rate on a "
-            "validation split; "
+            f"\\texttt{{{tex(experiment)}}}: {arch}, {cfg['epochs']} epochs, {learning}; "
             + ("no max-norm constraint" if cfg["max_norm"] is None else f"max-norm {cfg['max_norm']:g}")
             + ". The published figures come from longer training with max-norm and tuned hyper-parameters.")
     if any("bf16" in p for p in prov["precisions"]):
@@ -573,7 +588,9 @@ def discussion_text(claims: Mapping[str, Any], theory: Mapping[str, Any], facts:
     seeds = config["seeds"][config["scale"]]
     limits.append(f"{seeds} seeds per cell: the tests resolve differences of a few tenths of a point "
                   f"(the parity margin is {num(100 * settings['gate_parity']['margin'])} points).")
-    limits.append("Best rates are read on the test set, as in the claims themselves; there is no validation split.")
+    limits.append("Best rates are read on the test set, as in the claims themselves; "
+                  + ("the validation split serves only the tuned protocol's choice of learning rate." if tuned
+                     else "there is no validation split."))
     if config["scale"] != "paper":
         limits.append(f"This is a \\texttt{{{tex(config['scale'])}}}-scale run: small nets and short training.")
     text += "\\subsection{Limitations}\n\\begin{itemize}\n" + "".join(f"\\item {l}\n" for l in limits) \
@@ -777,6 +794,7 @@ def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -
     scale = config["scale"]
     m = Macros()
     m.add("ScaleName", scale)
+    m.add("JudgedProtocol", judged_protocol(config))
     m.add("NumRuns", nruns)
     m.add("NumFailed", failed["count"])
     m.add("NumDiverged", failed["diverged"])
