@@ -362,7 +362,10 @@ class Context:
     def protocol_figures(self) -> set[str]:
         """The figures drawn from the runs of a sweep the protocols read differently (the tuned sweeps)."""
         tuned = protocol.tuned_sweeps(self.config)
-        return {name for s in experiments.SWEEPS if s.name in tuned for name in (s.name, *s.more_figures)}
+        names = {name for s in experiments.SWEEPS if s.name in tuned for name in (s.name, *s.more_figures)}
+        if "gate_parity" in self.grid:  # the inference figure then reads the gate-parity runs (inference_runs)
+            names.discard("mc_inference")
+        return names
 
     def band(self, claim: str) -> list[float] | None:
         """A claim's published band, when the claim is judged on this experiment."""
