@@ -42,8 +42,10 @@ def snakemake(workdir: Path, config: dict, *extra: str, background: bool = False
     env = {**os.environ, **(env or {})}
     if background:  # output to a file: a full pipe would stall Snakemake while the test waits
         log = open(workdir / "snakemake-background.log", "w")
-        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True, env=env)
+        # Ctrl-C must reach it however the tests were started: a shell without job control starts background
+        # commands with SIGINT ignored, and a child would inherit that.
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)
 
 
