@@ -5,7 +5,7 @@ rates (input 0.2, hidden 0.5), same data, in one process, measured in turns so
 that drift in the machine's speed hits every variant alike:
 
 - baseline:   TensorDataset + DataLoader(shuffle=True) + nn.Dropout;
-- ours:       dropout_lab.engine.PackTrainer (a pack of one) with the Bernoulli gate;
+- ours:       dropout_lab.training.engine.PackTrainer (a pack of one) with the Bernoulli gate;
 - ours-gauss: the same with the Gaussian gate;
 - no-dropout: the same loop with every rate 0 (the matmul floor).
 
@@ -29,10 +29,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from dropout_lab import data
-from dropout_lab.engine import EngineSettings, Hyper, Member, PackTrainer
-from dropout_lab.models import MLP
-from dropout_lab.train import prepare_images
+from dropout_lab.training import data
+from dropout_lab.training.engine import EngineSettings, Hyper, Member, PackTrainer
+from dropout_lab.training.models import MLP
+from dropout_lab.training.train import prepare_images
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH, BATCH, LR, MOMENTUM = 1024, 128, 0.05, 0.9

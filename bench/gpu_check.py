@@ -166,7 +166,7 @@ def workflow(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(ROOT / "src"))
     import yaml
 
-    from dropout_lab import grid
+    from dropout_lab.planning import grid
 
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     config.update(scale=args.scale, experiments=[args.experiment], device=args.device)

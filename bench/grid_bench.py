@@ -1,4 +1,4 @@
-"""Grid throughput: K models trained together (dropout_lab.engine) against one model at a time.
+"""Grid throughput: K models trained together (dropout_lab.training.engine) against one model at a time.
 
 For the MNIST MLP grid and the CIFAR-10 CNN grid, in one process on one device:
 
@@ -46,8 +46,8 @@ from torch.utils.data import DataLoader, TensorDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without installing
 
-from dropout_lab.engine import EngineSettings, Hyper, Member, PackTrainer, flops_per_step  # noqa: E402
-from dropout_lab.models import CNN, MLP  # noqa: E402
+from dropout_lab.training.engine import EngineSettings, Hyper, Member, PackTrainer, flops_per_step  # noqa: E402
+from dropout_lab.training.models import CNN, MLP  # noqa: E402
 
 BATCH = 128
 REAL_STEPS = {"mlp": 469, "cnn": 391}  # one epoch of MNIST (60,000) and CIFAR-10 (50,000) at batch 128
@@ -129,7 +129,7 @@ def sync(device: torch.device) -> None:
 def images(grid: Grid, n: int, args) -> tuple[torch.Tensor, torch.Tensor, str]:
     if grid.model == "mlp":
         try:
-            from dropout_lab import data
+            from dropout_lab.training import data
 
             splits = data.load("mnist", args.data_dir, args.mirror)
             x = splits.train_x[:n].unsqueeze(1).float().div_(255.0)

@@ -4,7 +4,7 @@
         -- engine.precision=bf16 engine.tf32=true
 
 Arguments after -- are Hydra overrides for every run. Each pack is trained by
-dropout_lab.pack (as the workflow's `train` rule does with runs_per_job: all)
+dropout_lab.training.pack (as the workflow's `train` rule does with runs_per_job: all)
 and writes each run's metrics.json under --work. The summary gives the
 training seconds (the sum of the packs' epoch times), the wall time, and the
 mean test accuracy per hidden rate of the hidden sweep.
@@ -26,7 +26,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from dropout_lab import grid, pack  # noqa: E402
+from dropout_lab.planning import grid  # noqa: E402
+from dropout_lab.training import pack  # noqa: E402
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ import threading
 import pytest
 import torch
 
-from dropout_lab import checkpoint
-from dropout_lab.atomic import WriteError
+from dropout_lab.training import checkpoint
+from dropout_lab.settings.atomic import WriteError
 
 
 class Clock:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dropout_lab import claims, facts
+from dropout_lab.analysis import claims, facts
 
 ALPHA, SAMPLES = 0.05, 2000
 OPTIMUM = {"claimed_rate": 0.5, "sharp_window": 0.1, "published_band": [0.2, 0.6]}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dropout_lab import grid
+from dropout_lab.planning import grid
 from tests.conftest import ROOT
 
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from dropout_lab.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error, validate
+from dropout_lab.settings.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error, validate
 
 # (overrides, text the one-line error must contain)
 BAD = [
@@ -126,7 +126,7 @@ def test_good_settings_pass(overrides):
 def test_cli_fails_with_one_line_before_touching_data(tmp_path, overrides, expected):
     data_dir = tmp_path / "data"
     proc = subprocess.run(
-        [sys.executable, "-m", "dropout_lab.train", f"out={tmp_path / 'run'}", f"data_dir={data_dir}", *overrides],
+        [sys.executable, "-m", "dropout_lab.training.train", f"out={tmp_path / 'run'}", f"data_dir={data_dir}", *overrides],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
@@ -148,7 +148,7 @@ def test_bad_folders_fail_with_one_line_before_training(tmp_path, arguments, exp
     afile = tmp_path / "a-file"
     afile.write_text("finished result")
     args = [a.format(file=afile, tmp=tmp_path) for a in arguments]
-    proc = subprocess.run([sys.executable, "-m", "dropout_lab.train", "scale=smoke", *args],
+    proc = subprocess.run([sys.executable, "-m", "dropout_lab.training.train", "scale=smoke", *args],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
@@ -158,7 +158,7 @@ def test_bad_folders_fail_with_one_line_before_training(tmp_path, arguments, exp
 
 def test_multirun_refuses_one_folder_for_all_jobs_and_checks_sweeps(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "dropout_lab.train", "-m", "scale=smoke", *args],
+        return subprocess.run([sys.executable, "-m", "dropout_lab.training.train", "-m", "scale=smoke", *args],
                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
 
     same = run("dropout.hidden=0.1,0.5", f"out={tmp_path / 'one'}")
@@ -172,7 +172,7 @@ def test_multirun_refuses_one_folder_for_all_jobs_and_checks_sweeps(tmp_path):
 @pytest.mark.slow
 def test_multirun_gives_each_job_its_own_folder_and_writes_nothing_else(tmp_path, mnist_data_dir):
     proc = subprocess.run(
-        [sys.executable, "-m", "dropout_lab.train", "-m", "scale=smoke", "dropout.hidden=0.1,0.5",
+        [sys.executable, "-m", "dropout_lab.training.train", "-m", "scale=smoke", "dropout.hidden=0.1,0.5",
          "out=runs/${hydra:job.num}", f"data_dir={mnist_data_dir}", "progress=false", "eval.mc_samples=0"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

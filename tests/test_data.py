@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from dropout_lab import data
+from dropout_lab.training import data
 from tests.conftest import make_cifar_archive
 
 MNIST_NAMES = list(data.MNIST.files)

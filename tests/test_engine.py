@@ -1,4 +1,4 @@
-"""Many runs trained together (dropout_lab.engine, dropout_lab.pack) give each run's own results.
+"""Many runs trained together (dropout_lab.training.engine, dropout_lab.training.pack) give each run's own results.
 
 On the CPU a run trained in a pack of K is bit-identical to the same run
 trained alone: every model has its own generators, rate-0 slots are exact
@@ -14,8 +14,8 @@ import sys
 import pytest
 import torch
 
-from dropout_lab import engine, pack, train
-from dropout_lab.config import ConfigError, compose_config
+from dropout_lab.training import engine, pack, train
+from dropout_lab.settings.config import ConfigError, compose_config
 from tests.conftest import ROOT
 
 IGNORED = {"wall_seconds", "train_seconds", "engine", "resumed_after_epoch", "pack_fingerprint", "evaluation_seconds",
@@ -118,8 +118,8 @@ def test_a_gate_registered_the_documented_way_trains_in_a_pack():
     """README, "Adding a gate": a Gate subclass with its noise law, registered; here a toy Rademacher gate
     (1 + s * sigma, s = +-1), which must train in a pack bit-identically to alone, and evaluate as its
     own model would."""
-    from dropout_lab import gates
-    from dropout_lab.models import MLP as Net
+    from dropout_lab.training import gates
+    from dropout_lab.training.models import MLP as Net
     from tests.test_evaluation import HYPER, monte_carlo
 
     class RademacherGate(gates.Gate):
@@ -167,7 +167,7 @@ def test_a_gate_registered_the_documented_way_trains_in_a_pack():
 
 
 def test_stacked_net_rejects_different_architectures():
-    from dropout_lab.models import MLP as Net
+    from dropout_lab.training.models import MLP as Net
 
     with pytest.raises(engine.EngineError, match="different shapes"):
         engine.StackedNet([Net(784, 10, 16, "bernoulli", 0.2, [0.5]), Net(784, 10, 32, "bernoulli", 0.2, [0.5])],
@@ -182,7 +182,7 @@ def test_stacked_net_computes_each_models_outputs_and_gradients(batched):
     """Both ways of computing the layers give each model's own outputs and weight gradients.
 
     The batched products (what a GPU runs) agree to float32 rounding, not bit for bit."""
-    from dropout_lab.models import CNN, weight_layers
+    from dropout_lab.training.models import CNN, weight_layers
 
     torch.manual_seed(0)
     models = [CNN(3, 16, 10, [4, 6], 3, 12, "gaussian", 0.1 * k, [0.2, 0.0], [0.3], "scaled") for k in range(3)]
@@ -249,7 +249,7 @@ def test_pack_cli_writes_pack_json_and_each_run(tmp_path, mnist_data_dir, mnist_
 ])
 def test_pack_cli_bad_input_is_one_line(tmp_path, argv, expected):
     proc = subprocess.run(
-        [sys.executable, "-m", "dropout_lab.pack", "--dir", str(tmp_path / "p"), "data_dir=/nonexistent", *argv],
+        [sys.executable, "-m", "dropout_lab.training.pack", "--dir", str(tmp_path / "p"), "data_dir=/nonexistent", *argv],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
@@ -259,7 +259,7 @@ def test_pack_cli_bad_input_is_one_line(tmp_path, argv, expected):
 
 
 def test_provenance_counts_the_wall_time_of_a_pack_once():
-    from dropout_lab.aggregate import provenance
+    from dropout_lab.analysis.aggregate import provenance
 
     def metrics(wall, pack, precision, epochs):
         return {"config": {"dataset": {"name": "mnist"}}, "data_sha256": {}, "versions": {},
@@ -280,7 +280,7 @@ def test_provenance_counts_the_wall_time_of_a_pack_once():
 def test_a_weight_gate_masks_only_its_own_models_in_both_ways_of_computing_the_layers():
     """DropConnect beside unit gates: the batched products (GPU) and the per-model ones (CPU) give the same
     outputs and gradients, and a model without the weight gate computes exactly as with no weight gate."""
-    from dropout_lab.models import MLP as Net
+    from dropout_lab.training.models import MLP as Net
 
     torch.manual_seed(0)
     specs = [("dropconnect", [0.5, 0.3]), ("bernoulli", [0.5, 0.0]), ("dropconnect", [0.0, 0.6]), ("none", [0, 0])]

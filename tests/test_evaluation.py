@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dropout_lab.engine import EngineSettings, Hyper, Member, PackTrainer
-from dropout_lab.gates import Gate, sampling_gates, set_generator
-from dropout_lab.models import CNN, MLP
+from dropout_lab.training.engine import EngineSettings, Hyper, Member, PackTrainer
+from dropout_lab.training.gates import Gate, sampling_gates, set_generator
+from dropout_lab.training.models import CNN, MLP
 
 HYPER = Hyper(epochs=1, batch_size=16, lr=0.05, momentum=0.9, weight_decay=0.0, schedule="constant")
 SAMPLES = 7

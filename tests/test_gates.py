@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from dropout_lab.gates import BernoulliGate, GaussianGate, NoGate, make_gate, sampling_gates, set_generator
+from dropout_lab.training.gates import BernoulliGate, GaussianGate, NoGate, make_gate, sampling_gates, set_generator
 
 N = 1 << 21
 Z = 5.0
@@ -135,7 +135,7 @@ def test_uniform_noise_fills_its_interval(rate):
 
 
 def test_dropconnect_masks_the_weights_of_the_layer_that_reads_its_slot():
-    from dropout_lab.models import MLP
+    from dropout_lab.training.models import MLP
 
     torch.manual_seed(0)
     model = MLP(6, 3, 5, "dropconnect", 0.0, [0.5], "inverted").train()
@@ -156,7 +156,7 @@ def test_dropconnect_masks_the_weights_of_the_layer_that_reads_its_slot():
 
 
 def test_a_gate_is_registered_once():
-    from dropout_lab.gates import REGISTRY, register
+    from dropout_lab.training.gates import REGISTRY, register
 
     with pytest.raises(ValueError, match="registered twice"):
         register(type("Other", (REGISTRY["gaussian"],), {"name": "gaussian"}))

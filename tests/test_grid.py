@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dropout_lab import grid
-from dropout_lab.config import compose_config, validate
+from dropout_lab.planning import grid
+from dropout_lab.settings.config import compose_config, validate
 from tests.conftest import ROOT
 
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -150,7 +150,7 @@ def test_train_overrides_of_run_settings_pass_and_reach_the_identity():
 
 
 def test_runs_of_another_scale_are_refused_naming_the_setting():
-    from dropout_lab.identity import IdentityError, check_run
+    from dropout_lab.settings.identity import IdentityError, check_run
 
     runs = grid.expand_runs(config(scale="smoke"))
     run = runs[0]
@@ -279,7 +279,7 @@ def test_pack_arguments_share_settings_and_list_each_runs_own():
 def test_unpack_run_writes_the_runs_own_metrics(tmp_path, monkeypatch):
     import json
 
-    from dropout_lab import unpack
+    from dropout_lab.training import unpack
 
     monkeypatch.chdir(tmp_path)  # the workflow's paths are relative to its working directory
     runs = [{"config": {"out": f"results/runs/x/seed{i}"}, "seed": i} for i in range(2)]
@@ -290,7 +290,7 @@ def test_unpack_run_writes_the_runs_own_metrics(tmp_path, monkeypatch):
         unpack.unpack_run("pack.json", "results/runs/x/seed7/metrics.json")
     assert not Path("results/runs/x/seed7").exists()
     # The command the workflow runs imports no torch (it runs once per run).
-    proc = subprocess.run([sys.executable, "-c", "import sys, dropout_lab.unpack; print('torch' in sys.modules)"],
+    proc = subprocess.run([sys.executable, "-c", "import sys, dropout_lab.training.unpack; print('torch' in sys.modules)"],
                           capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
 

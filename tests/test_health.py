@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from dropout_lab import health, provenance
+from dropout_lab.settings import health, provenance
 
 RULES = {"rebound_fraction": 0.85, "chance_multiple": 2.0}
 

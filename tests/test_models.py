@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dropout_lab.config import compose_config, validate
-from dropout_lab.gates import gates_of
-from dropout_lab.models import CNN, MLP, effective_weight_norms, weight_layers
-from dropout_lab.train import build_model
+from dropout_lab.settings.config import compose_config, validate
+from dropout_lab.training.gates import gates_of
+from dropout_lab.training.models import CNN, MLP, effective_weight_norms, weight_layers
+from dropout_lab.training.train import build_model
 
 
 def model_for(*overrides: str) -> torch.nn.Module:
@@ -72,7 +72,7 @@ def test_eval_mode_is_deterministic_and_train_mode_is_not():
 
 def test_max_norm_caps_only_units_above_the_limit():
     """The training engine's max-norm (the only one): each unit's incoming weights, per model."""
-    from dropout_lab.engine import StackedNet
+    from dropout_lab.training.engine import StackedNet
 
     mlp = MLP(3, 2, 2, "none", 0.0, [0.0])
     layer = mlp.hidden[0]

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
-from dropout_lab import aggregate, claims, facts, grid, report, theory
-from dropout_lab.atomic import write_json
+from dropout_lab.analysis import aggregate, claims, facts, theory
+from dropout_lab.planning import grid
+from dropout_lab.paper import report
+from dropout_lab.settings.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = 3
@@ -195,7 +197,8 @@ def test_every_number_the_paper_prints_is_in_claims_json(paper):
 def test_a_rate_sweep_with_its_claim_is_one_registry_entry(tmp_path, monkeypatch):
     """README, "Adding a rate sweep with its claim": a registry entry, the sweep and its claim settings in the
     config, the claim's function and its section; grid, aggregate, claims, figures and report follow."""
-    from dropout_lab import experiments, figures
+    from dropout_lab.settings import experiments
+    from dropout_lab.analysis import figures
 
     sweep = experiments.Sweep("deep_input_sweep", ("deep_input",), "deep_input")
     monkeypatch.setattr(experiments, "SWEEPS", (*experiments.SWEEPS, sweep))

@@ -2,7 +2,7 @@
 
 import yaml
 
-from dropout_lab import grid, plan
+from dropout_lab.planning import grid, plan
 from tests.conftest import ROOT
 
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -39,7 +39,7 @@ def test_a_paper_grid_on_a_cpu_is_announced_loudly_and_a_gpu_is_not_warned():
 
 
 def test_a_single_runs_epoch_line_speaks_of_the_run_and_a_packs_of_its_runs():
-    from dropout_lab.train import epoch_line
+    from dropout_lab.training.train import epoch_line
 
     single = epoch_line(2, 5, 1.5, [0], 1, [0.91], [0.3], eta=4.4)
     assert single == "epoch 2/5 (1.5 s, about 4 s to go)  test acc 0.9100  train loss 0.3000"

@@ -11,9 +11,11 @@ import pytest
 import torch
 import yaml
 
-from dropout_lab import data, grid, protocol, train
-from dropout_lab.claims import NOT_SUPPORTED, SUPPORTED, INCONCLUSIVE, budget_claim
-from dropout_lab.config import CONFIG_DIR, compose_config
+from dropout_lab.training import data, train
+from dropout_lab.planning import grid
+from dropout_lab.analysis import protocol
+from dropout_lab.analysis.claims import NOT_SUPPORTED, SUPPORTED, INCONCLUSIVE, budget_claim
+from dropout_lab.settings.config import CONFIG_DIR, compose_config
 
 CONFIG = yaml.safe_load(open(f"{CONFIG_DIR}/config.yaml"))
 
@@ -268,7 +270,7 @@ def test_tuned_runs_without_a_validation_split_are_refused_before_anything_train
 
 
 def test_the_inference_claim_reads_one_learning_rate_per_cell_under_the_tuned_protocol():
-    from dropout_lab.claims import inference_runs
+    from dropout_lab.analysis.claims import inference_runs
 
     runs = tuned_table({(0.5, 0.015): [0.97, 0.97], (0.5, 0.05): [0.95, 0.93]})
     runs["in_gate_parity"] = runs["lr"] == 0.05  # the gate-parity grid trains at the scale's learning rate

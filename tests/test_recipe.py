@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from dropout_lab import engine, train
-from dropout_lab.config import compose_config, validate
-from dropout_lab.identity import identity
-from dropout_lab.models import MLP
+from dropout_lab.training import engine, train
+from dropout_lab.settings.config import compose_config, validate
+from dropout_lab.settings.identity import identity
+from dropout_lab.training.models import MLP
 
 NEW_TRAIN_KEYS = ("momentum_start", "momentum_ramp", "dampen_momentum", "lr_final")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dropout_lab.report import Macros, pct, pvalue, tex
+from dropout_lab.paper.report import Macros, pct, pvalue, tex
 
 
 def test_tex_escapes_specials():
@@ -25,7 +25,7 @@ def test_number_formats():
 
 
 def test_the_verdict_table_names_the_masks_actually_averaged():
-    from dropout_lab.report import _claim_titles
+    from dropout_lab.paper.report import _claim_titles
 
     settings = {"optimum": {"claimed_rate": 0.5}, "input_rate": {"threshold": 0.2}, "inference": {"k": 50},
                 "gate_parity": {"experiment": "e", "margin": 0.01}}
@@ -41,7 +41,7 @@ def test_figures_embed_truetype_fonts_and_print_resolution_pngs(tmp_path):
 
     import matplotlib.pyplot as plt
 
-    from dropout_lab.figures import save
+    from dropout_lab.analysis.figures import save
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dropout_lab import grid
+from dropout_lab.planning import grid
 from tests.conftest import ROOT
 
 LOCAL_SLURM = ROOT / "tools" / "local-slurm"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dropout_lab import theory as th
-from dropout_lab.gates import make_gate
+from dropout_lab.analysis import theory as th
+from dropout_lab.training.gates import make_gate
 
 GATES = [th.Gate(kind, inverted) for kind in ("bernoulli", "gaussian") for inverted in (False, True)]
 

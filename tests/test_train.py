@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from dropout_lab import data, train
-from dropout_lab.config import compose_config
+from dropout_lab.training import data, train
+from dropout_lab.settings.config import compose_config
 
 TIMING_KEYS = {"wall_seconds", "train_seconds", "evaluation_seconds", "checkpoints_saved"}
 
@@ -73,7 +73,7 @@ def test_same_seed_is_bit_identical_and_other_seeds_differ(tmp_path, mnist_data_
     assert a["final"]["test_loss"] != c["final"]["test_loss"]
     # The command line in a fresh process gives the same numbers.
     proc = subprocess.run(
-        [sys.executable, "-m", "dropout_lab.train", f"out={tmp_path / 'cli'}", f"data_dir={mnist_data_dir}",
+        [sys.executable, "-m", "dropout_lab.training.train", f"out={tmp_path / 'cli'}", f"data_dir={mnist_data_dir}",
          f"dataset.mirror={mnist_mirror or 'null'}", *SMALL_MLP, "seed=5", *quick],
         capture_output=True, text=True, timeout=300,
     )
@@ -124,7 +124,7 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path, mnist_data_dir, mnist_
     reference = train.main(compose_config([f"out={tmp_path / 'reference'}", *args]))
 
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "dropout_lab.train", f"out={out}", *args]
+    command = [sys.executable, "-m", "dropout_lab.training.train", f"out={out}", *args]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:

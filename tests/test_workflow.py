@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dropout_lab import grid
+from dropout_lab.planning import grid
 from tests.conftest import ROOT, make_cifar_archive
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"

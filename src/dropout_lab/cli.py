@@ -1,8 +1,8 @@
 """The `dropout-lab` command: one entry point for the project's tools.
 
-    dropout-lab train  [HYDRA OVERRIDES]      one run (python -m dropout_lab.train)
-    dropout-lab pack   --dir D ... --run ...  runs trained together (python -m dropout_lab.pack)
-    dropout-lab data   mnist|cifar10 ...      fetch, verify and cache (python -m dropout_lab.data)
+    dropout-lab train  [HYDRA OVERRIDES]      one run (python -m dropout_lab.training.train)
+    dropout-lab pack   --dir D ... --run ...  runs trained together (python -m dropout_lab.training.pack)
+    dropout-lab data   mnist|cifar10 ...      fetch, verify and cache (python -m dropout_lab.training.data)
     dropout-lab plan   [KEY=VALUE ...]        the runs, packs and expected time of the workflow
     dropout-lab paper  [SNAKEMAKE OPTIONS]    the whole workflow (snakemake --cores all), from a checkout
 
@@ -23,9 +23,9 @@ COMMANDS = ("train", "pack", "data", "plan", "paper")
 
 def plan(argv: list[str]) -> int:
     """Print the plan of the workflow config (config/config.yaml with KEY=VALUE changes, values as YAML)."""
-    from dropout_lab import grid
-    from dropout_lab.config import CONFIG_DIR
-    from dropout_lab.plan import by_experiment, plan_lines
+    from dropout_lab.planning import grid
+    from dropout_lab.planning.plan import by_experiment, plan_lines
+    from dropout_lab.settings.config import CONFIG_DIR
 
     config = yaml.safe_load((Path(CONFIG_DIR) / "config.yaml").read_text())
     for arg in argv:
@@ -57,17 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     sys.argv = [f"dropout-lab {command}", *rest]
     if command == "train":
-        from dropout_lab.train import cli
+        from dropout_lab.training.train import cli
 
         cli()
         return 0
     if command == "pack":
-        from dropout_lab.pack import cli
+        from dropout_lab.training.pack import cli
 
         cli()
         return 0
     if command == "data":
-        from dropout_lab.data import main as data_main
+        from dropout_lab.training.data import main as data_main
 
         return data_main(rest)
     if command == "plan":

@@ -5,7 +5,8 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from dropout_lab import datasets, experiments, grid, identity
+from dropout_lab.settings import datasets, experiments, identity
+from dropout_lab.planning import grid
 
 try:
     grid.drop_switched_off(config)  # a sweep set to null is not run
@@ -17,7 +18,7 @@ try:
     grid.check_train_overrides(config, RUNS)
     RUNS_PER_JOB = grid.runs_per_job(config)  # auto: all on a GPU, 1 on a CPU
     PACKS = grid.make_packs(RUNS, RUNS_PER_JOB)
-    # What each run folder should hold (dropout_lab.identity), from the Hydra files: a change retrains.
+    # What each run folder should hold (dropout_lab.settings.identity), from the Hydra files: a change retrains.
     EXPECTED = grid.expected_settings(config, RUNS)
     grid.check_validation_split(RUNS, EXPECTED)
 except grid.GridError as err:
@@ -40,7 +41,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (f"{workflow.basedir}/src", os.environ.get("PYTHONPATH")) if p
 )
 # Where the data lies cannot change a run's numbers: the runs read it from the environment
-# (config/train.yaml's data_dir, dropout_lab.data's mirror variables), not from the train
+# (config/train.yaml's data_dir, dropout_lab.training.data's mirror variables), not from the train
 # rule's parameters, so moving the data or a mirror retrains nothing.
 os.environ["DROPOUT_LAB_DATA_DIR"] = config["data"]["dir"]
 for _name, _mirror in (config["data"].get("mirrors") or {}).items():
@@ -53,7 +54,7 @@ PACK_BY_NAME = {pack.name: pack for pack in PACKS}
 PACK_OF_FOLDER = {run.folder: pack.name for pack in PACKS for run in pack.runs}
 RUN_SETTINGS = grid.run_settings(config)
 FIGURES = grid.figure_stems(config)
-CLAIM_SECTIONS = experiments.sections()  # the paper sections the sweeps write (dropout_lab.experiments)
+CLAIM_SECTIONS = experiments.sections()  # the paper sections the sweeps write (dropout_lab.settings.experiments)
 
 
 wildcard_constraints:

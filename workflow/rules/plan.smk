@@ -3,7 +3,7 @@ import shutil
 
 from snakemake.exceptions import WorkflowError
 
-from dropout_lab import plan
+from dropout_lab.planning import plan
 
 
 onstart:

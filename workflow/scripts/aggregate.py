@@ -4,7 +4,7 @@ The runs were checked against the settings expected at their paths by the check_
 """
 import sys
 
-from dropout_lab.aggregate import WriteError, collect, load, provenance, write_tables
+from dropout_lab.analysis.aggregate import WriteError, collect, load, provenance, write_tables
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 

@@ -3,8 +3,8 @@ import json
 import sys
 from pathlib import Path
 
-from dropout_lab.atomic import write_json
-from dropout_lab.identity import IdentityError, check_run, digest
+from dropout_lab.settings.atomic import write_json
+from dropout_lab.settings.identity import IdentityError, check_run, digest
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 expected = snakemake.params.expected  # noqa: F821

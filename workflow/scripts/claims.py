@@ -7,11 +7,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from dropout_lab import protocol, provenance
-from dropout_lab.atomic import write_json
-from dropout_lab.claims import evaluate_claims
-from dropout_lab.facts import claims_document
-from dropout_lab.report import write_report
+from dropout_lab.analysis import protocol
+from dropout_lab.settings import provenance
+from dropout_lab.settings.atomic import write_json
+from dropout_lab.analysis.claims import evaluate_claims
+from dropout_lab.analysis.facts import claims_document
+from dropout_lab.paper.report import write_report
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 

@@ -6,7 +6,7 @@ import pandas as pd
 import seaborn as sns
 import yaml
 
-from dropout_lab.figures import draw
+from dropout_lab.analysis.figures import draw
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 

@@ -1,8 +1,8 @@
 """Check the linear-unit math numerically (config: theory); write the results and verdicts."""
 import sys
 
-from dropout_lab.atomic import write_json
-from dropout_lab.theory import run_checks
+from dropout_lab.settings.atomic import write_json
+from dropout_lab.analysis.theory import run_checks
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 

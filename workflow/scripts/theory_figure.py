@@ -5,7 +5,7 @@ from pathlib import Path
 
 import seaborn as sns
 
-from dropout_lab import figures
+from dropout_lab.analysis import figures
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 

@@ -19,7 +19,7 @@ class DatasetSpec:
     image: tuple[int, int, int]  # channels, height, width
     train_images: int  # in the official training split
     test_images: int
-    # SHA-256 of the parsed tensors (dropout_lab.data.content_sha256) of the official files, which a cache
+    # SHA-256 of the parsed tensors (dropout_lab.training.data.content_sha256) of the official files, which a cache
     # must match; None where no pin is known (the cache is then rebuilt from the verified files on each load).
     content_sha256: str | None = None
 

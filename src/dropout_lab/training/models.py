@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dropout_lab.gates import Gate, make_gate
+from dropout_lab.training.gates import Gate, make_gate
 
 
 class Linear(nn.Linear):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from dropout_lab.config import layer_shapes
-from dropout_lab.datasets import SPECS
+from dropout_lab.settings.config import layer_shapes
+from dropout_lab.settings.datasets import SPECS
 
 # Measured throughputs of the engine, in training FLOP/s (forward and backward, 6 per weight-image for an MLP):
 # - CPU: one epoch of the 784-1024-1024-10 MLP on 60,000 images in about 9 s with 2 threads (AMD EPYC,
@@ -23,7 +23,7 @@ JOB_START_SECONDS = 3.0  # a training job's start on the CPU: Python, torch and 
 
 def training_flops_per_image(settings: Mapping[str, Any]) -> float:
     """Forward and backward FLOPs of one training image (3 x the forward pass); `settings`: a run's defining
-    settings (dropout_lab.identity, dotted keys)."""
+    settings (dropout_lab.settings.identity, dotted keys)."""
     model = {key[len("model."):]: value for key, value in settings.items() if key.startswith("model.")}
     convs, dense = layer_shapes(model, settings["dataset.name"])
     forward = sum(2.0 * k * k * a * b * side * side for a, b, k, side in convs) + sum(2.0 * a * b for a, b in dense)
@@ -43,7 +43,7 @@ def estimate_seconds(settings: Mapping[str, Any], runs: int, gpu: bool, parallel
 
 def by_experiment(runs: Any, expected: Mapping[str, Mapping[str, Any]]) -> tuple[dict, dict]:
     """(one run's defining settings per experiment, runs per experiment) of grid runs with their expected
-    settings (dropout_lab.grid.expected_settings): what `plan_lines` takes."""
+    settings (dropout_lab.planning.grid.expected_settings): what `plan_lines` takes."""
     templates: dict[str, Mapping[str, Any]] = {}
     counts: dict[str, int] = {}
     epochs: dict[str, list[int]] = {}

@@ -10,12 +10,10 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 import pyarrow
 
-from dropout_lab import experiments
-from dropout_lab.atomic import WriteError, atomic_path, write_json
-from dropout_lab.datasets import SPECS
-from dropout_lab.health import classify
-
-SLOTS = ("input", "hidden", "conv", "fc")
+from dropout_lab.settings import experiments
+from dropout_lab.settings.atomic import WriteError, atomic_path, write_json
+from dropout_lab.settings.datasets import SPECS
+from dropout_lab.settings.health import classify
 
 
 def _uniform(rates: list[float]) -> float:
@@ -28,7 +26,7 @@ def _uniform(rates: list[float]) -> float:
 def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any], failure: Mapping[str, Any]) -> dict[str, Any]:
     """One row; a diverged run keeps its coordinates and status, and NaN for every result.
 
-    `status` is the run's health under the `failure` rules (dropout_lab.health): ok,
+    `status` is the run's health under the `failure` rules (dropout_lab.settings.health): ok,
     diverged or collapsed, with the epoch and the reason it failed.
     """
     cfg, mc = metrics["config"], metrics.get("mc") or {}
@@ -90,7 +88,7 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any], failure: Mapp
         "torch": metrics["versions"]["torch"],
         "commit": metrics["git"]["commit"] or "",
     }
-    for sweep, column in experiments.columns().items():  # the sweeps of dropout_lab.experiments
+    for sweep, column in experiments.columns().items():  # the sweeps of dropout_lab.settings.experiments
         row[column] = sweep in record["sweeps"]
         row[f"tuned_{sweep}"] = f"tuned:{sweep}" in record["sweeps"]  # among the tuned protocol's runs
     return row

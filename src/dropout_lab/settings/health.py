@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, NamedTuple
 
-OK, DIVERGED, COLLAPSED = "ok", "diverged", "collapsed"
+from dropout_lab.settings.vocabulary import COLLAPSED, DIVERGED, OK
 
 
 class Health(NamedTuple):

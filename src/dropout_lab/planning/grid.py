@@ -18,12 +18,10 @@ from typing import Any, Mapping
 
 from omegaconf import OmegaConf
 
-from dropout_lab import experiments
-from dropout_lab.config import CONFIG_DIR, PER_RUN
-
-SLOTS = {"mlp": ("input", "hidden"), "cnn": ("input", "conv", "fc")}
-CONVENTIONS = ("inverted", "scaled")
-DEFAULT_GATE = "bernoulli"
+from dropout_lab.settings import experiments
+from dropout_lab.settings.config import CONFIG_DIR, PER_RUN
+from dropout_lab.settings.protocols import judged_protocol, protocols, tuned_lrs, tuned_sweeps
+from dropout_lab.settings.vocabulary import CONVENTIONS, INVERTED, MODEL_SLOTS, REFERENCE_GATE
 
 
 class GridError(ValueError):
@@ -44,7 +42,7 @@ class Run:
     gate: str
     rates: tuple[tuple[str, float], ...]  # (slot, rate) in the model's slot order
     seed: int
-    convention: str = "inverted"
+    convention: str = INVERTED
     sweeps: frozenset[str] = field(default=frozenset(), compare=False)
     placement: str | None = field(default=None, compare=False)
     width: int | None = None  # the hidden layers' width where the grid sets it (width sweep), else the scale's
@@ -68,7 +66,7 @@ class Run:
 
     @property
     def folder(self) -> str:
-        gate = self.gate if self.convention == "inverted" else f"{self.gate}-{self.convention}"
+        gate = self.gate if self.convention == INVERTED else f"{self.gate}-{self.convention}"
         return run_folder(self.experiment, gate, self.cell, self.seed)
 
     def overrides(self, settings: Mapping[str, Any]) -> list[str]:
@@ -85,7 +83,7 @@ class Run:
             f"seed={self.seed}", f"scale={settings['scale']}", f"device={settings['device']}",
             "progress=false", f"out={self.folder}",
         ]
-        if self.convention != "inverted":
+        if self.convention != INVERTED:
             args.insert(3, f"gate.convention={self.convention}")
         if self.width is not None:
             args.insert(2, f"model.width={self.width}")
@@ -155,17 +153,17 @@ def preset_rates(preset: str, model: str, config_dir: str = CONFIG_DIR) -> tuple
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise GridError(f"placement preset {preset!r} does not exist; choose from {known} (config/dropout/)")
     values = OmegaConf.to_container(OmegaConf.load(path))
-    unused = [slot for slot, rate in values.items() if rate and slot not in SLOTS[model]]
+    unused = [slot for slot, rate in values.items() if rate and slot not in MODEL_SLOTS[model]]
     if unused:
         raise GridError(f"placement preset {preset!r} sets dropout.{unused[0]}, which model={model} does not have")
-    return tuple((slot, float(values.get(slot, 0.0))) for slot in SLOTS[model])
+    return tuple((slot, float(values.get(slot, 0.0))) for slot in MODEL_SLOTS[model])
 
 
 def _rates(model: str, fixed: Mapping[str, float], vary: str, rate: float) -> tuple[tuple[str, float], ...]:
-    values = {slot: 0.0 for slot in SLOTS[model]}
+    values = {slot: 0.0 for slot in MODEL_SLOTS[model]}
     values.update({k: float(v) for k, v in fixed.items()})
     values[vary] = float(rate)
-    return tuple((slot, values[slot]) for slot in SLOTS[model])
+    return tuple((slot, values[slot]) for slot in MODEL_SLOTS[model])
 
 
 def _check_grid(name: str, grid: Mapping[str, Any]) -> None:
@@ -176,9 +174,9 @@ def _check_grid(name: str, grid: Mapping[str, Any]) -> None:
             continue
         slots = [spec["vary"], *spec.get("fixed", {})]
         for slot in slots:
-            if slot not in SLOTS[model]:
+            if slot not in MODEL_SLOTS[model]:
                 raise GridError(
-                    f"grids.{name}.{sweep} uses slot {slot!r}; model={model} has slots {list(SLOTS[model])}"
+                    f"grids.{name}.{sweep} uses slot {slot!r}; model={model} has slots {list(MODEL_SLOTS[model])}"
                 )
         rates = spec["rates"]
         if len(set(rates)) != len(rates):
@@ -211,29 +209,6 @@ def scale_value(scale: str, model: str, key: str, config_dir: str = CONFIG_DIR) 
 def scale_width(scale: str, config_dir: str = CONFIG_DIR) -> int:
     """The MLP's hidden width at a scale (config/scale/SCALE.yaml)."""
     return int(scale_value(scale, "mlp", "width", config_dir))
-
-
-PROTOCOLS = ("fixed", "tuned")
-
-
-def protocols(config: Mapping[str, Any]) -> tuple[str, ...]:
-    """The protocols that run (config `protocols.run`), fixed first."""
-    return tuple(p for p in PROTOCOLS if p in ((config.get("protocols") or {}).get("run") or ["fixed"]))
-
-
-def judged_protocol(config: Mapping[str, Any]) -> str:
-    """The protocol the article's claims are judged under (config `protocols.judge`)."""
-    return (config.get("protocols") or {}).get("judge") or "fixed"
-
-
-def tuned_sweeps(config: Mapping[str, Any]) -> list[str]:
-    """The sweeps the tuned protocol covers, where it runs."""
-    return list(config["protocols"]["tuned"]["sweeps"]) if "tuned" in protocols(config) else []
-
-
-def tuned_lrs(config: Mapping[str, Any]) -> list[float]:
-    """The tuned protocol's learning rates at the chosen scale."""
-    return [float(lr) for lr in config["protocols"]["tuned"]["lrs"][config["scale"]]]
 
 
 def check_protocols(config: Mapping[str, Any]) -> None:
@@ -290,7 +265,7 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
         model = grid["model"]
 
         def add(gate: str, rates, seed: int, tag: str, placement: str | None = None,
-                convention: str = "inverted", width: int | None = None, lr: float | None = None,
+                convention: str = INVERTED, width: int | None = None, lr: float | None = None,
                 epochs: int | None = None) -> None:
             run = Run(experiment, grid["dataset"], model, gate, rates, seed, convention, width=width, lr=lr,
                       epochs=epochs)
@@ -302,13 +277,13 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
             spec = grid.get(sweep)
             if spec is None:
                 continue
-            conventions = CONVENTIONS if sweep == "conventions" else ("inverted",)
+            conventions = CONVENTIONS if sweep == "conventions" else (INVERTED,)
             epochs = budgets(spec, scale, model, config_dir) if sweep == "budget_sweep" else [None]
             scale_lr = float(scale_value(scale, model, "lr", config_dir))
             # The tuned protocol's learning rates for this sweep's cells; None: the scale's, the fixed run's.
             lrs = [None if lr == scale_lr else lr for lr in tuned_lrs(config)] \
                 if sweep in tuned_sweeps(config) else []
-            for gate in spec.get("gates", [DEFAULT_GATE]):
+            for gate in spec.get("gates", [REFERENCE_GATE]):
                 for rate in spec["rates"]:
                     width = fixed_retained_width(spec, rate, scale, config_dir) if sweep == "width_sweep" else None
                     rates = _rates(model, spec.get("fixed", {}), spec["vary"], rate)
@@ -321,7 +296,7 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
         for preset in grid.get("placement", []):
             rates = preset_rates(preset, model, config_dir)
             for seed in seeds:
-                add(DEFAULT_GATE, rates, seed, f"placement:{preset}", preset)
+                add(REFERENCE_GATE, rates, seed, f"placement:{preset}", preset)
     runs = [
         Run(r.experiment, r.dataset, r.model, r.gate, r.rates, r.seed, r.convention, frozenset(tags),
             placements.get(r), r.width, r.lr, r.epochs)
@@ -339,7 +314,7 @@ def expand_runs(config: Mapping[str, Any], config_dir: str = CONFIG_DIR) -> list
 
 @dataclass(frozen=True)
 class Pack:
-    """Runs trained together by one job (dropout_lab.pack); `name` is its folder under results/packs/."""
+    """Runs trained together by one job (dropout_lab.training.pack); `name` is its folder under results/packs/."""
 
     name: str
     runs: tuple[Run, ...]
@@ -450,7 +425,13 @@ def check_train_overrides(config: Mapping[str, Any], runs: list[Run], config_dir
                             f"{GRID_OWNED[key]} in config/config.yaml")
     if not extra or not runs:
         return
-    from dropout_lab.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error, validate
+    from dropout_lab.settings.config import (
+        COMPOSITION_ERRORS,
+        ConfigError,
+        compose_config,
+        describe_composition_error,
+        validate,
+    )
 
     # device=cpu: the submitting machine may have no GPU; each job checks its own device.
     settings = {**run_settings(config), "device": "cpu"}
@@ -512,13 +493,13 @@ def figure_stems(config: Mapping[str, Any]) -> list[str]:
 
 
 def expected_settings(config: Mapping[str, Any], runs: list[Run], config_dir: str = CONFIG_DIR) -> dict[str, dict]:
-    """The defining settings (dropout_lab.identity) each run folder should hold, composed from the Hydra files.
+    """The defining settings (dropout_lab.settings.identity) each run folder should hold, composed from the Hydra files.
 
     Hydra composes once per (dataset, model, gate, convention); each run then sets its own
     seed and rates, the only settings that differ within such a group.
     """
-    from dropout_lab.config import compose_config
-    from dropout_lab.identity import defining_settings
+    from dropout_lab.settings.config import compose_config
+    from dropout_lab.settings.identity import defining_settings
 
     settings = {**run_settings(config), "device": "cpu"}
     extra = list(config.get("train_overrides") or [])

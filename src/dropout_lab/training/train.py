@@ -1,10 +1,10 @@
 """Train and evaluate one configured run; write OUT/metrics.json.
 
-    python -m dropout_lab.train dataset=mnist model=mlp gate=gaussian \
+    python -m dropout_lab.training.train dataset=mnist model=mlp gate=gaussian \
         dropout.input=0.2 dropout.hidden=0.5 seed=3 out=results/runs/example
 
-`train_runs` trains several runs together as one pack (dropout_lab.engine,
-used by dropout_lab.pack); a single run is a pack of one, so a run gives the
+`train_runs` trains several runs together as one pack (dropout_lab.training.engine,
+used by dropout_lab.training.pack); a single run is a pack of one, so a run gives the
 same numbers alone or in a pack. The whole dataset sits on the device as one
 tensor; there is no DataLoader.
 """
@@ -26,17 +26,27 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dropout_lab import checkpoint, data
-from dropout_lab.atomic import WriteError, finite_or_none, write_result
-from dropout_lab.config import (
-    COMPOSITION_ERRORS, CONFIG_DIR, MIN_IMAGES, PER_RUN, ConfigError, Rates, compose_config, describe_composition_error,
+from dropout_lab.settings import provenance
+from dropout_lab.settings.atomic import WriteError, finite_or_none, write_result
+from dropout_lab.settings.config import (
+    COMPOSITION_ERRORS,
+    CONFIG_DIR,
+    MIN_IMAGES,
+    PER_RUN,
+    ConfigError,
+    Rates,
+    compose_config,
+    describe_composition_error,
     validate,
 )
-from dropout_lab.engine import EngineSettings, Hyper, Member, PackTrainer
-from dropout_lab.evaluation import final_metrics
-from dropout_lab.identity import identity
-from dropout_lab.models import CNN, MLP, effective_weight_norms
-from dropout_lab.provenance import device_info, git_commit, training_versions
+from dropout_lab.settings.identity import identity
+from dropout_lab.settings.provenance import git_commit, library_versions
+from dropout_lab.settings.vocabulary import DIVERGED, OK
+from dropout_lab.training import checkpoint, data
+from dropout_lab.training.engine import EngineSettings, Hyper, Member, PackTrainer
+from dropout_lab.training.evaluation import final_metrics
+from dropout_lab.training.gates import REGISTRY
+from dropout_lab.training.models import CNN, MLP, effective_weight_norms
 
 CLASSES = 10
 
@@ -186,13 +196,44 @@ def epoch_line(epoch: int, epochs: int, seconds: float, live: list[int], runs: i
         if best is not None else "")
 
 
+def training_versions() -> dict[str, str]:
+    """Versions of the training stack (and the CUDA that torch was built with), recorded in each run."""
+    versions = library_versions(("torch", "numpy", "hydra-core", "omegaconf"))
+    versions["torch"] = torch.__version__  # with its build tag (+cu130, +cpu)
+    if torch.version.cuda:
+        versions["cuda"] = torch.version.cuda
+    return versions
+
+
+def device_info(device) -> dict[str, object]:
+    """The device a run trained on, by name, and the CPU threads torch used."""
+    info: dict[str, object] = {"type": device.type, "threads": torch.get_num_threads()}
+    info["name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else provenance.cpu_name()
+    return info
+
+
+def check_trainable(cfg: DictConfig, rates: Rates) -> None:
+    """What only the training stack can check: the gate's target on this model, and the device."""
+    if REGISTRY[cfg.gate.name].target == "weights" and cfg.model.name == "cnn":
+        read_by_conv = [rates.input, *rates.conv[:-1]]
+        if any(read_by_conv):
+            raise ConfigError(f"gate={cfg.gate.name} masks fully connected weights, but dropout.input/dropout.conv put "
+                              "it before a convolution; set them to 0 there (only dropout.fc and the last conv block's "
+                              "rate apply)")
+    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device} was asked for but no CUDA device is available; use device=cpu or "
+                          "device=auto")
+
+
 def train_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[dict]:
     """Train the runs `cfgs` together (one pack) and return each run's metrics.
 
     A checkpoint of the whole pack is kept at `state_path` while it trains
-    (dropout_lab.checkpoint); a rerun with the same runs resumes from it.
+    (dropout_lab.training.checkpoint); a rerun with the same runs resumes from it.
     """
     rates = [validate(cfg) for cfg in cfgs]  # before any data is touched
+    for cfg, rate in zip(cfgs, rates):
+        check_trainable(cfg, rate)
     check_pack(cfgs)
     for c in cfgs:  # a result that cannot be written is found now, not after training
         _writable_folder("out", Path(c.out))
@@ -267,7 +308,7 @@ def train_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[dict]:
         resolved = OmegaConf.to_container(c, resolve=True)
         results.append(finite_or_none({
             "config": resolved,
-            "identity": identity(resolved)["digest"],  # of the settings that define the run (dropout_lab.identity)
+            "identity": identity(resolved)["digest"],  # of the settings that define the run (dropout_lab.settings.identity)
             "seed": c.seed,
             "stream_seeds": s,
             "rates": {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(r).items()},
@@ -278,7 +319,7 @@ def train_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[dict]:
             "validation_samples": len(y_val),
             "validation_sha256": validation_digest,
             "history": histories[k],
-            "status": "ok" if diverged[k] is None else "diverged",
+            "status": OK if diverged[k] is None else DIVERGED,
             "diverged_epoch": diverged[k],
             "final": final,
             "mc": mc,

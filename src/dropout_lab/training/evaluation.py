@@ -1,6 +1,6 @@
 """The final numbers of a pack's finished runs, computed for all its models at once.
 
-One evaluator (dropout_lab.engine.PackTrainer) serves every number, so all of
+One evaluator (dropout_lab.training.engine.PackTrainer) serves every number, so all of
 them follow the pack's precision setting: the deterministic net on both splits
 (the generalisation gap sets train against test measured the same way), the
 Monte-Carlo average over sampled masks, and, for runs of the scaled convention,
@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from omegaconf import DictConfig
 
-from dropout_lab.engine import PackTrainer
+from dropout_lab.training.engine import PackTrainer
 
 
 def final_metrics(trainer: PackTrainer, cfgs: Sequence[DictConfig], mc_seeds: Sequence[int],

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dropout_lab.atomic import WriteError, atomic_path
+from dropout_lab.settings.atomic import WriteError, atomic_path
 
 CHECKPOINT = "checkpoint.pt"
 

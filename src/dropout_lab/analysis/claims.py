@@ -17,17 +17,17 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_paired
 
-from dropout_lab import experiments
+from dropout_lab.settings import experiments
+from dropout_lab.settings.vocabulary import COLLAPSED, INVERTED, OK, REFERENCE_GATE, SCALED, parity_key, rate_ranges
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 
 
 
-OK = "ok"
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
-    """The runs whose training worked (dropout_lab.health); a table without statuses is all ok."""
+    """The runs whose training worked (dropout_lab.settings.health); a table without statuses is all ok."""
     return df[df["status"] == OK] if "status" in df else df
 
 
@@ -46,19 +46,6 @@ def _with_failed_cells(table: list[dict[str, Any]], failed: Mapping[float, int])
     rows += [{"rate": r, "mean": math.nan, "sd": math.nan, "n": 0, "failed": k} for r, k in failed.items()
              if r not in known]
     return sorted(rows, key=lambda row: row["rate"])
-
-
-def rate_ranges(rates: list[float], grid: list[float]) -> str:
-    """Rates as runs of neighbours on the grid: [0.1, 0.2, 0.3, 0.8] -> '0.1-0.3, 0.8'."""
-    order = sorted(grid)
-    chosen = sorted(rates, key=order.index)
-    parts: list[list[float]] = []
-    for rate in chosen:
-        if parts and order.index(rate) == order.index(parts[-1][-1]) + 1:
-            parts[-1].append(rate)
-        else:
-            parts.append([rate])
-    return ", ".join(f"{p[0]:g}" if len(p) == 1 else f"{p[0]:g}-{p[-1]:g}" for p in parts)
 
 
 def _cells(df: pd.DataFrame, rate_col: str, metric: str) -> dict[float, np.ndarray]:
@@ -308,11 +295,6 @@ def _headline(rows: list[dict[str, Any]], grid: list[float], phrases: Mapping[st
     return "; ".join(parts)
 
 
-def parity_key(gate: str) -> str:
-    """The claims.json key of a gate's parity claim against the reference gate."""
-    return f"parity_{gate}"
-
-
 def parity_claim(df: pd.DataFrame, rate_col: str, gates: list[str], settings: Mapping[str, Any], alpha: float,
                  grid: list[float] | None = None) -> dict:
     """Claim 3: a gate with matched variance does as well as the reference (Bernoulli) gate, judged per rate.
@@ -416,8 +398,8 @@ def convention_claim(runs: pd.DataFrame, alpha: float) -> dict:
     """The article's scaled convention needs its activations scaled by p at inference; inverted gates need nothing."""
     rows = []
     for gate, group in _ok(runs).groupby("gate"):
-        scaled = group[group["convention"] == "scaled"]
-        inverted = group[group["convention"] == "inverted"].set_index("seed")
+        scaled = group[group["convention"] == SCALED]
+        inverted = group[group["convention"] == INVERTED].set_index("seed")
         if scaled.empty:
             continue
         loss_gain = (scaled["unscaled_test_loss"] - scaled["test_loss"]).to_numpy(float)
@@ -451,7 +433,7 @@ def convention_claim(runs: pd.DataFrame, alpha: float) -> dict:
     }
 
 
-# Each claim judged on a sweep's runs (dropout_lab.experiments names the claims of each sweep): a function of
+# Each claim judged on a sweep's runs (dropout_lab.settings.experiments names the claims of each sweep): a function of
 def _best_rate(cells: Mapping[float, np.ndarray]) -> float:
     rates = sorted(cells)
     return rates[int(np.argmax([np.mean(cells[r]) for r in rates]))]
@@ -513,12 +495,12 @@ SETTINGS_OF = {"regularisation": "optimum", "weight_norm": "optimum", "conventio
 
 
 def _reference_gate(rows: pd.DataFrame, spec: Mapping[str, Any]) -> pd.DataFrame:
-    return rows[rows["gate"] == spec.get("gates", ["bernoulli"])[0]]
+    return rows[rows["gate"] == spec.get("gates", [REFERENCE_GATE])[0]]
 
 
 def _pair(rows: pd.DataFrame, reference: str, gate: str) -> pd.DataFrame:
     """The inverted-convention runs of two gates (the failures of a third gate are not this pair's)."""
-    return rows[(rows["convention"] == "inverted") & rows["gate"].isin([reference, gate])]
+    return rows[(rows["convention"] == INVERTED) & rows["gate"].isin([reference, gate])]
 
 
 def _rate(spec: Mapping[str, Any]) -> str:
@@ -575,7 +557,7 @@ def inference_runs(runs: pd.DataFrame, experiment: str) -> pd.DataFrame:
     """The runs the inference claim reads: one hidden rate and no other dropout, inverted gates; those of the
     gate-parity grid (every gate) where it ran, else the hidden sweep's. Never both: under the tuned protocol the
     hidden sweep's runs are at another learning rate than the gate-parity grid's, and a cell must not mix them."""
-    own = runs[(runs["experiment"] == experiment) & (runs["convention"] == "inverted")]
+    own = runs[(runs["experiment"] == experiment) & (runs["convention"] == INVERTED)]
     column = "in_gate_parity" if own["in_gate_parity"].any() else "in_hidden_sweep"
     return own[own[column]]
 
@@ -588,12 +570,12 @@ def _summary(result: Mapping[str, Any]) -> Any:
 def evaluate_claims(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFrame | None = None) -> dict[str, Any]:
     """All verdicts for the experiments that ran; a claim whose experiment did not run is skipped.
 
-    Failed runs (diverged or collapsed, dropout_lab.health) are left out and counted. Each
+    Failed runs (diverged or collapsed, dropout_lab.settings.health) are left out and counted. Each
     claim also records `with_failed`: its verdict and estimate had the collapsed runs been
     included (diverged runs have no numbers), and whether that would change it.
     """
     verdicts = _evaluate(runs, config, mc)
-    collapsed = runs["status"] == "collapsed"
+    collapsed = runs["status"] == COLLAPSED
     if not collapsed.any():
         return verdicts
     counted = runs.assign(status=np.where(collapsed, OK, runs["status"]))

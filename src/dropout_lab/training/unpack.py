@@ -1,6 +1,6 @@
 """Take one run's metrics out of its pack's pack.json (the workflow's run_metrics rule).
 
-    python -m dropout_lab.unpack results/packs/P/pack.json results/runs/.../metrics.json
+    python -m dropout_lab.training.unpack results/packs/P/pack.json results/runs/.../metrics.json
 
 Light on purpose (json and the atomic writer only, no torch): the workflow runs it
 once per run, as a shell job in Snakemake's own process pool.
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from dropout_lab.atomic import write_json
+from dropout_lab.settings.atomic import write_json
 
 
 class UnpackError(ValueError):

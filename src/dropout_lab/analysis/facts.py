@@ -1,7 +1,7 @@
 """Every number the paper prints besides the verdicts, computed once from the run table.
 
 `collect_facts` returns a JSON-able dict that the claims step stores in claims.json
-beside the verdicts; dropout_lab.report renders the paper from that document only,
+beside the verdicts; dropout_lab.paper.report renders the paper from that document only,
 so each printed number has one source.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-OK = "ok"
+from dropout_lab.settings.vocabulary import COLLAPSED, DIVERGED, INVERTED, OK, REFERENCE_GATE
 
 
 def _mean_sd(values: pd.Series) -> tuple[float, float]:
@@ -33,8 +33,8 @@ def failed_runs(runs: pd.DataFrame) -> dict[str, Any]:
                       "statuses": sorted(set(group["status"])), "seeds": sorted(int(s) for s in group["seed"]),
                       "epochs": epochs, "reason": str(group["failed_reason"].iloc[0])})
     return {"count": int(len(bad)), "of": int(len(runs)), "trained": int(len(runs) - len(bad)),
-            "diverged": int((runs["status"] == "diverged").sum()),
-            "collapsed": int((runs["status"] == "collapsed").sum()), "cells": cells}
+            DIVERGED: int((runs["status"] == DIVERGED).sum()),
+            COLLAPSED: int((runs["status"] == COLLAPSED).sum()), "cells": cells}
 
 
 def anchor_runs(runs: pd.DataFrame, selector: Mapping[str, Any]) -> pd.DataFrame:
@@ -44,7 +44,7 @@ def anchor_runs(runs: pd.DataFrame, selector: Mapping[str, Any]) -> pd.DataFrame
     scaled convention are never averaged in with the inverted runs a figure is set beside.
     """
     rows = runs[(runs["experiment"] == selector["experiment"])
-                & (runs["gate"] == selector.get("gate", "bernoulli"))
+                & (runs["gate"] == selector.get("gate", REFERENCE_GATE))
                 & (runs["convention"] == selector.get("convention", "inverted"))]
     for key in ("placement", "cell"):
         if key in selector:
@@ -99,7 +99,7 @@ def best_cell(runs: pd.DataFrame, experiment: str) -> dict[str, Any] | None:
 def recommended_cell(runs: pd.DataFrame, settings: Mapping[str, Any]) -> dict[str, Any] | None:
     """The article's recommended setting (input rate at the claim-2 threshold, hidden rate at the claimed rate)."""
     own = runs[(runs["experiment"] == settings["optimum"]["experiment"]) & (runs["status"] == OK)
-               & (runs["gate"] == "bernoulli") & (runs["convention"] == "inverted")]
+               & (runs["gate"] == REFERENCE_GATE) & (runs["convention"] == INVERTED)]
     cell = own[np.isclose(own["input_rate"], settings["input_rate"]["threshold"])
                & np.isclose(own["hidden_rate"], settings["optimum"]["claimed_rate"])]
     if len(cell) < 2:

@@ -14,7 +14,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 def _git(args: list[str], root: Path) -> str:
@@ -59,26 +59,6 @@ def library_versions(names: tuple[str, ...] = ANALYSIS_LIBRARIES) -> dict[str, s
         except importlib.metadata.PackageNotFoundError:
             pass
     return versions
-
-
-def training_versions() -> dict[str, str]:
-    """Versions of the training stack (and the CUDA that torch was built with), recorded in each run."""
-    import torch
-
-    versions = library_versions(("torch", "numpy", "hydra-core", "omegaconf"))
-    versions["torch"] = torch.__version__  # with its build tag (+cu130, +cpu)
-    if torch.version.cuda:
-        versions["cuda"] = torch.version.cuda
-    return versions
-
-
-def device_info(device) -> dict[str, object]:
-    """The device a run trained on, by name, and the CPU threads torch used."""
-    import torch
-
-    info: dict[str, object] = {"type": device.type, "threads": torch.get_num_threads()}
-    info["name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-    return info
 
 
 def cpu_name() -> str:

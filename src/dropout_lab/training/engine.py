@@ -10,7 +10,7 @@ convolution is large enough on its own). Each model keeps everything of its own:
 - data order: its own CPU generator draws its permutation each epoch;
 - gate noise: one generator per (model, dropout slot), drawn `noise_chunk`
   steps at a time; a slot at rate 0 draws nothing;
-- gate and convention: any registered gate (dropout_lab.gates), inverted or
+- gate and convention: any registered gate (dropout_lab.training.gates), inverted or
   scaled, as per-model constants (the models of a pack may differ in them);
   a weight gate (DropConnect) masks only its own models' next layer.
 
@@ -42,9 +42,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from dropout_lab.config import PRECISIONS, TF32
-from dropout_lab.gates import REGISTRY, Gate
-from dropout_lab.models import CNN, MLP, weight_layers
+from dropout_lab.settings.config import PRECISIONS, TF32
+from dropout_lab.training.gates import REGISTRY, Gate
+from dropout_lab.training.models import CNN, MLP, weight_layers
 
 MC_CURVE = (1, 2, 5, 10, 20, 50, 100)  # Monte-Carlo accuracy is also read after this many masks
 

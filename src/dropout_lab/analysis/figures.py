@@ -8,19 +8,20 @@ from typing import Any, Mapping
 
 import matplotlib
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")  # isort: skip  (before pyplot: figures are drawn without a display)
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from dropout_lab import experiments, protocol  # noqa: E402
-from dropout_lab.claims import budget_claim, inference_runs  # noqa: E402
-from dropout_lab.atomic import atomic_path  # noqa: E402
-from dropout_lab.datasets import SPECS  # noqa: E402
+from dropout_lab.analysis import protocol  # noqa: E402
+from dropout_lab.analysis.claims import budget_claim, inference_runs  # noqa: E402
+from dropout_lab.settings import experiments, protocols  # noqa: E402
+from dropout_lab.settings.atomic import atomic_path  # noqa: E402
+from dropout_lab.settings.datasets import SPECS  # noqa: E402
+from dropout_lab.settings.vocabulary import OK, REFERENCE_GATE, SCALED, SLOT_TITLES  # noqa: E402
 
-SLOT_NAMES = {"hidden": "hidden", "input": "input", "conv": "conv", "fc": "fully connected"}
 # Vector text that venues accept (TrueType, not Type 3), and print-resolution PNGs.
 matplotlib.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42})
 PNG_DPI = 300
@@ -51,7 +52,7 @@ def _mark_failed(ax: plt.Axes, failed: Mapping[float, tuple[int, int]]) -> None:
 
 
 def _failed_by_rate(runs: pd.DataFrame, col: str) -> dict[float, tuple[int, int]]:
-    counts = runs.groupby(col)["status"].agg(lambda s: (int((s != "ok").sum()), int(len(s))))
+    counts = runs.groupby(col)["status"].agg(lambda s: (int((s != OK).sum()), int(len(s))))
     return {float(r): c for r, c in counts.items() if c[0]}
 
 
@@ -67,7 +68,7 @@ def rate_sweep(runs: pd.DataFrame, vary: str, title: str, stem: Path, band: list
     each seed a dot; failed runs counted at their rate along the bottom; the published flat band shaded."""
     col = f"{vary}_rate"
     failed = _failed_by_rate(runs, col)
-    ok = runs[runs["status"] == "ok"]
+    ok = runs[runs["status"] == OK]
     data = ok.assign(test_pct=100 * ok["test_acc"], gap_pct=100 * ok["gap_acc"])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, metric, label in (
@@ -82,7 +83,7 @@ def rate_sweep(runs: pd.DataFrame, vary: str, title: str, stem: Path, band: list
                        label="flat band, Srivastava et al. Fig. 9")
         _mark_failed(ax, failed)
         _with_failed_range(ax, sorted({float(r) for r in runs[col]}))
-        ax.set_xlabel(f"{SLOT_NAMES[vary]} drop rate (1 - p)")
+        ax.set_xlabel(f"{SLOT_TITLES[vary]} drop rate (1 - p)")
         ax.set_ylabel(label)
         _retain_axis(ax)
     if band:
@@ -98,7 +99,7 @@ def gate_parity(runs: pd.DataFrame, vary: str, gates: list[str], margin: float, 
     rate."""
     col = f"{vary}_rate"
     failed = _failed_by_rate(runs, col)
-    ok = runs[runs["status"] == "ok"]
+    ok = runs[runs["status"] == OK]
     data = ok.assign(test_pct=100 * ok["test_acc"])
     wide = data.pivot_table(index=[col, "seed"], columns="gate", values="test_pct").reindex(columns=gates)
     reference = gates[0]
@@ -128,7 +129,7 @@ def gate_parity(runs: pd.DataFrame, vary: str, gates: list[str], margin: float, 
     for ax in axes:
         _mark_failed(ax, failed)
         _with_failed_range(ax, sorted({float(r) for r in runs[col]}))
-        ax.set_xlabel(f"{SLOT_NAMES[vary]} drop rate (1 - p)")
+        ax.set_xlabel(f"{SLOT_TITLES[vary]} drop rate (1 - p)")
         _retain_axis(ax)
     fig.suptitle(title, y=1.08)
     save(fig, stem)
@@ -141,7 +142,7 @@ def width_sweep(fixed_n: pd.DataFrame, fixed_pn: pd.DataFrame, title: str, stem:
     col = "hidden_rate"
     runs = pd.concat([fixed_n.assign(family="n fixed"), fixed_pn.assign(family="p·n fixed")], ignore_index=True)
     failed = _failed_by_rate(fixed_pn, col)
-    ok = runs[runs["status"] == "ok"]
+    ok = runs[runs["status"] == OK]
     data = ok.assign(test_pct=100 * ok["test_acc"])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     if len(data):
@@ -165,7 +166,7 @@ def width_sweep(fixed_n: pd.DataFrame, fixed_pn: pd.DataFrame, title: str, stem:
 def placement(runs: pd.DataFrame, presets: list[str], title: str, stem: Path,
               published: list[Mapping[str, Any]] | None = None) -> None:
     """Test accuracy for each placement preset, mean +/- sd over the runs that trained; published values as stars."""
-    ok = runs[runs["placement"].isin(presets) & (runs["status"] == "ok")]
+    ok = runs[runs["placement"].isin(presets) & (runs["status"] == OK)]
     data = ok.assign(test_pct=100 * ok["test_acc"])
     fig, ax = plt.subplots(figsize=(5, 3.2))
     sns.pointplot(data=data, x="placement", y="test_pct", order=presets, errorbar="sd", linestyle="none", ax=ax)
@@ -188,7 +189,7 @@ def weight_norms(runs: pd.DataFrame, vary: str, title: str, stem: Path) -> None:
     """Norm of the weights used at inference, and the train-test gap, against the rate, over the runs that trained."""
     col = f"{vary}_rate"
     failed = _failed_by_rate(runs, col)
-    ok = runs[runs["status"] == "ok"]
+    ok = runs[runs["status"] == OK]
     data = ok.assign(gap_pct=100 * ok["gap_acc"])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, metric, label in ((axes[0], "weight_norm", "effective weight norm"),
@@ -197,7 +198,7 @@ def weight_norms(runs: pd.DataFrame, vary: str, title: str, stem: Path) -> None:
             sns.lineplot(data=data, x=col, y=metric, errorbar="sd", marker="o", ax=ax)
         _mark_failed(ax, failed)
         _with_failed_range(ax, sorted({float(r) for r in runs[col]}))
-        ax.set_xlabel(f"{SLOT_NAMES[vary]} drop rate (1 - p)")
+        ax.set_xlabel(f"{SLOT_TITLES[vary]} drop rate (1 - p)")
         ax.set_ylabel(label)
         _retain_axis(ax)
     fig.suptitle(title, y=1.08)
@@ -209,7 +210,7 @@ def mc_inference(mc: pd.DataFrame, k: int, margin: float, title: str, stem: Path
     Right: the same difference against k, one line per rate. Runs that trained, rate > 0."""
     col = "hidden_rate"
     failed = _failed_by_rate(mc[mc["k"] == mc["k"].min()], col)
-    ok = mc[mc["status"] == "ok"]
+    ok = mc[mc["status"] == OK]
     data = ok.assign(diff=100 * (ok["mc_test_acc"] - ok["test_acc"]))
     at_k = data[data["k"] == k]
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
@@ -243,7 +244,7 @@ def conventions(runs: pd.DataFrame, title: str, stem: Path) -> None:
     for _, r in runs.iterrows():
         label = f"{r['gate']}, {r['convention']}"
         rows.append({"net": label, "inference": "as prescribed", "loss": r["test_loss"], "acc": 100 * r["test_acc"]})
-        if r["convention"] == "scaled":
+        if r["convention"] == SCALED:
             rows.append({"net": label, "inference": "no scaling by p", "loss": r["unscaled_test_loss"],
                          "acc": 100 * r["unscaled_test_acc"]})
     data = pd.DataFrame(rows)
@@ -301,7 +302,7 @@ def learning_curves(curves: pd.DataFrame, vary: str, classes: int, title: str, s
     drawn dashed so that a collapse shows, with the loss of a uniform guess, ln(classes), dotted."""
     col = f"{vary}_rate"
     data = curves.assign(test_pct=100 * curves["test_acc"], rate=curves[col].map(lambda r: f"{r:g}"),
-                         trained=np.where(curves["status"] == "ok", "trained", "failed"))
+                         trained=np.where(curves["status"] == OK, "trained", "failed"))
     order = [f"{r:g}" for r in sorted(curves[col].unique())]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, metric, label in ((axes[0], "test_pct", "test accuracy (%)"), (axes[1], "train_loss", "training loss")):
@@ -314,7 +315,7 @@ def learning_curves(curves: pd.DataFrame, vary: str, classes: int, title: str, s
     axes[1].set_yscale("log")
     handles, labels = axes[1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=8, fontsize="x-small",
-               title=f"{SLOT_NAMES[vary]} drop rate; line style: runs that trained or failed")
+               title=f"{SLOT_TITLES[vary]} drop rate; line style: runs that trained or failed")
     fig.suptitle(title, y=1.04)
     save(fig, stem)
 
@@ -326,7 +327,7 @@ def _published(anchors: list[Mapping[str, Any]], experiment: str, figure: str) -
         ours = anchor["ours"]
         if ours["experiment"] == experiment and anchor.get("figure") == figure:
             points.append({"error_pct": anchor["error_pct"], "where": anchor["where"],
-                           "gate": ours.get("gate", "bernoulli"), "placement": ours.get("placement"),
+                           "gate": ours.get("gate", REFERENCE_GATE), "placement": ours.get("placement"),
                            "rate": anchor.get("rate")})
     return points
 
@@ -349,19 +350,19 @@ class Context:
 
     @property
     def hidden_sweep(self) -> pd.DataFrame:
-        return self.own[self.own["in_hidden_sweep"] & (self.own["gate"] == "bernoulli")]
+        return self.own[self.own["in_hidden_sweep"] & (self.own["gate"] == REFERENCE_GATE)]
 
     def titled(self, rows: pd.DataFrame, what: str, shown: str = "left out") -> str:
         label = f"{self.grid['dataset'].upper()} {self.grid['model'].upper()}"
         if self.protocol and self.sweep in self.protocol_figures:
             label += f", {self.protocol} protocol"  # drawn from the runs this protocol reads
-        failed = int((rows["status"] != "ok").sum())
+        failed = int((rows["status"] != OK).sum())
         return f"{label}: {what}" + (f" ({failed} failed run{'s' if failed > 1 else ''} {shown})" if failed else "")
 
     @property
     def protocol_figures(self) -> set[str]:
         """The figures drawn from the runs of a sweep the protocols read differently (the tuned sweeps)."""
-        tuned = protocol.tuned_sweeps(self.config)
+        tuned = protocols.tuned_sweeps(self.config)
         names = {name for s in experiments.SWEEPS if s.name in tuned for name in (s.name, *s.more_figures)}
         if "gate_parity" in self.grid:  # the inference figure then reads the gate-parity runs (inference_runs)
             names.discard("mc_inference")
@@ -376,7 +377,7 @@ class Context:
 def _rate_sweep(c: Context) -> None:
     """Any sweep's default figure: its reference gate's runs against the rate, with its first claim's band."""
     spec = c.grid[c.sweep]
-    rows = c.own[c.own[f"in_{c.sweep}"] & (c.own["gate"] == spec.get("gates", ["bernoulli"])[0])]
+    rows = c.own[c.own[f"in_{c.sweep}"] & (c.own["gate"] == spec.get("gates", [REFERENCE_GATE])[0])]
     claims = next(s.claims for s in experiments.SWEEPS if s.name == c.sweep)
     rate_sweep(rows, spec["vary"], c.titled(rows, f"{spec['vary']}-rate sweep"), c.stem, c.band(claims[0]))
 
@@ -393,7 +394,7 @@ def _width_sweep(c: Context) -> None:
     # n fixed beside p * n fixed at the same learning rate: the fixed protocol's hidden sweep (the width sweep is
     # not tuned), whichever protocol the other figures show.
     every = c.every if c.every is not None else c.own
-    fixed_n = every[every["in_hidden_sweep"] & (every["gate"] == "bernoulli")]
+    fixed_n = every[every["in_hidden_sweep"] & (every["gate"] == REFERENCE_GATE)]
     width_sweep(fixed_n, rows, c.titled(rows, "rate sweep with p·n fixed"), c.stem, c.band("width_optimum"))
 
 
@@ -425,7 +426,7 @@ def _mc_inference(c: Context) -> None:
 
 def _conventions(c: Context) -> None:
     rows = c.own[c.own["in_conventions"]]
-    conventions(rows[rows["status"] == "ok"], c.titled(rows, "inference conventions"), c.stem)
+    conventions(rows[rows["status"] == OK], c.titled(rows, "inference conventions"), c.stem)
 
 
 def budget_sweep(runs: pd.DataFrame, vary: str, settings: Mapping[str, Any], alpha: float, samples: int,
@@ -433,7 +434,7 @@ def budget_sweep(runs: pd.DataFrame, vary: str, settings: Mapping[str, Any], alp
     """Left: test accuracy against the rate at each epoch budget (mean over the seeds that trained). Right: the
     best rate and the best set (rates not significantly worse, claim 1a's statistic) against the budget."""
     col = f"{vary}_rate"
-    ok = runs[runs["status"] == "ok"]
+    ok = runs[runs["status"] == OK]
     data = ok.assign(test_pct=100 * ok["test_acc"], budget=ok["epochs"].map(lambda e: f"{int(e)}"))
     order = [f"{int(e)}" for e in sorted(runs["epochs"].unique())]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -441,7 +442,7 @@ def budget_sweep(runs: pd.DataFrame, vary: str, settings: Mapping[str, Any], alp
         sns.lineplot(data=data, x=col, y="test_pct", hue="budget", hue_order=order, errorbar=None, marker="o",
                      palette="crest", ax=axes[0])
         axes[0].legend(title="epochs", fontsize="x-small", title_fontsize="x-small")
-    axes[0].set_xlabel(f"{SLOT_NAMES[vary]} drop rate (1 - p)")
+    axes[0].set_xlabel(f"{SLOT_TITLES[vary]} drop rate (1 - p)")
     axes[0].set_ylabel("test accuracy (%)")
     result = budget_claim(runs, col, settings, alpha, samples)
     for row in result["budgets"]:
@@ -453,7 +454,7 @@ def budget_sweep(runs: pd.DataFrame, vary: str, settings: Mapping[str, Any], alp
     axes[1].set_xticks([r["epochs"] for r in result["budgets"]], [str(r["epochs"]) for r in result["budgets"]])
     axes[1].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     axes[1].set_xlabel("training budget (epochs)")
-    axes[1].set_ylabel(f"{SLOT_NAMES[vary]} drop rate")
+    axes[1].set_ylabel(f"{SLOT_TITLES[vary]} drop rate")
     axes[1].set_ylim(-0.05, max(0.95, float(runs[col].max()) + 0.05))
     axes[1].legend(loc="best", fontsize="x-small", title="bars: best set", title_fontsize="x-small")
     fig.suptitle(title, y=1.04)
@@ -474,7 +475,7 @@ def protocols_figure(every: pd.DataFrame, chosen: pd.DataFrame, fixed: pd.DataFr
                      errorbar=None, ax=axes[0])
         picked = curves[curves["chosen"]]
         axes[0].scatter(picked["lr"], picked["val_pct"], s=80, facecolors="none", edgecolors="tab:red", zorder=3)
-        axes[0].legend(title=f"{SLOT_NAMES[vary]} rate", fontsize="xx-small", title_fontsize="x-small", ncol=2)
+        axes[0].legend(title=f"{SLOT_TITLES[vary]} rate", fontsize="xx-small", title_fontsize="x-small", ncol=2)
         axes[1].plot(picked[col], picked["lr"], "o-", color="tab:red")
     grid_lrs = sorted(chosen["lr"].unique())
     for ax, axis in ((axes[0], "x"), (axes[1], "y")):  # the learning-rate grid itself as the ticks
@@ -483,15 +484,15 @@ def protocols_figure(every: pd.DataFrame, chosen: pd.DataFrame, fixed: pd.DataFr
         getattr(ax, f"{axis}axis").set_minor_locator(matplotlib.ticker.NullLocator())
     axes[0].set_xlabel("learning rate")
     axes[0].set_ylabel("validation accuracy (%), failed runs as guesses")
-    axes[1].set_xlabel(f"{SLOT_NAMES[vary]} drop rate (1 - p)")
+    axes[1].set_xlabel(f"{SLOT_TITLES[vary]} drop rate (1 - p)")
     axes[1].set_ylabel("chosen learning rate")
     both = pd.concat([fixed.assign(protocol="fixed"), tuned.assign(protocol="tuned")])
-    both = both[both["status"] == "ok"]
+    both = both[both["status"] == OK]
     if len(both):
         sns.lineplot(data=both.assign(test_pct=100 * both["test_acc"]), x=col, y="test_pct", hue="protocol",
                      hue_order=["fixed", "tuned"], errorbar="sd", marker="o", ax=axes[2])
         axes[2].legend(fontsize="x-small")
-    axes[2].set_xlabel(f"{SLOT_NAMES[vary]} drop rate (1 - p)")
+    axes[2].set_xlabel(f"{SLOT_TITLES[vary]} drop rate (1 - p)")
     axes[2].set_ylabel("test accuracy (%)")
     fig.suptitle(title, y=1.04)
     fig.tight_layout()
@@ -500,7 +501,7 @@ def protocols_figure(every: pd.DataFrame, chosen: pd.DataFrame, fixed: pd.DataFr
 
 def _budget_sweep(c: Context) -> None:
     spec = c.grid["budget_sweep"]
-    rows = c.own[c.own["in_budget_sweep"] & (c.own["gate"] == "bernoulli")]
+    rows = c.own[c.own["in_budget_sweep"] & (c.own["gate"] == REFERENCE_GATE)]
     claims = c.config["claims"]
     budget_sweep(rows, spec["vary"], claims["budget"], claims["alpha"], claims["bootstrap_samples"],
                  c.titled(rows, "the optimum against the training budget"), c.stem)
@@ -508,23 +509,23 @@ def _budget_sweep(c: Context) -> None:
 
 def _protocols(c: Context) -> None:
     """The tuned protocol's choices over the first tuned sweep of this grid (the hidden sweep by default)."""
-    sweep = next(s for s in protocol.tuned_sweeps(c.config) if s in c.grid)
+    sweep = next(s for s in protocols.tuned_sweeps(c.config) if s in c.grid)
     spec = c.grid[sweep]
     every = c.every if c.every is not None else c.own
     chosen = protocol.selection(every, c.config)
     vary = spec["vary"]
     fixed_rates = dict(spec.get("fixed", {}))
-    own = chosen[chosen["gate"] == "bernoulli"]
+    own = chosen[chosen["gate"] == REFERENCE_GATE]
     for slot, rate in fixed_rates.items():
         own = own[np.isclose(own[f"{slot}_rate"], rate)]
     tuned_runs = protocol.view(every, "tuned", c.config)
-    pick = lambda rows: rows[rows[f"in_{sweep}"] & (rows["gate"] == "bernoulli")]  # noqa: E731
+    pick = lambda rows: rows[rows[f"in_{sweep}"] & (rows["gate"] == REFERENCE_GATE)]  # noqa: E731
     protocols_figure(every, own, pick(every), pick(tuned_runs), vary,
                      c.titled(pick(tuned_runs), f"learning rate chosen on validation ({sweep.replace('_', ' ')})"),
                      c.stem)
 
 
-# Figure kinds (dropout_lab.experiments names each sweep's): how each is drawn from its experiment's runs.
+# Figure kinds (dropout_lab.settings.experiments names each sweep's): how each is drawn from its experiment's runs.
 FIGURES = {
     "rate_sweep": _rate_sweep,
     "hidden_sweep": lambda c: rate_sweep(c.hidden_sweep, c.grid["hidden_sweep"]["vary"],
@@ -544,20 +545,20 @@ FIGURES = {
 
 def draw(stem: str, runs: pd.DataFrame, curves: pd.DataFrame, config: Mapping[str, Any], out_dir: Path,
          mc: pd.DataFrame | None = None, anchors: list[Mapping[str, Any]] | None = None) -> None:
-    """Draw one figure named by `dropout_lab.grid.figure_stems` (dropout_lab.experiments says its kind).
+    """Draw one figure named by `dropout_lab.planning.grid.figure_stems` (dropout_lab.settings.experiments says its kind).
 
     Each figure plots the runs that trained and counts the failed ones (diverged or
     collapsed) in its title and at their rate.
     """
     name = next(n for n in config["experiments"] if stem.startswith(f"{n}_"))
     grid = config["grids"][name]
-    kinds = dict(experiments.figures(name, grid, protocol.tuned_sweeps(config)))
+    kinds = dict(experiments.figures(name, grid, protocols.tuned_sweeps(config)))
     if stem not in kinds:
         raise ValueError(f"unknown figure {stem!r}")
     sweep = stem[len(name) + 1:]
-    judged = protocol.judged_protocol(config)  # the figures show the runs the headline verdicts read
+    judged = protocols.judged_protocol(config)  # the figures show the runs the headline verdicts read
     own = protocol.view(runs, judged, config)
     context = Context(name, sweep, grid, own[own["experiment"] == name], curves, mc, anchors or [], config,
                       out_dir / stem, runs[runs["experiment"] == name],
-                      judged if len(protocol.protocols(config)) > 1 else None)
+                      judged if len(protocols.protocols(config)) > 1 else None)
     FIGURES[kinds[stem]](context)

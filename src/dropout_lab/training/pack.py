@@ -1,6 +1,6 @@
-"""Train several runs together in one process (dropout_lab.engine); write DIR/pack.json.
+"""Train several runs together in one process (dropout_lab.training.engine); write DIR/pack.json.
 
-    python -m dropout_lab.pack --dir results/packs/example scale=paper model=mlp \
+    python -m dropout_lab.training.pack --dir results/packs/example scale=paper model=mlp \
         --run "dropout.hidden=0.5 seed=0 out=results/runs/a" \
         --run "dropout.hidden=0.2 seed=1 out=results/runs/b" [--write-runs]
 
@@ -18,17 +18,17 @@ import shlex
 import sys
 from pathlib import Path
 
-from dropout_lab import data
-from dropout_lab.atomic import WriteError, write_result
-from dropout_lab.checkpoint import CHECKPOINT
-from dropout_lab.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error
-from dropout_lab.engine import EngineError
-from dropout_lab.train import train_runs
+from dropout_lab.settings.atomic import WriteError, write_result
+from dropout_lab.settings.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error
+from dropout_lab.training import data
+from dropout_lab.training.checkpoint import CHECKPOINT
+from dropout_lab.training.engine import EngineError
+from dropout_lab.training.train import train_runs
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
-        prog="python -m dropout_lab.pack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m dropout_lab.training.pack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dir", required=True, help="folder of the pack: pack.json and its checkpoint")
     parser.add_argument("--run", action="append", required=True, metavar="OVERRIDES",
@@ -40,7 +40,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> list[dict]:
     args, shared = parse(sys.argv[1:] if argv is None else argv)
     if unknown := [arg for arg in shared if arg.startswith("-")]:
-        raise ConfigError(f"{unknown[0]} is not an option; see python -m dropout_lab.pack --help")
+        raise ConfigError(f"{unknown[0]} is not an option; see python -m dropout_lab.training.pack --help")
     cfgs = []
     for i, run in enumerate(args.run):
         try:

@@ -25,10 +25,10 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from dropout_lab.datasets import SPECS
-from dropout_lab.grid import judged_protocol, protocols, tuned_sweeps  # noqa: F401  (the protocols' settings)
+from dropout_lab.settings.datasets import SPECS
+from dropout_lab.settings.protocols import judged_protocol, protocols, tuned_sweeps
+from dropout_lab.settings.vocabulary import OK
 
-OK = "ok"
 CELL = ["experiment", "gate", "convention", "design_cell"]
 
 

@@ -21,13 +21,13 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
 
-from dropout_lab.datasets import SPECS
+from dropout_lab.settings.datasets import SPECS
+from dropout_lab.settings.vocabulary import CONVENTIONS, MODELS, NO_GATE, gate_names
 
 # The Hydra configs: config/ of the checkout, reached through the package's config link (which an
 # installed package carries as files); DROPOUT_LAB_CONFIG_DIR points elsewhere.
-CONFIG_DIR = os.environ.get("DROPOUT_LAB_CONFIG_DIR", str((Path(__file__).parent / "config").resolve()))
-MODELS = ("mlp", "cnn")
-# What may differ between the runs of one pack (dropout_lab.train.check_pack, dropout_lab.grid.Pack):
+CONFIG_DIR = os.environ.get("DROPOUT_LAB_CONFIG_DIR", str((Path(__file__).parents[1] / "config").resolve()))
+# What may differ between the runs of one pack (dropout_lab.training.train.check_pack, dropout_lab.planning.grid.Pack):
 # seeds, gates, rates and folders; everything else, the architecture included, is shared.
 PER_RUN = ("seed", "gate", "dropout", "out")
 # auto: bf16 and TF32 where the run trains on a GPU, fp32 on a CPU; each run records what it used.
@@ -108,7 +108,7 @@ class EvalConfig:
 
 @dataclass
 class EngineConfig:
-    """How the runs are computed (dropout_lab.engine); recorded in each run's metrics."""
+    """How the runs are computed (dropout_lab.training.engine); recorded in each run's metrics."""
 
     precision: str = "auto"  # auto | fp32 | bf16 (autocast on the matrix products; weights stay float32)
     tf32: Any = "auto"  # auto | true | false: float32 matrix products on TF32 tensor cores (CUDA only)
@@ -199,7 +199,7 @@ def describe_composition_error(err: Exception) -> str:
             try:
                 allowed = ", ".join(_schema_keys(parent))
             except (KeyError, TypeError):
-                allowed = "see dropout_lab.config.RunConfig"
+                allowed = "see dropout_lab.settings.config.RunConfig"
             return f"{key} is not a setting; {parent or 'the top level'} has: {allowed}"
         override = str(err).splitlines()[0].removeprefix("Error merging override ")
         return f"{override}: {str(cause).splitlines()[0]} (key {key})"
@@ -356,16 +356,10 @@ def _check_device(device: str) -> None:
         return
     if not re.fullmatch(r"cuda(:\d+)?", device):
         _fail(f"device={device!r} is not one of auto, cpu, cuda, cuda:N")
-    import torch  # here, not at import: the workflow composes configs without the training stack
-
-    if not torch.cuda.is_available():
-        _fail(f"device={device} was asked for but no CUDA device is available; use device=cpu or device=auto")
 
 
 def validate(cfg: DictConfig) -> Rates:
     """Check every setting of one run; return its dropout rates per slot."""
-    from dropout_lab.gates import CONVENTIONS, REGISTRY
-
     for section in ("", "dataset", "model", "gate", "dropout", "train", "eval", "scale", "engine"):
         node = cfg[section] if section else cfg
         allowed = _schema_keys(section)
@@ -381,8 +375,8 @@ def validate(cfg: DictConfig) -> Rates:
         _fail(f"dataset={cfg.dataset.name!r} is unknown; choose one of {sorted(SPECS)}")
     if cfg.model.name not in MODELS:
         _fail(f"model={cfg.model.name!r} is unknown; choose one of {list(MODELS)}")
-    if cfg.gate.name not in REGISTRY:
-        _fail(f"gate={cfg.gate.name!r} is unknown; choose one of {list(REGISTRY)} (config/gate/)")
+    if cfg.gate.name not in gate_names():
+        _fail(f"gate={cfg.gate.name!r} is unknown; choose one of {list(gate_names())} (config/gate/)")
     if cfg.gate.convention not in CONVENTIONS:
         _fail(f"gate.convention={cfg.gate.convention!r} is unknown; choose one of {list(CONVENTIONS)}")
     _check_fractions(cfg.dataset)
@@ -413,12 +407,7 @@ def validate(cfg: DictConfig) -> Rates:
             conv=_layer_rates("dropout.conv", drop.conv, len(cfg.model.channels)),
             fc=_layer_rates("dropout.fc", drop.fc, cfg.model.fc_depth),
         )
-    if REGISTRY[cfg.gate.name].target == "weights" and cfg.model.name == "cnn":
-        read_by_conv = [rates.input, *rates.conv[:-1]]
-        if any(read_by_conv):
-            _fail(f"gate={cfg.gate.name} masks fully connected weights, but dropout.input/dropout.conv put it before "
-                  "a convolution; set them to 0 there (only dropout.fc and the last conv block's rate apply)")
-    if cfg.gate.name == "none":
+    if cfg.gate.name == NO_GATE:
         nonzero = [r for r in (rates.input, *rates.hidden, *rates.conv, *rates.fc) if r]
         if nonzero:
             _fail(f"gate=none cannot drop, but a dropout rate is {nonzero[0]}; add dropout=none or pick gate=bernoulli")

@@ -10,7 +10,7 @@ Downloads and the cache are written atomically, so an interrupted or failed
 fetch leaves nothing that a later run could take for good data.
 
 Command line (used by the workflow's data rule):
-    python -m dropout_lab.data mnist --data-dir data --mirror ../shared/data/mnist
+    python -m dropout_lab.training.data mnist --data-dir data --mirror ../shared/data/mnist
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import Iterable, Mapping
 import numpy as np
 import torch
 
-from dropout_lab.atomic import atomic_path, write_json
-from dropout_lab.datasets import CIFAR10, MNIST, SPECS, DatasetSpec, cache_paths  # noqa: F401  (re-exported)
+from dropout_lab.settings.atomic import atomic_path, write_json
+from dropout_lab.settings.datasets import CIFAR10, MNIST, SPECS, DatasetSpec, cache_paths  # noqa: F401  (re-exported)
 
 CACHE_FORMAT = 1
 DOWNLOAD_TIMEOUT_S = 60

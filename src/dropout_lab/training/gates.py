@@ -12,7 +12,7 @@ rate / (1 - rate), so the network needs no rescaling at inference:
                    (Wan et al., 2013), one mask per model and mini-batch.
 
 A gate owns its noise law, and both the single-model path (the `MLP`/`CNN` of
-dropout_lab.models) and the batched engine (dropout_lab.engine) use it through
+dropout_lab.training.models) and the batched engine (dropout_lab.training.engine) use it through
 the same class methods: `storage` and `fill` (how raw draws come from a
 generator), `raw` (the draws among the stored words), `factor` (the
 multiplicative noise from the draws and per-model constants), `constants` /
@@ -29,11 +29,12 @@ from typing import ClassVar, Mapping
 import torch
 from torch import nn
 
-# inverted: mean-1 noise in training, the identity at inference (PyTorch, Keras).
-# scaled: the article's convention: noise with mean p in training (Bernoulli
-# d ~ B(p), Gaussian N(p, p(1-p))), and activations scaled by p at inference,
+from dropout_lab.settings.vocabulary import CONVENTIONS
+
+# The conventions (settings.vocabulary): inverted is mean-1 noise in training and the identity
+# at inference (PyTorch, Keras); scaled is the article's: noise with mean p in training
+# (Bernoulli d ~ B(p), Gaussian N(p, p(1-p))), and activations scaled by p at inference,
 # which is the same as scaling the next layer's weights by p.
-CONVENTIONS = ("inverted", "scaled")
 
 REGISTRY: dict[str, type["Gate"]] = {}  # gate=NAME -> its class, in registration order
 
