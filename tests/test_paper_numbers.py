@@ -200,10 +200,16 @@ def test_a_rate_sweep_with_its_claim_is_one_registry_entry(tmp_path, monkeypatch
     from dropout_lab.settings import experiments
     from dropout_lab.analysis import figures
 
-    sweep = experiments.Sweep("deep_input_sweep", ("deep_input",), "deep_input")
+    from dropout_lab.settings import claims as registry
+
+    sweep = experiments.Sweep("deep_input_sweep")
     monkeypatch.setattr(experiments, "SWEEPS", (*experiments.SWEEPS, sweep))
-    monkeypatch.setitem(claims.CLAIMS, "deep_input", lambda rows, spec, s, alpha, n: {
-        "deep_input": claims.optimum_claim(rows, "input_rate", {**s["optimum"], **s["deep_input"]}, alpha, n)})
+    monkeypatch.setitem(experiments.BY_NAME, sweep.name, sweep)
+    claim = registry.Claim("deep_input", "4", lambda c, r: "deep input", "deep_input", "deep_input_sweep",
+                           "deep_input", section="deep_input")
+    monkeypatch.setattr(registry, "CLAIMS", (*registry.CLAIMS, claim))
+    monkeypatch.setitem(claims.STATISTICS, "deep_input", lambda rows, spec, s, alpha, n, claim: claims.optimum_claim(
+        rows, "input_rate", {**s["optimum"], **s["deep_input"]}, alpha, n))
     monkeypatch.setitem(report.SECTIONS, "deep_input", lambda c, config: "DEEP INPUT: best rate "
                         f"{c['deep_input']['best']:g}\n" if "deep_input" in c else None)
 
@@ -225,5 +231,30 @@ def test_a_rate_sweep_with_its_claim_is_one_registry_entry(tmp_path, monkeypatch
     assert "mnist_mlp_deep_input_sweep" in grid.figure_stems(config)
     figures.draw("mnist_mlp_deep_input_sweep", table, curves, config, tmp_path, mc)
     assert (tmp_path / "mnist_mlp_deep_input_sweep.pdf").stat().st_size > 0
-    assert "deep_input" in experiments.sections()
+    assert "deep_input" in registry.sections()
     assert report.SECTIONS["deep_input"](verdicts, config) == "DEEP INPUT: best rate 0.3\n"
+
+
+def test_the_report_writes_exactly_the_files_the_workflow_lists(paper):
+    from dropout_lab.settings.claims import sections
+
+    written = {str(p.relative_to(paper["tex"])) for p in paper["tex"].rglob("*") if p.is_file()}
+    listed = {f"{name}.tex" for name in report.GENERATED} | {f"claims/{s}.tex" for s in sections()} | {"verdicts.csv"}
+    assert written == listed
+
+
+def test_every_registered_claim_has_a_statistic_its_runs_and_a_row(paper):
+    import csv
+
+    from dropout_lab.settings import experiments
+    from dropout_lab.settings.claims import CLAIMS, registered
+
+    assert all(c.statistic in claims.STATISTICS for c in CLAIMS)
+    assert all(c.reads in claims.SELECTIONS or c.reads in experiments.BY_NAME for c in CLAIMS)
+    assert all(c.section is None or c.section in report.SECTIONS for c in CLAIMS)
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    keys = [c.key for c in registered(config)]
+    assert set(keys) <= set(paper["doc"]["claims"])  # the synthetic grid runs every claim: none vanished
+    rows = list(csv.reader((paper["tex"] / "verdicts.csv").open()))[1:]
+    claim_rows = [row for row in rows if not row[0].startswith("theory:")]
+    assert [row[2] for row in claim_rows] == [paper["doc"]["claims"][key]["verdict"] for key in keys]

@@ -24,16 +24,25 @@ def test_number_formats():
     assert pvalue(0.0004) == "$<$0.001" and pvalue(0.0312) == "0.031"
 
 
-def test_the_verdict_table_names_the_masks_actually_averaged():
-    from dropout_lab.paper.report import _claim_titles
+def test_the_verdict_table_names_the_masks_actually_averaged_and_a_new_gate_renumbers_no_claim():
+    from dropout_lab.settings.claims import registered
 
     settings = {"optimum": {"claimed_rate": 0.5}, "input_rate": {"threshold": 0.2}, "inference": {"k": 50},
                 "gate_parity": {"experiment": "e", "margin": 0.01}}
     config = {"claims": settings, "grids": {"e": {"gate_parity": {"gates": ["bernoulli", "uniform", "gaussian"]}}}}
-    titles = _claim_titles(config, {"inference": {"k": 4}})
+
+    def labels(config):
+        return {c.key: c.label(config, {"k": 4} if c.key == "inference" else None) for c in registered(config)}
+
+    titles = labels(config)
     assert titles["inference"] == "MC over 4 masks = weight scaling"
     assert titles["parity_gaussian"] == "3: Gaussian as good as Bernoulli"
-    assert titles["parity_uniform"] == "3b: uniform as good as Bernoulli"
+    assert titles["parity_uniform"] == "3 (uniform): uniform as good as Bernoulli"
+    config["grids"]["e"]["gate_parity"]["gates"] = ["bernoulli", "laplace2", "uniform", "gaussian"]
+    grown = labels(config)
+    assert grown["parity_laplace2"] == "3 (laplace2): laplace2 as good as Bernoulli"
+    assert {k: v for k, v in grown.items() if k != "parity_laplace2"} == titles
+    assert [c.macro for c in registered(config) if c.key == "parity_laplace2"] == ["ParityLaplaceTwo"]
 
 
 def test_figures_embed_truetype_fonts_and_print_resolution_pngs(tmp_path):

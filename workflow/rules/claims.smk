@@ -9,20 +9,11 @@ rule claims:
     output:
         json=report("results/claims/claims.json", caption="../report/claims.rst", category="Verdicts"),
         table=report("results/claims/verdicts.csv", caption="../report/verdicts.rst", category="Verdicts"),
-        macros="results/claims/macros.tex",
-        verdicts="results/claims/verdicts.tex",
-        failed="results/claims/failed.tex",
-        methods="results/claims/methods.tex",
-        discussion="results/claims/discussion.tex",
-        theory="results/claims/theory.tex",
+        generated=expand("results/claims/{name}.tex", name=GENERATED_TEX),
         sections=expand(
             "results/claims/claims/{claim}.tex",
             claim=CLAIM_SECTIONS,
         ),
-        placement="results/claims/placement.tex",
-        protocols="results/claims/protocols.tex",
-        anchors="results/claims/anchors.tex",
-        provenance="results/claims/provenance.tex",
     log:
         "results/logs/claims.log",
     localrule: True

@@ -5,8 +5,9 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from dropout_lab.settings import datasets, experiments, identity
+from dropout_lab.settings import claims as claim_registry, datasets, identity
 from dropout_lab.planning import grid
+from dropout_lab.paper import report as paper_report
 
 try:
     grid.drop_switched_off(config)  # a sweep set to null is not run
@@ -54,7 +55,8 @@ PACK_BY_NAME = {pack.name: pack for pack in PACKS}
 PACK_OF_FOLDER = {run.folder: pack.name for pack in PACKS for run in pack.runs}
 RUN_SETTINGS = grid.run_settings(config)
 FIGURES = grid.figure_stems(config)
-CLAIM_SECTIONS = experiments.sections()  # the paper sections the sweeps write (dropout_lab.settings.experiments)
+CLAIM_SECTIONS = claim_registry.sections()  # the paper sections of the registered claims (dropout_lab.settings.claims)
+GENERATED_TEX = paper_report.GENERATED  # the paper's other generated LaTeX files (dropout_lab.paper.report)
 
 
 wildcard_constraints:

@@ -3,17 +3,8 @@ rule paper:
     input:
         tex=f"{PAPER_DIR}/paper.tex",
         bib=f"{PAPER_DIR}/refs.bib",
-        macros="results/claims/macros.tex",
-        verdicts="results/claims/verdicts.tex",
-        failed="results/claims/failed.tex",
-        methods="results/claims/methods.tex",
-        discussion="results/claims/discussion.tex",
-        theory="results/claims/theory.tex",
+        generated=rules.claims.output.generated,
         sections=rules.claims.output.sections,
-        placement="results/claims/placement.tex",
-        protocols="results/claims/protocols.tex",
-        anchors="results/claims/anchors.tex",
-        provenance="results/claims/provenance.tex",
         figures=expand("results/figures/{stem}.pdf", stem=FIGURES),
         theory_figures=expand(
             "results/figures/theory/{part}.pdf", part=["gradient", "regression"]

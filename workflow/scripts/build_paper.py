@@ -39,9 +39,8 @@ try:
     (build / "figures" / "theory").mkdir(parents=True)
     shutil.copy(inp.tex, build / "paper.tex")
     shutil.copy(inp.bib, build / "refs.bib")
-    for name in ("macros", "verdicts", "failed", "methods", "discussion", "theory", "placement", "protocols",
-                 "anchors", "provenance"):
-        shutil.copy(inp[name], build / "generated" / Path(inp[name]).name)
+    for generated in inp.generated:
+        shutil.copy(generated, build / "generated" / Path(generated).name)
     for section in inp.sections:
         shutil.copy(section, build / "generated" / "claims" / Path(section).name)
     for figure in inp.figures:

@@ -34,6 +34,6 @@ doc = claims_document(verdicts, theory, runs, prov, config, anchors, built)
 doc["protocols"] = protocol.document(by_protocol, chosen, config)
 write_json(snakemake.output.json, doc)  # noqa: F821
 write_report(json.loads(Path(snakemake.output.json).read_text()), config,  # noqa: F821
-             Path(snakemake.output.macros).parent)  # noqa: F821
+             Path(snakemake.output.json).parent)  # noqa: F821
 for name, result in verdicts.items():
     print(f"{name}: {result['verdict']} ({result['reason']})", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Verdicts on the three claims, computed from the aggregated run table.
+"""The statistics and decision rules of the registered claims (settings.claims), from the aggregated run table.
 
 Each function takes the tidy table (one row per run) and the claim's settings
 from config/config.yaml and returns a JSON-able dict: the claim, the statistic,
@@ -9,7 +9,7 @@ the estimate, a confidence interval or p-values, and a verdict that is one of
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -18,12 +18,10 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_paired
 
 from dropout_lab.settings import experiments
-from dropout_lab.settings.vocabulary import COLLAPSED, INVERTED, OK, REFERENCE_GATE, SCALED, parity_key, rate_ranges
+from dropout_lab.settings.claims import Claim, registered
+from dropout_lab.settings.vocabulary import COLLAPSED, INVERTED, OK, REFERENCE_GATE, SCALED, rate_ranges
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
-
-
-
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
@@ -489,11 +487,6 @@ def budget_claim(df: pd.DataFrame, rate_col: str, settings: Mapping[str, Any], a
     }
 
 
-# (the sweep's runs in the claim's experiment, the sweep's grid entry, config["claims"], alpha, bootstrap samples)
-# returning {claims.json key: result}. SETTINGS_OF names the claims: block that holds a claim's experiment.
-SETTINGS_OF = {"regularisation": "optimum", "weight_norm": "optimum", "conventions": "inference"}
-
-
 def _reference_gate(rows: pd.DataFrame, spec: Mapping[str, Any]) -> pd.DataFrame:
     return rows[rows["gate"] == spec.get("gates", [REFERENCE_GATE])[0]]
 
@@ -507,49 +500,69 @@ def _rate(spec: Mapping[str, Any]) -> str:
     return f"{spec['vary']}_rate"
 
 
-CLAIMS = {
-    "optimum": lambda rows, spec, s, alpha, n: {
-        "optimum": optimum_claim(_reference_gate(rows, spec), _rate(spec), s["optimum"], alpha, n)},
-    "regularisation": lambda rows, spec, s, alpha, n: {
-        "regularisation": regularisation_claim(_reference_gate(rows, spec), _rate(spec), s["optimum"], alpha, n)},
-    "weight_norm": lambda rows, spec, s, alpha, n: {
-        "weight_norm": weight_norm_claim(_reference_gate(rows, spec), _rate(spec), s["optimum"], alpha, n)},
-    "width_optimum": lambda rows, spec, s, alpha, n: {
-        "width_optimum": width_claim(rows, _rate(spec), {**s["optimum"], **s["width_optimum"]}, alpha, n)},
-    "input_rate": lambda rows, spec, s, alpha, n: {
-        "input_rate": input_rate_claim(_reference_gate(rows, spec), s["input_rate"], alpha)},
-    # each gate against the reference, as its own claim (claim 3 is Gaussian's)
-    "gate_parity": lambda rows, spec, s, alpha, n: {
-        parity_key(gate): parity_claim(_pair(rows, spec["gates"][0], gate), _rate(spec), [spec["gates"][0], gate],
-                                       s["gate_parity"], alpha, list(spec["rates"]))
-        for gate in spec["gates"][1:]},
-    "conventions": lambda rows, spec, s, alpha, n: {"conventions": convention_claim(rows, alpha)},
-    "budget": lambda rows, spec, s, alpha, n: {
-        "budget": budget_claim(_reference_gate(rows, spec), _rate(spec), s["budget"], alpha, n)},
+# Each registered claim's statistic and decision rule (settings.claims names it):
+# (its runs, its sweep's grid entry, config["claims"], alpha, bootstrap samples, the claim) -> its result.
+STATISTICS: dict[str, Callable[..., dict]] = {
+    "optimum": lambda rows, spec, s, alpha, n, claim: optimum_claim(
+        _reference_gate(rows, spec), _rate(spec), s["optimum"], alpha, n),
+    "regularisation": lambda rows, spec, s, alpha, n, claim: regularisation_claim(
+        _reference_gate(rows, spec), _rate(spec), s["optimum"], alpha, n),
+    "weight_norm": lambda rows, spec, s, alpha, n, claim: weight_norm_claim(
+        _reference_gate(rows, spec), _rate(spec), s["optimum"], alpha, n),
+    "width_optimum": lambda rows, spec, s, alpha, n, claim: width_claim(
+        rows, _rate(spec), {**s["optimum"], **s["width_optimum"]}, alpha, n),
+    "input_rate": lambda rows, spec, s, alpha, n, claim: input_rate_claim(
+        _reference_gate(rows, spec), s["input_rate"], alpha),
+    "gate_parity": lambda rows, spec, s, alpha, n, claim: parity_claim(
+        _pair(rows, claim.params["reference"], claim.params["gate"]), _rate(spec),
+        [claim.params["reference"], claim.params["gate"]], s["gate_parity"], alpha, list(spec["rates"])),
+    "conventions": lambda rows, spec, s, alpha, n, claim: convention_claim(rows, alpha),
+    "budget": lambda rows, spec, s, alpha, n, claim: budget_claim(
+        _reference_gate(rows, spec), _rate(spec), s["budget"], alpha, n),
+    "inference": lambda rows, spec, s, alpha, n, claim: inference_claim(rows, "hidden_rate", s["inference"], alpha),
 }
 
 
+def _monte_carlo(runs: pd.DataFrame, mc: pd.DataFrame | None, experiment: str) -> pd.DataFrame:
+    """The Monte-Carlo curves of the runs the inference claim reads (inference_runs), with their status."""
+    if mc is None or not len(mc):
+        return pd.DataFrame()
+    hidden = inference_runs(runs, experiment)
+    own = mc[mc["run"].isin(hidden["run"]) & (mc["hidden_rate"] > 0)]
+    return own.drop(columns="status", errors="ignore").merge(hidden[["run", "status"]], on="run")
+
+
+# Runs a claim reads that are not one sweep's (settings.claims: `reads`): (runs, mc, experiment) -> rows.
+SELECTIONS: dict[str, Callable[[pd.DataFrame, pd.DataFrame | None, str], pd.DataFrame]] = {
+    "monte_carlo": _monte_carlo,
+}
+
+
+def _rows(claim: Claim, runs: pd.DataFrame, mc: pd.DataFrame | None, config: Mapping[str, Any],
+          experiment: str) -> tuple[pd.DataFrame, Mapping[str, Any]] | None:
+    """The rows a claim judges and its sweep's grid entry; None where its runs did not run."""
+    if claim.reads in SELECTIONS:
+        rows = SELECTIONS[claim.reads](runs, mc, experiment)
+        return (rows, {}) if len(rows) else None
+    spec = config["grids"].get(experiment, {}).get(claim.reads)
+    column = experiments.BY_NAME[claim.reads].column
+    if spec is None or column not in runs:
+        return None
+    rows = runs[(runs["experiment"] == experiment) & runs[column]]
+    return (rows, spec) if len(rows) else None
+
+
 def _evaluate(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFrame | None) -> dict[str, Any]:
-    """Every verdict from `runs` (failed runs are passed in: each claim counts them and leaves them out)."""
+    """Every registered claim's verdict from `runs` (failed runs are passed in: each claim counts them and leaves
+    them out); a claim whose settings or runs are absent is left out."""
     settings = config["claims"]
     alpha, samples = settings["alpha"], settings["bootstrap_samples"]
     out: dict[str, Any] = {}
-    for sweep in experiments.SWEEPS:
-        for claim in sweep.claims:
-            own = settings.get(SETTINGS_OF.get(claim, claim))
-            if own is None:
-                continue
-            spec = config["grids"].get(own["experiment"], {}).get(sweep.name)
-            rows = runs[(runs["experiment"] == own["experiment"]) & runs[sweep.column]]
-            if spec is not None and len(rows):
-                out.update(CLAIMS[claim](rows, spec, settings, alpha, samples))
-    experiment = settings["inference"]["experiment"]
-    if mc is not None and len(mc):
-        hidden = inference_runs(runs, experiment)
-        own = mc[mc["run"].isin(hidden["run"]) & (mc["hidden_rate"] > 0)]
-        own = own.drop(columns="status", errors="ignore").merge(hidden[["run", "status"]], on="run")
-        if len(own):
-            out["inference"] = inference_claim(own, "hidden_rate", settings["inference"], alpha)
+    for claim in registered(config):
+        own = settings.get(claim.settings)
+        found = None if own is None else _rows(claim, runs, mc, config, own["experiment"])
+        if found is not None:
+            out[claim.key] = STATISTICS[claim.statistic](*found, settings, alpha, samples, claim)
     return out
 
 

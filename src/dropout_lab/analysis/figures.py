@@ -17,7 +17,7 @@ import seaborn as sns  # noqa: E402
 
 from dropout_lab.analysis import protocol  # noqa: E402
 from dropout_lab.analysis.claims import budget_claim, inference_runs  # noqa: E402
-from dropout_lab.settings import experiments, protocols  # noqa: E402
+from dropout_lab.settings import claims as registry, experiments, protocols  # noqa: E402
 from dropout_lab.settings.atomic import atomic_path  # noqa: E402
 from dropout_lab.settings.datasets import SPECS  # noqa: E402
 from dropout_lab.settings.vocabulary import OK, REFERENCE_GATE, SCALED, SLOT_TITLES  # noqa: E402
@@ -378,8 +378,8 @@ def _rate_sweep(c: Context) -> None:
     """Any sweep's default figure: its reference gate's runs against the rate, with its first claim's band."""
     spec = c.grid[c.sweep]
     rows = c.own[c.own[f"in_{c.sweep}"] & (c.own["gate"] == spec.get("gates", [REFERENCE_GATE])[0])]
-    claims = next(s.claims for s in experiments.SWEEPS if s.name == c.sweep)
-    rate_sweep(rows, spec["vary"], c.titled(rows, f"{spec['vary']}-rate sweep"), c.stem, c.band(claims[0]))
+    first = next((claim.settings for claim in registry.CLAIMS if claim.reads == c.sweep), None)
+    rate_sweep(rows, spec["vary"], c.titled(rows, f"{spec['vary']}-rate sweep"), c.stem, first and c.band(first))
 
 
 def _gate_parity(c: Context) -> None:

@@ -16,10 +16,16 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from dropout_lab.settings import experiments
 from dropout_lab.settings.atomic import atomic_open
+from dropout_lab.settings.claims import CLAIMS, registered, sections
 from dropout_lab.settings.protocols import judged_protocol, tuned_sweeps
-from dropout_lab.settings.vocabulary import INVERTED, REFERENCE_GATE, gate_title, parity_key, rate_ranges
+from dropout_lab.settings.vocabulary import INVERTED, REFERENCE_GATE, gate_title, rate_ranges
+
+BY_KEY = {claim.key: claim for claim in CLAIMS}
+# Every LaTeX file write_report makes besides the claims' sections (claims/<section>.tex): paper/paper.tex
+# \input's them, and the workflow's claims and paper rules list them from here.
+GENERATED = ("macros", "verdicts", "failed", "methods", "discussion", "theory", "placement", "protocols", "anchors",
+             "provenance")
 
 NOT_RUN = "not run"
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -234,21 +240,6 @@ def _equivalence_table(result: Mapping[str, Any], keys) -> list[list[str]]:
                      str(row["n"]), str(row.get("failed", 0)), pvalue(row["p_tost"]) if tested else "--",
                      tex(row["verdict"])])
     return rows
-
-
-def parity_gates(config: Mapping[str, Any]) -> tuple[str, list[str]]:
-    """The reference gate of the gate-parity grid and the gates judged against it (claim 3 is Gaussian's,
-    always listed so that its macros exist)."""
-    experiment = config["claims"]["gate_parity"]["experiment"]
-    gates = config["grids"].get(experiment, {}).get("gate_parity", {}).get("gates") or [REFERENCE_GATE, "gaussian"]
-    others = list(gates[1:])
-    return gates[0], ["gaussian"] + [g for g in others if g != "gaussian"]
-
-
-def parity_title(gate: str, reference: str, others: list[str]) -> str:
-    """3: Gaussian as good as Bernoulli; 3b, 3c, ...: the other gates, in the grid's order."""
-    number = "3" if gate == "gaussian" else f"3{'bcdefghijk'[others.index(gate) - 1]}"
-    return f"{number}: {gate_title(gate)} as good as {gate_title(reference)}"
 
 
 def parity_section(results: list[Mapping[str, Any]], experiment: str, alpha: float) -> str:
@@ -522,18 +513,17 @@ def discussion_text(claims: Mapping[str, Any], theory: Mapping[str, Any], facts:
                      f"published {r['published_band'][0]:g}--{r['published_band'][1]:g}).")
     if "budget" in claims and claims["budget"]["estimate"] is not None:
         r = claims["budget"]
-        items.append(f"\\textbf{{Claim 1e}} ({tex(r['verdict'])}): {tex(estimate_text('budget', r))}.")
+        items.append(f"\\textbf{{Claim 1e}} ({tex(r['verdict'])}): {tex(BY_KEY['budget'].estimate(r))}.")
     if "input_rate" in claims and "estimate" in claims["input_rate"]:
         r = claims["input_rate"]
         items.append(f"\\textbf{{Claim 2}} ({tex(r['verdict'])}): the best input rate is {r['estimate']:g}; "
                      f"{tex(r['reason'])}.")
-    reference, others = parity_gates(config)
-    for gate in others:
-        if parity_key(gate) in claims:
-            r = claims[parity_key(gate)]
-            number = parity_title(gate, reference, others).split(":")[0]
-            items.append(f"\\textbf{{Claim {number}}} ({tex(r['verdict'])}, {tex(gate_title(gate))} "
-                         f"against {tex(gate_title(reference))}), per rate: {tex(r['headline'])}.")
+    for claim in registered(config):
+        if claim.statistic == "gate_parity" and claim.key in claims:
+            r = claims[claim.key]
+            items.append(f"\\textbf{{Claim {claim.number}}} ({tex(r['verdict'])}, "
+                         f"{tex(gate_title(claim.params['gate']))} against "
+                         f"{tex(gate_title(claim.params['reference']))}), per rate: {tex(r['headline'])}.")
     if "inference" in claims:
         r = claims["inference"]
         items.append(f"\\textbf{{Monte-Carlo inference}} ({tex(r['verdict'])}), per rate: {tex(r['headline'])}.")
@@ -598,59 +588,7 @@ def discussion_text(claims: Mapping[str, Any], theory: Mapping[str, Any], facts:
 # --------------------------------------------------------------------------- everything
 
 
-def verdict_order(config: Mapping[str, Any]) -> list[str]:
-    """The claims of the verdict table, in its order."""
-    _, others = parity_gates(config)
-    return ["optimum", "regularisation", "weight_norm", "width_optimum", "budget", "input_rate",
-            *(parity_key(g) for g in others), "inference", "conventions"]
-
-
-# The macros paper/paper.tex prints (claim: its verdict macro, and its estimate macro where the paper prints it);
-# a claim's verdict macro says "not run" when its experiment did not run.
-VERDICT_MACROS = {
-    "optimum": ("OptimumVerdict", "OptimumEstimate"),
-    "regularisation": ("RegularisationVerdict", None),
-    "weight_norm": ("WeightNormVerdict", None),
-    "input_rate": ("InputVerdict", None),
-    "parity_gaussian": ("ParityGaussianVerdict", "ParityGaussianEstimate"),
-    "inference": ("InferenceVerdict", "InferenceEstimate"),
-}
 THEORY_MACROS = {"raw_reading": "TheoryRawReadingVerdict", "effective_reading": "TheoryEffectiveReadingVerdict"}
-
-
-def _claim_titles(config: Mapping[str, Any], claims: Mapping[str, Any]) -> dict[str, str]:
-    settings = config["claims"]
-    claimed = f"{settings['optimum']['claimed_rate']:g}"
-    k = claims.get("inference", {}).get("k", settings["inference"]["k"])
-    reference, others = parity_gates(config)
-    return {"optimum": f"1a: best test accuracy at rate {claimed}",
-            "regularisation": f"1b: rate {claimed} regularises most (smallest gap)",
-            "weight_norm": f"1c: rate {claimed} regularises most (smallest weights)",
-            "width_optimum": f"1d: best test accuracy at rate {claimed} with $p \\cdot n$ fixed",
-            "input_rate": f"2: input rate $\\le$ {settings['input_rate']['threshold']:g}",
-            **{parity_key(g): parity_title(g, reference, others) for g in others},
-            "inference": f"MC over {k} masks = weight scaling",
-            "conventions": "mean-$p$ gates need scaling by $p$",
-            "budget": "1e: the best rate does not move with the budget"}
-
-
-def estimate_text(key: str, result: Mapping[str, Any]) -> str:
-    if "headline" in result:
-        return result["headline"]
-    if key == "conventions":
-        return "test loss without scaling by p: " + ", ".join(
-            f"{row['mean_loss_increase']:+.3f} ({row['gate']})" for row in result["table"])
-    if key == "budget":
-        if result["estimate"] is None:
-            return "--"
-        first, last = result["budgets"][0], result["budgets"][-1]
-        lo, hi = result["interval"]
-        epochs = "epoch" if first["epochs"] == 1 else "epochs"
-        return (f"best rate {first['best']:g} at {first['epochs']} {epochs}, {last['best']:g} at {last['epochs']} "
-                f"(shift {result['estimate']:+g}, interval [{lo:+g}, {hi:+g}])")
-    if key == "optimum":
-        return f"rate {result['estimate']:g} (best set {min(result['set']):g}-{max(result['set']):g})"
-    return f"rate {result['estimate']:g}" if "estimate" in result else "--"
 
 
 def _plain(latex: str) -> str:
@@ -671,12 +609,12 @@ def write_verdict_table(path: Path, rows: list[list[str]]) -> None:
 
 
 def _parity_section(claims: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
-    parity = [claims[parity_key(g)] for g in parity_gates(config)[1] if parity_key(g) in claims]
+    parity = [claims[c.key] for c in registered(config) if c.statistic == "gate_parity" and c.key in claims]
     return parity_section(parity, config["claims"]["gate_parity"]["experiment"], config["claims"]["alpha"]) \
         if parity else None
 
 
-# Each sweep's paper section (dropout_lab.settings.experiments names it): its LaTeX from the claims, or None when its
+# Each claim's paper section (dropout_lab.settings.claims names it): its LaTeX from the claims, or None when its
 # claims did not run; results/claims/claims/<section>.tex, \input by paper/paper.tex.
 SECTIONS = {
     "optimum": lambda claims, config: optimum_section(
@@ -711,8 +649,7 @@ JUDGED_BECAUSE = {
 }
 
 
-def protocols_section(protocols: Mapping[str, Any] | None, titles: Mapping[str, str], order: list[str],
-                      config: Mapping[str, Any], lr: float | None) -> str:
+def protocols_section(protocols: Mapping[str, Any] | None, config: Mapping[str, Any], lr: float | None) -> str:
     """Which protocols ran, the one the headline verdicts use and why, every claim under each side by side, and
     the tuned protocol's learning-rate choices."""
     if not protocols:
@@ -730,13 +667,13 @@ def protocols_section(protocols: Mapping[str, Any] | None, titles: Mapping[str, 
     if len(run) < 2:
         return text
     rows = []
-    for key in order:
+    for claim in registered(config):
         cells = []
         for name in run:
-            result = protocols["by_protocol"].get(name, {}).get(key)
-            cells.append(f"{tex(estimate_text(key, result))} (\\textbf{{{tex(result['verdict'])}}})" if result
+            result = protocols["by_protocol"].get(name, {}).get(claim.key)
+            cells.append(f"{tex(claim.estimate(result))} (\\textbf{{{tex(result['verdict'])}}})" if result
                          else NOT_RUN)
-        rows.append([titles.get(key, tex(key)), *cells])
+        rows.append([claim.label(config, protocols["by_protocol"].get(run[0], {}).get(claim.key)), *cells])
     text += _tabular(["claim", *(f"{name} protocol" for name in run)], rows, "P{4.2cm}" + "P{5.4cm}" * len(run),
                      caption="Every claim under each protocol that ran: the estimate and the verdict. Claims of "
                      "sweeps the tuned protocol does not cover read the same runs under both.", label="protocols")
@@ -818,18 +755,15 @@ def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -
     write(out / "failed.tex", failed_table(failed, config["failure"]))
 
     verdict_rows = []
-    titles = _claim_titles(config, claims)
-    for key, (verdict_macro, estimate_macro) in VERDICT_MACROS.items():
-        result = claims.get(key)
-        m.add(verdict_macro, result["verdict"] if result else NOT_RUN)
-        if estimate_macro:
-            m.add(estimate_macro, estimate_text(key, result) if result else "--")
-    for key in verdict_order(config):
-        result = claims.get(key)
+    for claim in registered(config):  # every registered claim has a row and its macros, run or not
+        result = claims.get(claim.key)
+        m.add(f"{claim.macro}Verdict", result["verdict"] if result else NOT_RUN)
+        m.add(f"{claim.macro}Estimate", claim.estimate(result) if result else "--")
         if not result:
-            verdict_rows.append([titles[key], "--", NOT_RUN])
+            verdict_rows.append([claim.label(config), "--", NOT_RUN])
             continue
-        verdict_rows.append([titles[key], tex(estimate_text(key, result)), f"\\textbf{{{tex(result['verdict'])}}}"])
+        verdict_rows.append([claim.label(config, result), tex(claim.estimate(result)),
+                             f"\\textbf{{{tex(result['verdict'])}}}"])
 
     theory_titles = {"gradient": "E[dropout gradient] = grad $E_R$", "regression": "SGD = closed-form ridge",
                      "raw_reading": "0.5 regularises most (raw $w$)",
@@ -858,7 +792,7 @@ def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -
     def not_run() -> str:
         return f"\\emph{{This claim's experiment was {NOT_RUN} in this configuration.}}\n"
 
-    for section in experiments.sections():
+    for section in sections():
         text = SECTIONS[section](claims, config)
         write(out / "claims" / f"{section}.tex", text if text is not None else not_run())
     placement_parts = [placement_section(rows, name) for name, rows in facts["placement"].items()]
@@ -867,7 +801,6 @@ def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path) -
     write(out / "provenance.tex", provenance_table(facts["training"], nruns, facts["report"]))
     write(out / "methods.tex", methods_text(facts))
     reference = facts["experiments"].get(settings["optimum"]["experiment"]) or {}
-    write(out / "protocols.tex", protocols_section(doc.get("protocols"), titles, verdict_order(config), config,
-                                                   reference.get("lr")))
+    write(out / "protocols.tex", protocols_section(doc.get("protocols"), config, reference.get("lr")))
     write(out / "discussion.tex", discussion_text(claims, theory, facts, config))
     write(out / "macros.tex", m.text() + ("\\smoketrue\n" if scale == "smoke" else ""))

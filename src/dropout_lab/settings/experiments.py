@@ -1,17 +1,16 @@
-"""One registry of experiment terms: sweep -> aggregate column -> figure -> claims -> paper section.
+"""One registry of the sweeps: sweep -> aggregate column -> figures.
 
 Each grid of config/config.yaml is made of sweeps (a rate grid over one slot,
 with fixed rates elsewhere and, for some, several gates or a width rule). Every
 part of the pipeline reads this table instead of naming the sweeps itself:
 `grid` expands the sweeps that a grid lists, `aggregate` marks each run with
 the sweeps it belongs to (`in_<sweep>`), `figures` draws each sweep's figure,
-`claims` judges each sweep's claims, `report` writes its section, and the
-workflow's rules list the figures and sections. Nothing here imports torch or
-pandas, so building the workflow's DAG stays light.
+and the workflow's rules list the figures. The claims that read a sweep's runs
+name it themselves (settings.claims). Nothing here imports torch or pandas, so
+building the workflow's DAG stays light.
 
 A new sweep with its claim: an entry here, the sweep and its claim settings in
-config/config.yaml, the claim's function in `claims.CLAIMS`, its section in
-`report.SECTIONS`, and one `\\input` in paper/paper.tex (README, "Adding a rate
+config/config.yaml, and the claim in settings.claims (README, "Adding a rate
 sweep with its claim").
 """
 
@@ -24,8 +23,6 @@ from typing import Any, Mapping, Sequence
 @dataclass(frozen=True)
 class Sweep:
     name: str  # its key under grids.<experiment> in config/config.yaml
-    claims: tuple[str, ...]  # the claims judged on its runs (claims.CLAIMS; their settings under claims:)
-    section: str | None  # results/claims/claims/<section>.tex, written by report.SECTIONS[section]
     figure: str = "rate_sweep"  # the figure drawn from its runs (figures.FIGURES), as <experiment>_<name>
     more_figures: tuple[str, ...] = ()  # figures drawn from the same runs, as <experiment>_<figure>
 
@@ -37,18 +34,17 @@ class Sweep:
 
 SWEEPS: tuple[Sweep, ...] = (
     # Claim 1a-1c: the hidden rate, no input dropout.
-    Sweep("hidden_sweep", ("optimum", "regularisation", "weight_norm"), "optimum", "hidden_sweep",
-          ("learning_curves", "weight_norms", "mc_inference")),
+    Sweep("hidden_sweep", "hidden_sweep", ("learning_curves", "weight_norms", "mc_inference")),
     # Claim 2: the input rate at a fixed hidden rate.
-    Sweep("input_sweep", ("input_rate",), "input_rate", "input_sweep"),
+    Sweep("input_sweep", "input_sweep"),
     # Claim 3: each gate against the first, at each hidden rate, paired by seed.
-    Sweep("gate_parity", ("gate_parity",), "gate_parity", "gate_parity"),
+    Sweep("gate_parity", "gate_parity"),
     # The article's scaled convention beside the inverted one.
-    Sweep("conventions", ("conventions",), None, "conventions"),
+    Sweep("conventions", "conventions"),
     # Claim 1d: the hidden sweep with p * n fixed.
-    Sweep("width_sweep", ("width_optimum",), "width_optimum", "width_sweep"),
+    Sweep("width_sweep", "width_sweep"),
     # Does the optimum move with training length? The hidden sweep at several epoch budgets.
-    Sweep("budget_sweep", ("budget",), "budget", "budget_sweep"),
+    Sweep("budget_sweep", "budget_sweep"),
 )
 
 BY_NAME = {sweep.name: sweep for sweep in SWEEPS}
@@ -61,11 +57,6 @@ def names() -> tuple[str, ...]:
 def columns() -> dict[str, str]:
     """Sweep name -> the aggregate column that marks its runs."""
     return {sweep.name: sweep.column for sweep in SWEEPS}
-
-
-def sections() -> list[str]:
-    """Every paper section the sweeps write (the claims rule's outputs), in registry order."""
-    return [sweep.section for sweep in SWEEPS if sweep.section]
 
 
 def figures(name: str, grid: Mapping[str, Any], tuned: Sequence[str] = ()) -> list[tuple[str, str]]:
