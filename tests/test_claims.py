@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dropout_lab.analysis import claims, facts
+from dropout_lab.analysis import claims, facts, statistics
+from dropout_lab.settings import vocabulary
 
 ALPHA, SAMPLES = 0.05, 2000
 OPTIMUM = {"claimed_rate": 0.5, "sharp_window": 0.1, "published_band": [0.2, 0.6]}
@@ -56,8 +57,8 @@ def test_regularisation_reading_finds_the_largest_rate():
 
 def test_bootstrap_set_is_reproducible():
     df = sweep_table(lambda r: 0.98 - 0.1 * abs(r - 0.4), noise=0.01)
-    a = claims.best_set(df, "hidden_rate", "test_acc", True, ALPHA, 500, seed=3)
-    b = claims.best_set(df, "hidden_rate", "test_acc", True, ALPHA, 500, seed=3)
+    a = statistics.best_set(df, "hidden_rate", "test_acc", True, ALPHA, 500, seed=3)
+    b = statistics.best_set(df, "hidden_rate", "test_acc", True, ALPHA, 500, seed=3)
     assert a == b
 
 
@@ -124,7 +125,7 @@ def test_tost_known_answer():
 
     lower = stats.t.sf((diffs.mean() + 0.0025) / se, 3)
     upper = stats.t.cdf((diffs.mean() - 0.0025) / se, 3)
-    assert claims._tost(diffs, 0.0025) == pytest.approx(max(lower, upper), rel=1e-9)
+    assert statistics.tost(diffs, 0.0025) == pytest.approx(max(lower, upper), rel=1e-9)
 
 
 def mc_table(shift: float, noise: float, runs: int = 10, shifted_rates=(0.2, 0.5, 0.8)):
@@ -249,9 +250,9 @@ def test_parity_verdict_per_rate_with_a_failed_cell_and_a_worse_rate():
 
 def test_rate_ranges_join_neighbours_on_the_grid():
     grid = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-    assert claims.rate_ranges([0.1, 0.2, 0.3, 0.8], grid) == "0.1-0.3, 0.8"
-    assert claims.rate_ranges([0.9, 0.7], grid) == "0.7, 0.9"
-    assert claims.rate_ranges([0.2, 0.5], [0.2, 0.5, 0.8]) == "0.2-0.5"
+    assert vocabulary.rate_ranges([0.1, 0.2, 0.3, 0.8], grid) == "0.1-0.3, 0.8"
+    assert vocabulary.rate_ranges([0.9, 0.7], grid) == "0.7, 0.9"
+    assert vocabulary.rate_ranges([0.2, 0.5], [0.2, 0.5, 0.8]) == "0.2-0.5"
 
 
 def test_each_gate_is_judged_against_the_reference_and_a_third_gates_failures_are_not_counted():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import seaborn as sns
 
-from dropout_lab.analysis import figures
+from dropout_lab.analysis import plots
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 
@@ -14,6 +14,6 @@ result = json.loads(Path(snakemake.input[0]).read_text())  # noqa: F821
 part = snakemake.wildcards.part  # noqa: F821
 stem = Path(snakemake.output.pdf).with_suffix("")  # noqa: F821
 if part == "gradient":
-    figures.theory_gradient(result["gradient"], stem)
+    plots.theory_gradient(result["gradient"], stem)
 else:
-    figures.theory_regression(result["regression"], stem)
+    plots.theory_regression(result["regression"], stem)
