@@ -91,7 +91,7 @@ def paper(tmp_path_factory):
     write_json(work / "claims.json", doc)
     doc = json.loads((work / "claims.json").read_text())
     report.write_report(doc, config, work / "generated")
-    return {"doc": doc, "table": table, "tex": work / "generated", "runs": runs}
+    return {"doc": doc, "table": table, "tex": work / "generated", "runs": runs, "config": config}
 
 
 def test_collapsed_cell_is_recorded_excluded_and_counted(paper):
@@ -194,6 +194,63 @@ def test_every_number_the_paper_prints_is_in_claims_json(paper):
     assert not missing, missing
 
 
+# Numbers a template may type: figure and table numbers of the article, claim labels, the figures' 90% interval
+# (seaborn's, plots.py), the loss of a uniform guess over 10 classes, names (CIFAR-10, SHA-256) and $1-p$.
+_TEMPLATE_WORDS = [r"[Cc]laim \d[a-e]?\b", r"90\\% CI", r"\\ln 10", r"CIFAR-10", r"SHA-256", r"\(?1-p\)?"]
+
+
+def test_the_templates_type_no_number_of_the_results():
+    """Every number of the generated text comes from the values the report passes (claims.json, the config):
+    the templates' own text (outside their \\VAR and \\BLOCK tags) holds none."""
+    from dropout_lab.paper.render import TEMPLATES, environment
+
+    env = environment(TEMPLATES)
+    typed = []
+    for path in sorted(TEMPLATES.glob("*.j2")):
+        text = " ".join(value for _, kind, value in env.lex(path.read_text(), path.name) if kind == "data")
+        for pattern in _TEMPLATE_WORDS:
+            text = re.sub(pattern, " ", text)
+        typed += [f"{path.name}: {number}" for number in _printed_numbers(text)]
+    assert not typed, typed
+
+
+def _edited_templates(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    import shutil
+
+    from dropout_lab.paper.render import TEMPLATES
+
+    folder = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, folder)
+    text = (folder / name).read_text()
+    assert old in text
+    (folder / name).write_text(text.replace(old, new, 1))
+    return folder
+
+
+def test_a_template_edit_changes_only_its_file(paper, tmp_path):
+    templates = _edited_templates(tmp_path, "discussion.tex.j2", r"\subsection{Where each claim holds}",
+                                  r"\subsection{Where the claims hold}")
+    report.write_report(paper["doc"], paper["config"], tmp_path / "out", templates)
+    for path in sorted(paper["tex"].rglob("*.tex")):
+        edited = (tmp_path / "out" / path.relative_to(paper["tex"])).read_text()
+        if path.name == "discussion.tex":
+            assert "Where the claims hold" in edited and "Where the claims hold" not in path.read_text()
+            assert edited.replace("Where the claims hold", "Where each claim holds") == path.read_text()
+        else:
+            assert edited == path.read_text(), path.name
+
+
+def test_a_template_naming_a_missing_value_fails_in_one_line_naming_both(paper, tmp_path):
+    from dropout_lab.paper.render import TemplateError
+
+    templates = _edited_templates(tmp_path, "optimum.tex.j2", r"\VAR{verdict(result)}", r"\VAR{result.best_rat}")
+    with pytest.raises(TemplateError) as err:
+        report.write_report(paper["doc"], paper["config"], tmp_path / "out", templates)
+    message = str(err.value)
+    assert "\n" not in message and "optimum.tex.j2 line " in message and "best_rat" in message, message
+    assert not (tmp_path / "out").exists()  # every file renders before any is written
+
+
 def test_a_rate_sweep_with_its_claim_is_one_registry_entry(tmp_path, monkeypatch):
     """README, "Adding a rate sweep with its claim": a registry entry, the sweep and its claim settings in the
     config, the claim's function and its section; grid, aggregate, claims, figures and report follow."""
@@ -210,7 +267,7 @@ def test_a_rate_sweep_with_its_claim_is_one_registry_entry(tmp_path, monkeypatch
     monkeypatch.setattr(registry, "CLAIMS", (*registry.CLAIMS, claim))
     monkeypatch.setitem(claims.STATISTICS, "deep_input", lambda rows, spec, s, alpha, n, claim: claims.optimum_claim(
         rows, "input_rate", {**s["optimum"], **s["deep_input"]}, alpha, n))
-    monkeypatch.setitem(report.SECTIONS, "deep_input", lambda c, config: "DEEP INPUT: best rate "
+    monkeypatch.setitem(report.SECTIONS, "deep_input", lambda c, config, templates=None: "DEEP INPUT: best rate "
                         f"{c['deep_input']['best']:g}\n" if "deep_input" in c else None)
 
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())

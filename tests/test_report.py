@@ -24,6 +24,36 @@ def test_number_formats():
     assert pvalue(0.0004) == "$<$0.001" and pvalue(0.0312) == "0.031"
 
 
+def test_templates_use_latex_safe_delimiters_and_escape_only_through_the_tex_filter(tmp_path):
+    from dropout_lab.paper.render import render
+
+    (tmp_path / "t.tex.j2").write_text(
+        "\\#{ a comment }\n\\BLOCK{if n > 1}\n"
+        "\\textbf{\\VAR{name|tex}} {\\VAR{name}} \\VAR{rate|rate}\n\\BLOCK{endif}\n"
+        "\\BLOCK{filter para}\na caption over\n  two lines\n\\BLOCK{endfilter}\n")
+    assert render(tmp_path, "t.tex.j2", n=2, name="a_b", rate=0.50) == (
+        "\\textbf{a\\_b} {a_b} 0.5\na caption over two lines\n")
+    assert render(tmp_path, "t.tex.j2", n=1, name="a_b", rate=0.5) == "a caption over two lines\n"
+
+
+def test_a_value_a_template_names_but_is_not_given_stops_the_render_with_its_template_and_line(tmp_path):
+    from dropout_lab.paper.render import TemplateError, render
+
+    (tmp_path / "t.tex.j2").write_text("first line\n\\VAR{rate|rate} and \\VAR{rat|rate}\n")
+    with pytest.raises(TemplateError, match=r"t\.tex\.j2 line 2: 'rat' is undefined") as err:
+        render(tmp_path, "t.tex.j2", rate=0.5)
+    assert "\n" not in str(err.value)
+    (tmp_path / "bad.tex.j2").write_text("\\BLOCK{if x}\nno end\n")
+    with pytest.raises(TemplateError, match=r"bad\.tex\.j2 line \d"):
+        render(tmp_path, "bad.tex.j2", x=1)
+
+
+def test_table_rows_written_over_several_lines_come_out_one_a_line():
+    from dropout_lab.paper.render import table_rows
+
+    assert table_rows("a &\n  b \\\\\nc & d \\\\\n") == "a & b \\\\\nc & d \\\\"
+
+
 def test_the_verdict_table_names_the_masks_actually_averaged_and_a_new_gate_renumbers_no_claim():
     from dropout_lab.settings.claims import registered
 
@@ -50,7 +80,7 @@ def test_figures_embed_truetype_fonts_and_print_resolution_pngs(tmp_path):
 
     import matplotlib.pyplot as plt
 
-    from dropout_lab.analysis.figures import save
+    from dropout_lab.analysis.plots import save
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])

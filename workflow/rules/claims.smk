@@ -6,6 +6,12 @@ rule claims:
         theory="results/theory/theory.json",
         provenance="results/aggregate/provenance.json",
         anchors=f"{PAPER_DIR}/anchors.yaml",
+        # The sentences of the generated LaTeX (dropout_lab.paper.render): a template edit rewrites them.
+        templates=sorted(
+            os.path.join(PAPER_DIR, "templates", name)
+            for name in os.listdir(os.path.join(PAPER_DIR, "templates"))
+            if name.endswith(".j2")
+        ),
     output:
         json=report("results/claims/claims.json", caption="../report/claims.rst", category="Verdicts"),
         table=report("results/claims/verdicts.csv", caption="../report/verdicts.rst", category="Verdicts"),

@@ -11,4 +11,4 @@ rule fetch_data:
     params:
         args=fetch_arguments,
     shell:
-        "python -m dropout_lab.training.data {wildcards.dataset} {params.args} --stamp {output.stamp} > {log} 2>&1"
+        "python -m dropout_lab.data {wildcards.dataset} {params.args} --stamp {output.stamp} > {log} 2>&1"

@@ -1,5 +1,5 @@
 rule train:
-    """Train one pack of runs in one process (dropout_lab.training.pack); its pack.json holds every run's metrics."""
+    """Train one pack of runs in one process (dropout_lab.pack); its pack.json holds every run's metrics."""
     input:
         pack_data,
     output:
@@ -15,7 +15,7 @@ rule train:
         arguments=pack_arguments,
         identity=pack_identity,
     shell:
-        "python -m dropout_lab.training.pack --dir results/packs/{wildcards.pack} {params.arguments} threads={threads}"
+        "python -m dropout_lab.pack --dir results/packs/{wildcards.pack} {params.arguments} threads={threads}"
         " > {log} 2>&1"
 
 
@@ -29,4 +29,4 @@ rule run_metrics:
         "results/logs/run_metrics/{experiment}/{gate}/{cell}/seed{seed}.log",
     localrule: True
     shell:
-        "python -m dropout_lab.training.unpack {input} {output} > {log} 2>&1"
+        "python -m dropout_lab.unpack {input} {output} > {log} 2>&1"

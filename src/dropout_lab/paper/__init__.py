@@ -1,4 +1,4 @@
-"""The paper: the LaTeX macros and tables written from claims.json.
+"""The paper: the LaTeX macros, tables and prose written from claims.json, the prose from paper/templates.
 
 Imports the settings wing only: the paper is written from claims.json and the configuration.
 """
