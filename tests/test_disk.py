@@ -33,7 +33,7 @@ def mountpoint():
 
 def train(out: Path, data_dir: Path, mirror: str | None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "dropout_lab.training.train", f"out={out}", f"data_dir={data_dir}",
+        [sys.executable, "-m", "dropout_lab.train", f"out={out}", f"data_dir={data_dir}",
          f"dataset.mirror={mirror or 'null'}", "model.width=32", "train.epochs=1", "dataset.train_fraction=0.02",
          "dataset.test_fraction=0.05", "eval.mc_samples=0", "progress=false"],
         capture_output=True, text=True, timeout=300,

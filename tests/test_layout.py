@@ -8,6 +8,7 @@ reaches every wing. The heavy libraries stay in the wings that need them.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,10 +43,33 @@ def _modules(wing: str) -> list[Path]:
     return sorted((PACKAGE / wing).glob("*.py"))
 
 
-def test_the_package_is_its_wings_and_the_command_line():
-    top = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert top == ["__init__.py", "cli.py"]
+# The entry points: the modules the rules' shell commands run (python -m dropout_lab.NAME: a shell command is part
+# of the rule code Snakemake fingerprints, so these names stay where finished results were made), and the
+# documented single run (python -m dropout_lab.train).
+ENTRY_POINTS = {"data": "training.data", "pack": "training.pack", "unpack": "training.unpack",
+                "train": "training.train"}
+
+
+def test_the_package_is_its_wings_the_command_line_and_the_workflows_entry_points():
+    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert top == sorted(["__init__", "cli", *ENTRY_POINTS])
     assert sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()) == sorted(WINGS)
+
+
+@pytest.mark.parametrize("name, target", ENTRY_POINTS.items())
+def test_an_entry_point_only_hands_on_to_its_wing(name, target):
+    imports = {n for n in _imports(PACKAGE / f"{name}.py") if n.startswith("dropout_lab")}
+    assert {n.rsplit(".", 1)[0] for n in imports if n.count(".") == 3} <= {f"dropout_lab.{target}"}
+    assert all(n.startswith(f"dropout_lab.{target}") for n in imports)
+    assert (PACKAGE / f"{name}.py").read_text().count("\n") < 20
+
+
+def test_the_rules_shell_commands_run_the_entry_points_by_their_pinned_names():
+    rules = (PACKAGE.parents[1] / "workflow" / "rules")
+    modules = set()
+    for path in rules.glob("*.smk"):
+        modules |= set(re.findall(r"python -m (dropout_lab[\w.]*)", path.read_text()))
+    assert modules == {"dropout_lab.data", "dropout_lab.pack", "dropout_lab.unpack"}
 
 
 @pytest.mark.parametrize("wing", WINGS)

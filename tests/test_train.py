@@ -73,7 +73,7 @@ def test_same_seed_is_bit_identical_and_other_seeds_differ(tmp_path, mnist_data_
     assert a["final"]["test_loss"] != c["final"]["test_loss"]
     # The command line in a fresh process gives the same numbers.
     proc = subprocess.run(
-        [sys.executable, "-m", "dropout_lab.training.train", f"out={tmp_path / 'cli'}", f"data_dir={mnist_data_dir}",
+        [sys.executable, "-m", "dropout_lab.train", f"out={tmp_path / 'cli'}", f"data_dir={mnist_data_dir}",
          f"dataset.mirror={mnist_mirror or 'null'}", *SMALL_MLP, "seed=5", *quick],
         capture_output=True, text=True, timeout=300,
     )
@@ -124,7 +124,7 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path, mnist_data_dir, mnist_
     reference = train.main(compose_config([f"out={tmp_path / 'reference'}", *args]))
 
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "dropout_lab.training.train", f"out={out}", *args]
+    command = [sys.executable, "-m", "dropout_lab.train", f"out={out}", *args]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
@@ -178,3 +178,21 @@ def test_a_validation_split_larger_than_the_copy_of_the_data_is_one_line(tmp_pat
                                              r"images to train on; hold out fewer, e.g. dataset.validation=0"):
         train.main(cfg)
     assert not (tmp_path / "cnn" / "metrics.json").exists()
+
+
+def test_a_weight_gate_before_a_convolution_is_one_line_before_any_data():
+    """DropConnect masks the weights of the fully connected layer that reads its slot; on the CNN a convolution
+    reads the input's and all but the last conv block's slots (the model kind's architecture says so)."""
+    from dropout_lab.settings.config import ConfigError, validate
+
+    cnn = ["out=x", "scale=smoke", "dataset=cifar10", "model=cnn", "gate=dropconnect"]
+    for overrides in (["dropout.input=0.1"], ["dropout.conv=[0.2,0.0,0.0]"]):
+        cfg = compose_config([*cnn, *overrides])
+        with pytest.raises(ConfigError) as err:
+            train.check_trainable(cfg, validate(cfg))
+        assert str(err.value).startswith("gate=dropconnect masks fully connected weights, but dropout.input/"
+                                         "dropout.conv put it before a convolution") and "\n" not in str(err.value)
+    for overrides in (["dropout.conv=[0.0,0.0,0.3]", "dropout.fc=0.5"], ["model=mlp", "dataset=mnist",
+                                                                          "dropout.input=0.2"]):
+        cfg = compose_config([*cnn, *overrides])
+        train.check_trainable(cfg, validate(cfg))
