@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from dropout_lab.planning import grid  # noqa: E402
+from dropout_lab.planning.packs import make_packs  # noqa: E402
 from dropout_lab.training import pack  # noqa: E402
 
 
@@ -46,7 +47,7 @@ def main() -> None:
     config["data"]["dir"] = os.environ.get("DROPOUT_LAB_DATA_DIR", str(work / "data"))
     config["data"]["mirrors"]["mnist"] = os.environ.get("DROPOUT_LAB_MNIST_MIRROR")
     runs = grid.expand_runs(config)
-    packs = grid.make_packs(runs, "all")
+    packs = make_packs(runs, "all")
     settings = grid.run_settings(config)
     print(f"{len(runs)} runs in {len(packs)} packs at scale={args.scale} on {args.device}", flush=True)
 

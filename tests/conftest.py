@@ -1,7 +1,9 @@
-"""Shared fixtures: real MNIST from a mirror, and a CIFAR-10-format archive served on loopback."""
+"""Shared fixtures: real MNIST from a mirror, a CIFAR-10-format archive served on loopback, and workflow configs
+whose grids the tests write themselves."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import http.server
@@ -15,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from dropout_lab.training import data
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+SHIPPED = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
 def _official_mirror_reachable() -> bool:
@@ -138,3 +142,74 @@ def cifar_mirror(http_folder):
     folder, url = http_folder
     contents = make_cifar_archive(folder / "cifar-10-python.tar.gz")
     return url, contents
+
+
+# --------------------------------------------------------------------------- workflow configs with the tests' grids
+
+# A small grid with every kind of sweep, so that the planning tests count the runs of a grid written here (their
+# comments derive each count from it) and not those of config/config.yaml, which grows with the project.
+SMALL_GRIDS = {
+    "mnist_mlp": {
+        "dataset": "mnist",
+        "model": "mlp",
+        "hidden_sweep": {"vary": "hidden", "rates": [0.0, 0.5, 0.8], "fixed": {"input": 0.0}},
+        "input_sweep": {"vary": "input", "rates": [0.0, 0.2], "fixed": {"hidden": 0.5}},
+        "gate_parity": {"vary": "hidden", "rates": [0.5, 0.8], "fixed": {"input": 0.0},
+                        "gates": ["bernoulli", "gaussian"]},
+        "width_sweep": {"vary": "hidden", "rates": [0.0, 0.5], "fixed": {"input": 0.0}, "retained_share": 0.25},
+        "budget_sweep": {"vary": "hidden", "rates": [0.0, 0.5], "fixed": {"input": 0.0},
+                         "epochs": {"paper": [5, 50, 200], "quick": [1, 3, 6], "smoke": [1, 2]}},
+        "placement": ["none", "input", "hidden", "both"],
+        "conventions": {"vary": "hidden", "rates": [0.5], "fixed": {"input": 0.0}, "gates": ["bernoulli", "gaussian"]},
+    },
+    "cifar10_cnn": {
+        "dataset": "cifar10",
+        "model": "cnn",
+        "hidden_sweep": {"vary": "fc", "rates": [0.0, 0.75], "fixed": {"input": 0.0, "conv": 0.0}},
+        "placement": ["none", "all-layers"],
+    },
+}
+SMALL_SEEDS = {"paper": 3, "quick": 2, "smoke": 2}
+# The smoke scale's MLP learning rate (0.1, config/scale/smoke.yaml) is among the smoke rates: its runs are shared.
+SMALL_PROTOCOLS = {"run": ["fixed", "tuned"], "judge": "tuned",
+                   "tuned": {"sweeps": ["hidden_sweep", "input_sweep"],
+                             "lrs": {"paper": [0.015, 0.05, 0.15], "quick": [0.015, 0.05, 0.15], "smoke": [0.03, 0.1]}}}
+
+
+def small_config(**changes) -> dict:
+    """config/config.yaml with SMALL_GRIDS, SMALL_SEEDS and SMALL_PROTOCOLS in place of its own, then `changes`."""
+    config = copy.deepcopy(SHIPPED)
+    config.update(grids=copy.deepcopy(SMALL_GRIDS), experiments=list(SMALL_GRIDS), seeds=dict(SMALL_SEEDS),
+                  protocols=copy.deepcopy(SMALL_PROTOCOLS))
+    config.update(copy.deepcopy(changes))
+    return config
+
+
+def merged(base: dict, overlay: dict) -> dict:
+    """`overlay` merged into a copy of `base` as Snakemake merges a --configfile: mappings key by key, any other
+    value replaced."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        out[key] = merged(out.get(key) or {}, value) if isinstance(value, dict) else copy.deepcopy(value)
+    return out
+
+
+def grids_overlay(grids: dict) -> dict:
+    """`grids` as a --configfile gives them: since Snakemake merges the file into config/config.yaml, each sweep of
+    a shipped grid that `grids` does not have is set to null (dropout_lab.planning.grid.drop_switched_off leaves it
+    out)."""
+    overlay = copy.deepcopy(grids)
+    for name, grid in overlay.items():
+        for key in SHIPPED["grids"].get(name, {}):
+            grid.setdefault(key, None)
+    return overlay
+
+
+def as_snakemake_sees(overlay: dict) -> dict:
+    """The workflow config Snakemake builds from config/config.yaml and a --configfile holding `overlay`, with the
+    sweeps set to null left out."""
+    from dropout_lab.planning import grid
+
+    config = merged(SHIPPED, overlay)
+    grid.drop_switched_off(config)
+    return config

@@ -90,3 +90,22 @@ def test_a_checkpoint_of_other_settings_is_ignored(tmp_path):
     torch.save({"fingerprint": "other", "epoch": 3}, tmp_path / "c.pt")
     assert checkpoint.load(tmp_path / "c.pt", "mine") is None
     assert checkpoint.load(tmp_path / "c.pt", "other")["epoch"] == 3
+
+
+def test_the_fingerprint_is_the_runs_identity_and_their_device():
+    from dropout_lab.settings.config import compose_config
+
+    def fingerprint(*overrides: str) -> str:
+        return checkpoint.fingerprint([compose_config(["out=runs/a", "scale=smoke", *overrides])])
+
+    mine = fingerprint()
+    # What cannot change the numbers (identity.NOT_DEFINING) keeps the checkpoint ...
+    assert fingerprint("threads=3", "progress=false", "data_dir=/elsewhere", "checkpoint_seconds=60",
+                       "eval.batch_size=500") == mine
+    assert checkpoint.fingerprint([compose_config(["out=runs/b", "scale=smoke"])]) == mine
+    # ... a defining setting does not, and neither does the device (its random generators live on it).
+    assert fingerprint("seed=1") != mine and fingerprint("dropout.hidden=0.3") != mine
+    assert fingerprint("device=cpu") != mine
+    # A pack's fingerprint follows its runs in order.
+    a, b = (compose_config(["out=runs/a", "scale=smoke", f"seed={s}"]) for s in (0, 1))
+    assert checkpoint.fingerprint([a, b]) != checkpoint.fingerprint([b, a])

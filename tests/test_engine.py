@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from dropout_lab.training import engine, pack, train
+from dropout_lab.training import engine, pack, stacked, train
 from dropout_lab.settings.config import ConfigError, compose_config
 from tests.conftest import ROOT
 
@@ -123,7 +123,7 @@ def test_a_gate_registered_the_documented_way_trains_in_a_pack():
     from tests.test_evaluation import HYPER, monte_carlo
 
     class RademacherGate(gates.Gate):
-        name = "rademacher-test"
+        name = "rademacher_test"
         IDENTITY = {"sigma": 0.0}
 
         @staticmethod
@@ -144,7 +144,7 @@ def test_a_gate_registered_the_documented_way_trains_in_a_pack():
 
         def members():
             out = []
-            for k, (gate, rate) in enumerate([("rademacher-test", 0.3), ("bernoulli", 0.5), ("rademacher-test", 0.5)]):
+            for k, (gate, rate) in enumerate([("rademacher_test", 0.3), ("bernoulli", 0.5), ("rademacher_test", 0.5)]):
                 torch.manual_seed(k)
                 out.append(engine.Member(Net(16, 10, 12, gate, 0.0, [rate]), order_seed=k, gate_seed=10 + k))
             return out
@@ -160,20 +160,20 @@ def test_a_gate_registered_the_documented_way_trains_in_a_pack():
                 assert torch.equal(mine[0], theirs[k])
             loss, acc, _ = monte_carlo(models[k], x, y, 5, k + 1, 32)
             assert float(together[0][k]) == pytest.approx(loss, rel=1e-5) and float(together[1][k]) == acc
-        noise = gates.make_gate("rademacher-test", 0.5).sample_factor((10000,), torch.device("cpu"))
+        noise = gates.make_gate("rademacher_test", 0.5).sample_factor((10000,), torch.device("cpu"))
         assert set(noise.unique().tolist()) == {0.0, 2.0}  # 1 -+ sqrt(0.5 / 0.5)
     finally:
-        del gates.REGISTRY["rademacher-test"]
+        del gates.REGISTRY["rademacher_test"]
 
 
 def test_stacked_net_rejects_different_architectures():
     from dropout_lab.training.models import MLP as Net
 
     with pytest.raises(engine.EngineError, match="different shapes"):
-        engine.StackedNet([Net(784, 10, 16, "bernoulli", 0.2, [0.5]), Net(784, 10, 32, "bernoulli", 0.2, [0.5])],
+        stacked.StackedNet([Net(784, 10, 16, "bernoulli", 0.2, [0.5]), Net(784, 10, 32, "bernoulli", 0.2, [0.5])],
                           (1, 28, 28))
     with pytest.raises(engine.EngineError, match="another architecture"):
-        engine.StackedNet([Net(784, 10, 16, "bernoulli", 0.2, [0.5]), Net(784, 10, 16, "bernoulli", 0.2, [0.5, 0.5])],
+        stacked.StackedNet([Net(784, 10, 16, "bernoulli", 0.2, [0.5]), Net(784, 10, 16, "bernoulli", 0.2, [0.5, 0.5])],
                           (1, 28, 28))
 
 
@@ -182,24 +182,25 @@ def test_stacked_net_computes_each_models_outputs_and_gradients(batched):
     """Both ways of computing the layers give each model's own outputs and weight gradients.
 
     The batched products (what a GPU runs) agree to float32 rounding, not bit for bit."""
-    from dropout_lab.training.models import CNN, weight_layers
+    from dropout_lab.training.models import CNN
 
     torch.manual_seed(0)
     models = [CNN(3, 16, 10, [4, 6], 3, 12, "gaussian", 0.1 * k, [0.2, 0.0], [0.3], "scaled") for k in range(3)]
-    net = engine.StackedNet(models, (3, 16, 16))
+    net = stacked.StackedNet(models, (3, 16, 16))
     net.batched_matmul = batched
     x = torch.randn(5, 3, 16, 16)
     net.eval()
-    stacked = net(x.unsqueeze(0).expand(3, *x.shape))
-    stacked.square().sum().backward()
+    logits = net(x.unsqueeze(0).expand(3, *x.shape))
+    logits.square().sum().backward()
     for k, model in enumerate(models):
         model.eval()
         out = model(x)
         out.square().sum().backward()
-        torch.testing.assert_close(stacked[k], out, rtol=1e-5, atol=1e-6)
-        for (op, j), layer in zip(net._weight_ops(), weight_layers(model).values()):
+        torch.testing.assert_close(logits[k], out, rtol=1e-5, atol=1e-6)
+        assert net.layer_kinds == ["conv", "conv", "linear", "linear"]
+        for j, (kind, layer) in enumerate(zip(net.layer_kinds, model.layers())):
             grad = net.weights[j].grad[k]
-            torch.testing.assert_close(grad.T if op == "linear" else grad, layer.weight.grad, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(grad.T if kind == "linear" else grad, layer.weight.grad, rtol=1e-4, atol=1e-6)
             torch.testing.assert_close(net.biases[j].grad[k], layer.bias.grad, rtol=1e-4, atol=1e-6)
 
 
@@ -288,16 +289,16 @@ def test_a_weight_gate_masks_only_its_own_models_in_both_ways_of_computing_the_l
     x = torch.randn(6, 12)
     outputs, grads = [], []
     for batched in (False, True):
-        net = engine.StackedNet(models, (12,))
+        net = stacked.StackedNet(models, (12,))
         net.batched_matmul = batched
-        noise = engine.GateNoise(net, [1, 2, 3, 4], batch_size=6, chunk=1, device=torch.device("cpu"))
+        noise = stacked.GateNoise(net, [1, 2, 3, 4], batch_size=6, chunk=1, device=torch.device("cpu"))
         noise.draw()
         out = net(x.unsqueeze(0).expand(4, *x.shape), noise.step(0, 6))
         out.square().sum().backward()
         outputs.append(out.detach())
         grads.append([p.grad.clone() for p in net.weights])
         if not batched:  # the model with no gate at all: exactly as in a pack of its own
-            alone = engine.StackedNet([models[3]], (12,))
+            alone = stacked.StackedNet([models[3]], (12,))
             assert torch.equal(out[3], alone(x.unsqueeze(0), None)[0])
     torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
     for a, b in zip(*grads):

@@ -1,4 +1,7 @@
-"""Grid expansion, the overrides it hands to Hydra, and config errors caught before anything runs."""
+"""Grid expansion, the overrides it hands to Hydra, and config errors caught before anything runs.
+
+The counts are those of the small grids of tests/conftest.py (SMALL_GRIDS), not of config/config.yaml.
+"""
 
 from __future__ import annotations
 
@@ -9,31 +12,29 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from dropout_lab.planning import grid
+from dropout_lab.planning import checks, grid, packs
 from dropout_lab.settings.config import compose_config, validate
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SHIPPED, SMALL_GRIDS, small_config
 
-CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+config = small_config
 
-
-def config(**changes):
-    cfg = copy.deepcopy(CONFIG)
-    cfg.update(changes)
-    return cfg
+# The cells of SMALL_GRIDS' MNIST grid at the smoke scale: the hidden sweep's 3; the input sweep's 1 (its 0.0
+# with hidden 0.5 is the hidden sweep's); Gaussian's 2 of the gate parity (Bernoulli's are the hidden sweep's);
+# the width sweep's 2; the budget sweep's 2 at its second budget (its first is the scale's, 1 epoch); 1 of the
+# placement presets (input 0.2 alone; the others are sweep cells); 2 scaled-convention cells (Bernoulli and
+# Gaussian at hidden 0.5); the tuned protocol's 3 + 2 - 1 hidden and input cells (0.0 with hidden 0.5 is in both)
+# at its learning rate other than the scale's (0.03; 0.1 is the scale's).
+SMALL_CELLS = {"default": 3 + 1 + 2 + 1 + 2, "width": 2, "budget": 2, "tuned": 4}
 
 
 def test_every_run_once_with_its_sweeps():
-    runs = grid.expand_runs(config(scale="smoke"))
+    cfg = config(scale="smoke")
+    runs = grid.expand_runs(cfg)
     assert len(runs) == len(set(runs))
     mnist = [r for r in runs if r.experiment == "mnist_mlp"]
-    # 10 hidden + 8 input (0.0 with hidden 0.5 is shared) - 1 + 9 for each of gaussian, uniform and dropconnect
-    # + 1 placement-only cell (input 0.2) + 2 scaled-convention cells (Bernoulli and Gaussian at hidden 0.5)
-    # + the width sweep's 10 + the budget sweep's 10 at its second budget + the tuned protocol's 17 hidden and
-    # input cells at its learning rate other than the scale's
-    assert len({(r.gate, r.convention, r.cell) for r in mnist}) == 10 + 7 + 3 * 9 + 1 + 2 + 10 + 10 + 17
-    assert len(mnist) == 84 * 2
+    assert len({(r.gate, r.convention, r.cell) for r in mnist}) == sum(SMALL_CELLS.values()) == 17
+    assert len(mnist) == 17 * cfg["seeds"]["smoke"]
     scaled = [r for r in mnist if r.convention == "scaled"]
     assert {r.folder.split("/")[3] for r in scaled} == {"bernoulli-scaled", "gaussian-scaled"}
     assert all("gate.convention=scaled" in r.overrides({"scale": "smoke", "device": "cpu", "threads_per_run": 1,
@@ -49,7 +50,8 @@ def test_every_run_once_with_its_sweeps():
 
 
 def test_seeds_follow_the_scale():
-    assert {r.seed for r in grid.expand_runs(config(scale="paper"))} == set(range(5))
+    cfg = config(scale="paper", seeds={"paper": 4, "quick": 3, "smoke": 2})
+    assert {r.seed for r in grid.expand_runs(cfg)} == set(range(4))
 
 
 @pytest.mark.parametrize("pick", [0, 17, -1])
@@ -100,6 +102,31 @@ def test_a_scale_edit_changes_exactly_the_runs_it_defines(tmp_path):
     # (the budget sweep's runs set their own epochs: of them, only those at the scale's epochs change)
     assert changed == {r.folder for r in runs if r.model == "mlp" and r.epochs is None} and changed
     assert all(after[f]["train.epochs"] == 2 for f in changed)
+    # The grid reads the scale as the runs do: the budget sweep's 2 epochs are now the scale's own, its 1 is not.
+    budget = SMALL_GRIDS["mnist_mlp"]["budget_sweep"]["epochs"]["smoke"]
+    assert budget == [1, 2]
+    edited = grid.expand_runs(cfg, str(configs))
+    assert {r.epochs for r in edited if "budget_sweep" in r.sweeps} == {1, None}
+
+
+def test_expected_settings_are_what_hydra_composes_for_each_run():
+    """Hydra composes once per group of runs; each run's own settings set on that must give its own composition,
+    also where the group's first run sets its own width, learning rate or epochs."""
+    from omegaconf import OmegaConf
+
+    from dropout_lab.settings.identity import defining_settings
+
+    cfg = config(scale="smoke")
+    runs = sorted(grid.expand_runs(cfg), key=lambda r: (r.width is None, r.lr is None, r.epochs is None))
+    expected = grid.expected_settings(cfg, runs)
+    picks = {"width": next(r for r in runs if r.width), "lr": next(r for r in runs if r.lr),
+             "epochs": next(r for r in runs if r.epochs), "scaled": next(r for r in runs if r.convention == "scaled"),
+             "scale's own": next(r for r in runs if not (r.width or r.lr or r.epochs) and r.model == "mlp"),
+             "cnn": next(r for r in runs if r.model == "cnn")}
+    settings = {**grid.run_settings(cfg), "device": "cpu"}
+    for kind, run in picks.items():
+        composed = OmegaConf.to_container(compose_config(run.overrides(settings)), resolve=True)
+        assert expected[run.folder] == defining_settings(composed), kind
 
 
 def _bad(path: list, value):
@@ -195,8 +222,13 @@ BAD_CONFIG = [
     (["grids", "mnist_mlp", "hidden_sweep", "rates"], [0.5, 1.0], "grids.mnist_mlp.hidden_sweep.rates[1]=1.0"),
     (["grids", "mnist_mlp", "input_sweep", "vary"], "middle", "grids.mnist_mlp.input_sweep.vary='middle'"),
     (["grids", "mnist_mlp", "gate_parity", "gates"], ["bernoulli", "triangular"], "gate_parity.gates[1]='triangular'"),
-    (["grids", "mnist_mlp", "model"], "resnet", "grids.mnist_mlp.model='resnet' is not allowed"),
-    (["grids", "mnist_mlp", "dataset"], "imagenet", "grids.mnist_mlp.dataset='imagenet' is not allowed"),
+    (["grids", "mnist_mlp", "gate_parity", "gates"], ["bernoulli", "laplace2"],
+     "grids.mnist_mlp.gate_parity.gates[1]='laplace2' is unknown; choose one of ['bernoulli', 'dropconnect'"),
+    (["grids", "mnist_mlp", "gate_parity", "gates"], ["bernoulli", "Gauss-ian"], "gate_parity.gates[1]='Gauss-ian'"),
+    (["grids", "mnist_mlp", "input_sweep", "fixed"], {"conv": 0.5}, "input_sweep.fixed.conv='conv' is unknown"),
+    (["data", "mirrors", "cifar100"], "/srv/cifar100", "data.mirrors.cifar100='cifar100' is unknown; choose one of"),
+    (["grids", "mnist_mlp", "model"], "resnet", "grids.mnist_mlp.model='resnet' is unknown; choose one of ['cnn', 'mlp']"),
+    (["grids", "mnist_mlp", "dataset"], "imagenet", "grids.mnist_mlp.dataset='imagenet' is unknown; choose one of ['cifar10', 'mnist']"),
     (["claims", "alpha"], 0.7, "claims.alpha=0.7"),
     (["claims", "gate_parity", "margin"], -0.01, "claims.gate_parity.margin=-0.01"),
     (["failure", "rebound_fraction"], 1.5, "failure.rebound_fraction=1.5"),
@@ -206,18 +238,24 @@ BAD_CONFIG = [
 
 @pytest.mark.parametrize("path, value, message", BAD_CONFIG, ids=[".".join(map(str, p)) for p, _, _ in BAD_CONFIG])
 def test_bad_workflow_config_is_named_in_one_line(path, value, message):
-    with pytest.raises(grid.GridError) as info:
-        grid.check_schema(_bad(path, value), SCHEMA)
+    with pytest.raises(checks.GridError) as info:
+        checks.check_schema(_bad(path, value), SCHEMA)
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
-def test_the_shipped_config_is_valid():
-    grid.check_schema(CONFIG, SCHEMA)
+def test_the_shipped_config_is_valid_and_plans():
+    checks.check_schema(SHIPPED, SCHEMA)
+    shipped = copy.deepcopy(SHIPPED)
+    grid.drop_switched_off(shipped)
+    checks.check_claims(shipped)
+    runs = grid.expand_runs(shipped)
+    assert runs and {r.experiment for r in runs} == set(shipped["experiments"])
+    checks.check_schema(small_config(), SCHEMA)  # the tests' own grids are valid configs too
 
 
 def test_a_backwards_published_band_is_named():
-    with pytest.raises(grid.GridError, match=r"claims.optimum.published_band=\[0.6, 0.2\] runs backwards"):
-        grid.check_claims(_bad(["claims", "optimum", "published_band"], [0.6, 0.2]))
+    with pytest.raises(checks.GridError, match=r"claims.optimum.published_band=\[0.6, 0.2\] runs backwards"):
+        checks.check_claims(_bad(["claims", "optimum", "published_band"], [0.6, 0.2]))
 
 
 @pytest.mark.parametrize(
@@ -243,31 +281,35 @@ def test_snakemake_rejects_bad_config_before_running(tmp_path, args, message):
 
 
 def test_packs_cover_every_run_once_and_share_what_a_pack_must():
-    runs = grid.expand_runs(CONFIG)
+    cfg = config(scale="smoke")
+    runs = grid.expand_runs(cfg)
     for runs_per_job in (1, 7, "cell", "all"):
-        packs = grid.make_packs(runs, runs_per_job)
-        members = [run for p in packs for run in p.runs]
+        made = packs.make_packs(runs, runs_per_job)
+        members = [run for p in made for run in p.runs]
         assert sorted(r.folder for r in members) == sorted(r.folder for r in runs)
-        assert len({p.name for p in packs}) == len(packs)
-        for p in packs:
+        assert len({p.name for p in made}) == len(made)
+        for p in made:
             assert len({r.experiment for r in p.runs}) == 1
             if runs_per_job == "cell":
                 assert len({(r.gate, r.convention, r.cell) for r in p.runs}) == 1
             if isinstance(runs_per_job, int):
                 assert len(p.runs) <= runs_per_job
-    assert len(grid.make_packs(runs, 1)) == len(runs)
+    assert len(packs.make_packs(runs, 1)) == len(runs)
     mnist = [r for r in runs if r.experiment == "mnist_mlp"]
-    packed = [len(p.runs) for p in grid.make_packs(mnist, "all")]
-    # every gate and both conventions; a pack per width of the width sweep, per budget, per tuned learning rate
-    assert sorted(packed, reverse=True) == [47 * 5] + [17 * 5] * 3 + [10 * 5] * 3 + [5] * 10
+    packed = [len(p.runs) for p in packs.make_packs(mnist, "all")]
+    # A pack of every gate and both conventions at the scale's width, rate and epochs; one of the tuned protocol's
+    # cells at its other rate; one of the budget sweep's at its other budget; one per width of the width sweep.
+    cells = [SMALL_CELLS["default"], SMALL_CELLS["tuned"], SMALL_CELLS["budget"], 1, 1]
+    assert sorted(packed, reverse=True) == [n * cfg["seeds"]["smoke"] for n in cells]
 
 
 def test_pack_arguments_share_settings_and_list_each_runs_own():
-    runs = [r for r in grid.expand_runs(CONFIG) if "conventions" in r.sweeps and r.seed < 2]
-    settings = {"scale": "smoke", "device": "cpu", "threads_per_run": 1, "data": CONFIG["data"]}
-    (p,) = grid.make_packs(runs, "all")
+    runs = [r for r in grid.expand_runs(config(scale="smoke")) if "conventions" in r.sweeps]
+    settings = {"scale": "smoke", "device": "cpu", "threads_per_run": 1, "data": SHIPPED["data"]}
+    (p,) = packs.make_packs(runs, "all")
     args = shlex.split(p.arguments(settings, ["engine.precision=bf16"]))
-    assert args.count("--run") == 8 and "model=mlp" in args and "engine.precision=bf16" in args
+    # two gates, both conventions, two seeds
+    assert args.count("--run") == len(runs) == 2 * 2 * 2 and "model=mlp" in args and "engine.precision=bf16" in args
     own = [args[i + 1] for i, a in enumerate(args) if a == "--run"]
     assert own == [" ".join(a for a in r.overrides(settings) if a.startswith(("gate", "dropout", "seed=", "out=")))
                    for r in p.runs]
@@ -305,8 +347,8 @@ def test_a_sweep_set_to_null_is_left_out():
 
 
 def test_runs_per_job_auto_packs_a_whole_experiment_on_a_gpu_and_a_cell_per_job_on_a_cpu(monkeypatch):
-    assert grid.runs_per_job(config(runs_per_job="auto", device="cpu")) == "cell"
-    assert grid.runs_per_job(config(runs_per_job="auto", device="cuda:0")) == "all"
+    assert packs.runs_per_job(config(runs_per_job="auto", device="cpu")) == "cell"
+    assert packs.runs_per_job(config(runs_per_job="auto", device="cuda:0")) == "all"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a GPU hidden from this process is no GPU
-    assert grid.runs_per_job(config(runs_per_job="auto", device="auto")) == "cell"
-    assert grid.runs_per_job(config(runs_per_job="cell", device="cuda")) == "cell"
+    assert packs.runs_per_job(config(runs_per_job="auto", device="auto")) == "cell"
+    assert packs.runs_per_job(config(runs_per_job="cell", device="cuda")) == "cell"

@@ -72,7 +72,7 @@ def test_eval_mode_is_deterministic_and_train_mode_is_not():
 
 def test_max_norm_caps_only_units_above_the_limit():
     """The training engine's max-norm (the only one): each unit's incoming weights, per model."""
-    from dropout_lab.training.engine import StackedNet
+    from dropout_lab.training.stacked import StackedNet
 
     mlp = MLP(3, 2, 2, "none", 0.0, [0.0])
     layer = mlp.hidden[0]

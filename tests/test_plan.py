@@ -1,11 +1,7 @@
 """The plan printed before work: known FLOP counts, and a loud warning for a paper grid on a CPU."""
 
-import yaml
-
 from dropout_lab.planning import grid, plan
-from tests.conftest import ROOT
-
-CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+from tests.conftest import SMALL_GRIDS, small_config
 
 
 def test_mlp_training_flops_known_answer():
@@ -21,21 +17,30 @@ def test_cnn_training_flops_known_answer():
     assert plan.training_flops_per_image(settings) == 3.0 * (442_368 + 40_960)
 
 
-def _lines(scale: str, gpu: bool) -> list[str]:
-    cfg = {**CONFIG, "scale": scale, "experiments": ["mnist_mlp"]}
+def _lines(scale: str, gpu: bool) -> tuple[list[str], int]:
+    """The plan of SMALL_GRIDS' MNIST grid at a scale, and its number of runs."""
+    cfg = small_config(scale=scale, experiments=["mnist_mlp"])
     runs = grid.expand_runs(cfg)
     templates, _ = plan.by_experiment(runs, grid.expected_settings(cfg, runs))
-    return plan.plan_lines(cfg, templates, {"mnist_mlp": len(runs)}, {"mnist_mlp": len(runs)}, len(runs),
-                           len(runs), gpu, 2)
+    lines = plan.plan_lines(cfg, templates, {"mnist_mlp": len(runs)}, {"mnist_mlp": len(runs)}, len(runs),
+                            len(runs), gpu, 2)
+    return lines, len(runs)
 
 
 def test_a_paper_grid_on_a_cpu_is_announced_loudly_and_a_gpu_is_not_warned():
-    cpu = _lines("paper", gpu=False)
-    assert cpu[0].startswith("plan: scale=paper, 690 runs")
-    assert "5-200 epochs (mean 55.4)" in cpu[1]  # the budget sweep's runs train for other epochs
+    cpu, runs = _lines("paper", gpu=False)
+    assert cpu[0].startswith(f"plan: scale=paper, {runs} runs")
+    # The budget sweep's runs train for other epochs: 5 and 200 for each of its rates and seeds, the rest for
+    # the paper scale's own (its third budget).
+    budget = SMALL_GRIDS["mnist_mlp"]["budget_sweep"]
+    own = grid.scale_settings("paper")["mlp"]["epochs"]
+    assert sorted(budget["epochs"]["paper"]) == sorted([5, own, 200])
+    each = len(budget["rates"]) * small_config()["seeds"]["paper"]
+    mean = (own * (runs - 2 * each) + (5 + 200) * each) / runs
+    assert f"5-200 epochs (mean {mean:.1f})" in cpu[1]
     assert any("WARNING: the paper scale is meant for a GPU" in line for line in cpu)
-    assert not any("WARNING" in line for line in _lines("paper", gpu=True))
-    assert not any("WARNING" in line for line in _lines("quick", gpu=False))
+    assert not any("WARNING" in line for line in _lines("paper", gpu=True)[0])
+    assert not any("WARNING" in line for line in _lines("quick", gpu=False)[0])
 
 
 def test_a_single_runs_epoch_line_speaks_of_the_run_and_a_packs_of_its_runs():

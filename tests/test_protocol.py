@@ -3,27 +3,21 @@ cell, the claims' view of each protocol, and the budget statistic's known answer
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from dropout_lab.training import data, train
-from dropout_lab.planning import grid
+from dropout_lab.planning import checks, grid, packs
 from dropout_lab.analysis import protocol
 from dropout_lab.analysis.claims import NOT_SUPPORTED, SUPPORTED, INCONCLUSIVE, budget_claim
-from dropout_lab.settings.config import CONFIG_DIR, compose_config
+from dropout_lab.settings.config import compose_config
+from dropout_lab.settings.protocols import tuned_lrs
+from tests.conftest import small_config
 
-CONFIG = yaml.safe_load(open(f"{CONFIG_DIR}/config.yaml"))
-
-
-def config(**changes):
-    cfg = copy.deepcopy(CONFIG)
-    cfg.update(changes)
-    return cfg
+# The grids of tests/conftest.py (SMALL_GRIDS), with its tuned protocol (SMALL_PROTOCOLS).
+config = small_config
 
 
 def tuned_table(scores: dict[tuple[float, float], list[float]], status: dict | None = None) -> pd.DataFrame:
@@ -124,8 +118,8 @@ def test_the_budget_statistic_is_inconclusive_when_the_seeds_cannot_tell():
 def test_the_grid_trains_every_tuned_cell_at_every_learning_rate_and_shares_the_scales_own():
     cfg = config(scale="smoke", experiments=["mnist_mlp"])
     runs = grid.expand_runs(cfg)
-    scale_lr = grid.scale_value("smoke", "mlp", "lr")
-    lrs = grid.tuned_lrs(cfg)
+    scale_lr = grid.scale_settings("smoke")["mlp"]["lr"]
+    lrs = tuned_lrs(cfg)
     seeds = cfg["seeds"]["smoke"]
     for sweep in cfg["protocols"]["tuned"]["sweeps"]:
         spec = cfg["grids"]["mnist_mlp"][sweep]
@@ -142,7 +136,7 @@ def test_runs_of_another_learning_rate_or_budget_never_share_a_pack():
     cfg = config(scale="smoke", experiments=["mnist_mlp"])
     runs = grid.expand_runs(cfg)
     for per_job in ("all", 5):
-        for pack in grid.make_packs(runs, per_job):
+        for pack in packs.make_packs(runs, per_job):
             assert len({(r.lr, r.epochs, r.width) for r in pack.runs}) == 1, pack.name
 
 
@@ -150,7 +144,10 @@ def test_budgets_at_the_scales_own_epochs_are_the_hidden_sweeps_runs():
     cfg = config(scale="quick", experiments=["mnist_mlp"])
     runs = grid.expand_runs(cfg)
     budget = [r for r in runs if "budget_sweep" in r.sweeps]
-    assert sorted({r.epochs for r in budget}, key=lambda e: e or 3) == [1, None, 6]
+    own = grid.scale_settings("quick")["mlp"]["epochs"]
+    budgets = cfg["grids"]["mnist_mlp"]["budget_sweep"]["epochs"]["quick"]
+    assert own in budgets  # one budget is the scale's own epochs: those runs are None (the scale's)
+    assert {r.epochs for r in budget} == {None if e == own else e for e in budgets}
     assert all("hidden_sweep" in r.sweeps for r in budget if r.epochs is None)
 
 
@@ -260,13 +257,13 @@ def test_tuned_runs_without_a_validation_split_are_refused_before_anything_train
     cfg = config(scale="smoke", experiments=["mnist_mlp"], train_overrides=["dataset.validation=0"])
     runs = grid.expand_runs(cfg)
     grid.check_train_overrides(cfg, runs)  # a valid override on its own
-    with pytest.raises(grid.GridError, match="the tuned protocol chooses its learning rate on the validation split, "
-                                             "but dataset.validation=0 holds none"):
-        grid.check_validation_split(runs, grid.expected_settings(cfg, runs))
+    with pytest.raises(checks.GridError, match="the tuned protocol chooses its learning rate on the validation split, "
+                                               "but dataset.validation=0 holds none"):
+        checks.check_validation_split(runs, grid.expected_settings(cfg, runs))
     fixed = config(scale="smoke", experiments=["mnist_mlp"], train_overrides=["dataset.validation=0"],
                    protocols={"run": ["fixed"], "judge": "fixed"})
     runs = grid.expand_runs(fixed)
-    grid.check_validation_split(runs, grid.expected_settings(fixed, runs))  # the fixed protocol needs none
+    checks.check_validation_split(runs, grid.expected_settings(fixed, runs))  # the fixed protocol needs none
 
 
 def test_the_inference_claim_reads_one_learning_rate_per_cell_under_the_tuned_protocol():

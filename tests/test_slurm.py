@@ -20,9 +20,26 @@ import pytest
 import yaml
 
 from dropout_lab.planning import grid
-from tests.conftest import ROOT
+from dropout_lab.planning.packs import make_packs
+from tests.conftest import ROOT, as_snakemake_sees, grids_overlay
 
 LOCAL_SLURM = ROOT / "tools" / "local-slurm"
+
+# The cluster path, not every sweep: the fixed protocol's hidden and input sweeps, two parity gates, the
+# placement presets and the conventions (29 cells, 58 runs at two seeds).
+SLURM_GRIDS = {
+    "mnist_mlp": {
+        "dataset": "mnist",
+        "model": "mlp",
+        "hidden_sweep": {"vary": "hidden", "rates": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+                         "fixed": {"input": 0.0}},
+        "input_sweep": {"vary": "input", "rates": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], "fixed": {"hidden": 0.5}},
+        "gate_parity": {"vary": "hidden", "rates": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+                        "fixed": {"input": 0.0}, "gates": ["bernoulli", "gaussian"]},
+        "placement": ["none", "input", "hidden", "both"],
+        "conventions": {"vary": "hidden", "rates": [0.5], "fixed": {"input": 0.0}, "gates": ["bernoulli", "gaussian"]},
+    },
+}
 
 
 @pytest.fixture
@@ -50,12 +67,8 @@ def test_smoke_workflow_through_the_slurm_profile(tmp_path, slurm, mnist_mirror)
         pytest.skip("latexmk is not installed (see the README's TeX line)")
     work = tmp_path / "work"
     work.mkdir()
-    # The cluster path, not every sweep: the fixed protocol's grid without the width and budget sweeps and with
-    # two parity gates (58 runs).
     overrides = {"scale": "smoke", "experiments": ["mnist_mlp"], "data": {"mirrors": {"mnist": mnist_mirror}},
-                 "protocols": {"run": ["fixed"], "judge": "fixed"},
-                 "grids": {"mnist_mlp": {"width_sweep": None, "budget_sweep": None,
-                                         "gate_parity": {"gates": ["bernoulli", "gaussian"]}}}}
+                 "protocols": {"run": ["fixed"], "judge": "fixed"}, "grids": grids_overlay(SLURM_GRIDS)}
     (work / "test-config.yaml").write_text(yaml.safe_dump(overrides))
     env = {**os.environ, "SLURM_CONF": str(slurm / "slurm.conf")}
     # The profile as users run it; the overrides are this cluster's facts: two cores per
@@ -70,15 +83,11 @@ def test_smoke_workflow_through_the_slurm_profile(tmp_path, slurm, mnist_mirror)
     assert proc.returncode == 0, output[-5000:]
     assert (work / "results" / "paper" / "paper.pdf").stat().st_size > 0
 
-    full = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    full.update({"scale": "smoke", "experiments": ["mnist_mlp"]})
-    full["grids"]["mnist_mlp"]["gate_parity"]["gates"] = ["bernoulli", "gaussian"]
-    full["grids"]["mnist_mlp"]["width_sweep"] = None
-    full["grids"]["mnist_mlp"]["budget_sweep"] = None
-    full["protocols"] = overrides["protocols"]
-    grid.drop_switched_off(full)
-    runs = grid.expand_runs(full)
-    assert len(runs) == 58
+    runs = grid.expand_runs(as_snakemake_sees(overrides))  # the runs of SLURM_GRIDS, as the workflow plans them
+    cells = {(r.gate, r.convention, r.cell) for r in runs}
+    # 10 hidden + 7 input (its 0.0 is the hidden sweep's 0.5) + 9 Gaussian parity + 1 placement-only (input 0.2
+    # alone) + 2 scaled conventions, at two seeds
+    assert len(runs) == 2 * len(cells) == 2 * (10 + 7 + 9 + 1 + 2)
     assert len(list((work / "results" / "runs").rglob("metrics.json"))) == len(runs)
     assert "localrule train" not in output  # training never ran on the submitting machine
 
@@ -88,7 +97,7 @@ def test_smoke_workflow_through_the_slurm_profile(tmp_path, slurm, mnist_mirror)
     per_group = int(profile["group-components"][0].split("=")[1])
     records = (slurm / "log" / "jobcomp.log").read_text().splitlines()
     ours = [r for r in records if f"WorkDir={work}" in r]
-    assert len(ours) == -(-len(grid.make_packs(runs, "cell")) // per_group)
+    assert len(ours) == -(-len(make_packs(runs, "cell")) // per_group)
     assert all("JobState=COMPLETED" in r for r in ours)
     submitted = set(re.findall(r"submitted with SLURM jobid (\d+)", output))
     assert {re.search(r"JobId=(\d+)", r).group(1) for r in ours} == submitted

@@ -20,9 +20,35 @@ import pytest
 import yaml
 
 from dropout_lab.planning import grid
-from tests.conftest import ROOT, make_cifar_archive
+from dropout_lab.planning.packs import make_packs
+from tests.conftest import ROOT, as_snakemake_sees, grids_overlay, make_cifar_archive
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+
+# The test's own grids, with every sweep and placement preset of both experiments (so that every claim, figure
+# and section is made); each count below is derived from them as the workflow plans them.
+RATES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+WORKFLOW_GRIDS = {
+    "mnist_mlp": {
+        "dataset": "mnist",
+        "model": "mlp",
+        "hidden_sweep": {"vary": "hidden", "rates": RATES, "fixed": {"input": 0.0}},
+        "input_sweep": {"vary": "input", "rates": RATES[:8], "fixed": {"hidden": 0.5}},
+        "gate_parity": {"vary": "hidden", "rates": RATES[1:], "fixed": {"input": 0.0},
+                        "gates": ["bernoulli", "gaussian", "uniform", "dropconnect"]},
+        "width_sweep": {"vary": "hidden", "rates": RATES, "fixed": {"input": 0.0}, "retained_share": 0.25},
+        "budget_sweep": {"vary": "hidden", "rates": RATES, "fixed": {"input": 0.0},
+                         "epochs": {"paper": [5, 20, 50, 200], "quick": [1, 3, 6], "smoke": [1, 2]}},
+        "placement": ["none", "input", "hidden", "both"],
+        "conventions": {"vary": "hidden", "rates": [0.5], "fixed": {"input": 0.0}, "gates": ["bernoulli", "gaussian"]},
+    },
+    "cifar10_cnn": {
+        "dataset": "cifar10",
+        "model": "cnn",
+        "hidden_sweep": {"vary": "fc", "rates": [0.0, 0.25, 0.5, 0.75], "fixed": {"input": 0.0, "conv": 0.0}},
+        "placement": ["none", "fc-only", "all-layers"],
+    },
+}
 
 
 def _require(tool: str) -> None:
@@ -58,21 +84,22 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     archive = make_cifar_archive(folder / "cifar-10-python.tar.gz", per_batch=200)
     config = {
         "scale": "smoke",
+        "experiments": list(WORKFLOW_GRIDS),
         "data": {
             "dir": "data",
             "mirrors": {"mnist": mnist_mirror, "cifar10": url},
             "checksums": {"mnist": None, "cifar10": {"cifar-10-python.tar.gz": archive["sha256"]}},
         },
+        "grids": grids_overlay(WORKFLOW_GRIDS),
     }
-    full = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    full.update({"scale": "smoke", "data": config["data"]})
+    full = as_snakemake_sees(config)  # the workflow config the runs below plan from
     expected = {f"{run.folder}/metrics.json" for run in grid.expand_runs(full)}
     work = tmp_path / "work"
     work.mkdir()
 
     # Interrupt it (Ctrl-C) once some packs have finished. With runs_per_job: auto on a
     # CPU each training job is a pack of one cell's seeds: results/packs/.../pack.json.
-    packs = {f"results/packs/{p.name}/pack.json" for p in grid.make_packs(grid.expand_runs(full), "cell")}
+    packs = {f"results/packs/{p.name}/pack.json" for p in make_packs(grid.expand_runs(full), "cell")}
     assert len(expected) > len(packs) > 6
     proc = snakemake(work, config, background=True)
     finished: list[Path] = []
@@ -165,7 +192,7 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     # Every MNIST run retrains: at the scale's epochs their identity changed, and the budget sweep's 1-epoch
     # budget is now a run of its own (packs of a cell's seeds: runs_per_job auto on a CPU).
     edited = grid.expand_runs(full, str(configs))
-    mnist_packs = [p for p in grid.make_packs(edited, "cell") if p.runs[0].experiment == "mnist_mlp"]
+    mnist_packs = [p for p in make_packs(edited, "cell") if p.runs[0].experiment == "mnist_mlp"]
     assert plan.returncode == 0 and planned.count("rule train:") == len(mnist_packs), planned[-3000:]
     assert "wildcards: pack=cifar10_cnn" not in planned
 
@@ -192,14 +219,14 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     result = snakemake(packed, {**config, "experiments": ["mnist_mlp"], "runs_per_job": "all"},
                        "results/aggregate/runs.csv")
     assert result.returncode == 0, result.stderr[-4000:]
-    packs = grid.make_packs(grid.expand_runs({**full, "experiments": ["mnist_mlp"]}), "all")
+    packs = make_packs(grid.expand_runs({**full, "experiments": ["mnist_mlp"]}), "all")
     assert (result.stdout + result.stderr).count("rule train:") == len(packs)  # a pack per architecture
 
     alone = pd.read_csv(results / "aggregate" / "runs.csv")
     together = pd.read_csv(packed / "results" / "aggregate" / "runs.csv")
     alone = alone[alone["experiment"] == "mnist_mlp"]
     mnist_only = {**full, "experiments": ["mnist_mlp"]}
-    assert set(together["pack_size"]) == {len(p.runs) for p in grid.make_packs(grid.expand_runs(mnist_only), "all")}
+    assert set(together["pack_size"]) == {len(p.runs) for p in make_packs(grid.expand_runs(mnist_only), "all")}
     volatile = [c for c in alone.columns if "seconds" in c or c in ("commit", "pack_size")]
     key = ["run"]
 

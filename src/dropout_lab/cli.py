@@ -24,6 +24,7 @@ COMMANDS = ("train", "pack", "data", "plan", "paper")
 def plan(argv: list[str]) -> int:
     """Print the plan of the workflow config (config/config.yaml with KEY=VALUE changes, values as YAML)."""
     from dropout_lab.planning import grid
+    from dropout_lab.planning.packs import gpu_visible, make_packs, runs_per_job
     from dropout_lab.planning.plan import by_experiment, plan_lines
     from dropout_lab.settings.config import CONFIG_DIR
 
@@ -37,13 +38,13 @@ def plan(argv: list[str]) -> int:
     try:
         grid.drop_switched_off(config)
         runs = grid.expand_runs(config)
-        packs = grid.make_packs(runs, grid.runs_per_job(config))
+        packs = make_packs(runs, runs_per_job(config))
         expected = grid.expected_settings(config, runs)
     except grid.GridError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     templates, counts = by_experiment(runs, expected)
-    gpu = grid.gpu_visible(config["device"])
+    gpu = gpu_visible(config["device"])
     for line in plan_lines(config, templates, counts, counts, len(packs), len(packs), gpu, os.cpu_count() or 1):
         print(line)
     return 0

@@ -6,23 +6,23 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from dropout_lab.settings import claims as claim_registry, datasets, identity
-from dropout_lab.planning import grid
+from dropout_lab.planning import checks, grid, packs
 from dropout_lab.paper import report as paper_report
 
 try:
     grid.drop_switched_off(config)  # a sweep set to null is not run
     # One line naming the bad key first; then Snakemake's own validation.
-    grid.check_schema(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+    checks.check_schema(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
     validate(config, "../schemas/config.schema.yaml")
     RUNS = grid.expand_runs(config)
-    grid.check_claims(config)
+    checks.check_claims(config)
     grid.check_train_overrides(config, RUNS)
-    RUNS_PER_JOB = grid.runs_per_job(config)  # auto: all on a GPU, 1 on a CPU
-    PACKS = grid.make_packs(RUNS, RUNS_PER_JOB)
+    RUNS_PER_JOB = packs.runs_per_job(config)  # auto: all on a GPU, a cell per job on a CPU
+    PACKS = packs.make_packs(RUNS, RUNS_PER_JOB)
     # What each run folder should hold (dropout_lab.settings.identity), from the Hydra files: a change retrains.
     EXPECTED = grid.expected_settings(config, RUNS)
-    grid.check_validation_split(RUNS, EXPECTED)
-except grid.GridError as err:
+    checks.check_validation_split(RUNS, EXPECTED)
+except checks.GridError as err:
     raise WorkflowError(str(err))
 
 
@@ -59,13 +59,18 @@ CLAIM_SECTIONS = claim_registry.sections()  # the paper sections of the register
 GENERATED_TEX = paper_report.GENERATED  # the paper's other generated LaTeX files (dropout_lab.paper.report)
 
 
+# A gate folder is a gate name (digits allowed), then -scaled for the article's convention: the vocabulary's
+# pattern (tests/test_vocabulary.py reads this block against it).
+from dropout_lab.settings.vocabulary import GATE_FOLDER
+
+
 wildcard_constraints:
     experiment=r"[A-Za-z0-9_]+",
-    gate=r"[a-z]+(-scaled)?",
+    gate=GATE_FOLDER,
     seed=r"\d+",
-    dataset=r"mnist|cifar10",
+    dataset="|".join(datasets.SPECS),
     stem=r"[A-Za-z0-9_]+",
-    pack=r"[A-Za-z0-9_]+(/(width\d+|lr[0-9.e+-]+|ep\d+))*/([a-z]+(-scaled)?/)?[A-Za-z0-9_.+-]+(/seed\d+)?",
+    pack=rf"[A-Za-z0-9_]+(/(width\d+|lr[0-9.e+-]+|ep\d+))*/({GATE_FOLDER}/)?[A-Za-z0-9_.+-]+(/seed\d+)?",
 
 
 def metrics_files():

@@ -17,7 +17,7 @@ onstart:
     trains = [job for job in workflow.dag.needrun_jobs() if job.rule.name == "train"]
     templates, counts = plan.by_experiment(RUNS, EXPECTED)
     _, to_train = plan.by_experiment([r for job in trains for r in PACK_BY_NAME[job.wildcards.pack].runs], EXPECTED)
-    gpu = grid.gpu_visible(config["device"])
+    gpu = packs.gpu_visible(config["device"])
     lines = plan.plan_lines(config, templates, counts, to_train, len(PACKS), len(trains), gpu, workflow.cores)
     for line in lines:
         print(line, file=sys.stderr)

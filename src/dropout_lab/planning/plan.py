@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from dropout_lab.settings.config import layer_shapes
+from dropout_lab.settings.architectures import architecture, layer_shapes
 from dropout_lab.settings.datasets import SPECS
 
 # Measured throughputs of the engine, in training FLOP/s (forward and backward, 6 per weight-image for an MLP):
@@ -21,11 +21,15 @@ EVAL_SHARE = 0.3  # final evaluation (both splits, Monte-Carlo masks), as a shar
 JOB_START_SECONDS = 3.0  # a training job's start on the CPU: Python, torch and the data cache
 
 
+def _model(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's settings (name, sizes) from a run's defining settings (dropout_lab.settings.identity, dotted keys)."""
+    return {key[len("model."):]: value for key, value in settings.items() if key.startswith("model.")}
+
+
 def training_flops_per_image(settings: Mapping[str, Any]) -> float:
     """Forward and backward FLOPs of one training image (3 x the forward pass); `settings`: a run's defining
     settings (dropout_lab.settings.identity, dotted keys)."""
-    model = {key[len("model."):]: value for key, value in settings.items() if key.startswith("model.")}
-    convs, dense = layer_shapes(model, settings["dataset.name"])
+    convs, dense = layer_shapes(_model(settings), settings["dataset.name"])
     forward = sum(2.0 * k * k * a * b * side * side for a, b, k, side in convs) + sum(2.0 * a * b for a, b in dense)
     return 3.0 * forward
 
@@ -84,9 +88,7 @@ def plan_lines(config: Mapping[str, Any], templates: Mapping[str, Mapping[str, A
         train = to_train.get(experiment, 0)
         seconds = estimate_seconds(settings, train, gpu, parallel, training_jobs if train else 0)
         total += seconds
-        size = f"{settings['model.depth']}x{settings['model.width']}" if settings["model.name"] == "mlp" else \
-            (f"{'-'.join(map(str, settings['model.channels']))} conv + "
-             f"{settings['model.fc_depth']}x{settings['model.fc_width']}")
+        size = architecture(settings["model.name"]).describe(_model(settings))
         low, high = settings.get("plan.epochs", (settings["train.epochs"],) * 2)
         epochs = f"{low:g} epochs" if low == high else f"{low:g}-{high:g} epochs (mean {settings['train.epochs']:.1f})"
         lines.append(f"plan: {experiment}: {runs} runs of {settings['model.name']} {size}, "

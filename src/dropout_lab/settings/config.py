@@ -2,8 +2,9 @@
 
 Hydra composes `config/train.yaml` with the groups under `config/` on top of
 `RunConfig`; OmegaConf rejects unknown keys and wrong types. `validate` then
-checks ranges and combinations and returns the per-slot dropout rates, raising
-`ConfigError` with one line that names the bad value and the fix.
+checks ranges and combinations (a model kind's own settings through its
+architecture, dropout_lab.settings.architectures) and returns the per-slot dropout
+rates, raising `ConfigError` with one line that names the bad value and the fix.
 """
 
 from __future__ import annotations
@@ -11,33 +12,32 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
 
+from dropout_lab.settings.architectures import ARCHITECTURES, Architecture, architecture, model_parameters
+from dropout_lab.settings.checks import ConfigError  # noqa: F401 - the error of every check; imported from here
+from dropout_lab.settings.checks import check_rate, fail, is_zero, layer_rates, positive_int
 from dropout_lab.settings.datasets import SPECS
-from dropout_lab.settings.vocabulary import CONVENTIONS, MODELS, NO_GATE, gate_names
+from dropout_lab.settings.vocabulary import CONVENTIONS, NO_GATE, gate_names
 
 # The Hydra configs: config/ of the checkout, reached through the package's config link (which an
 # installed package carries as files); DROPOUT_LAB_CONFIG_DIR points elsewhere.
 CONFIG_DIR = os.environ.get("DROPOUT_LAB_CONFIG_DIR", str((Path(__file__).parents[1] / "config").resolve()))
-# What may differ between the runs of one pack (dropout_lab.training.train.check_pack, dropout_lab.planning.grid.Pack):
+# What may differ between the runs of one pack (dropout_lab.training.train.check_pack, dropout_lab.planning.packs.Pack):
 # seeds, gates, rates and folders; everything else, the architecture included, is shared.
 PER_RUN = ("seed", "gate", "dropout", "out")
 # auto: bf16 and TF32 where the run trains on a GPU, fp32 on a CPU; each run records what it used.
 PRECISIONS = ("auto", "fp32", "bf16")
 TF32 = ("auto", True, False)
 SCHEDULES = ("constant", "cosine", "exponential")
-
-
-class ConfigError(ValueError):
-    """An invalid setting; the message is one line naming the key, the value and the fix."""
 
 
 @dataclass
@@ -54,6 +54,8 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
+    """The settings of every model kind (dropout_lab.settings.architectures); a kind sets its own, the rest stay null."""
+
     name: str = MISSING
     # MLP
     depth: Optional[int] = None  # hidden layers
@@ -75,7 +77,8 @@ class GateConfig:
 
 @dataclass
 class DropoutConfig:
-    """Drop rates (1 - retain probability). A slot group takes one rate or a list, one per layer."""
+    """Drop rates (1 - retain probability), one field per dropout slot of any model kind. A slot group takes one
+    rate or a list, one per layer."""
 
     input: float = 0.0
     hidden: Any = 0.0  # MLP hidden layers
@@ -134,11 +137,9 @@ class ModelScale:
     fc_width: Optional[int] = None
 
 
-@dataclass
-class ScaleConfig:
-    name: str = MISSING
-    mlp: ModelScale = field(default_factory=ModelScale)
-    cnn: ModelScale = field(default_factory=ModelScale)
+# The scale: its name and one ModelScale per model kind (scale.<model>.*, config/scale/*.yaml).
+ScaleConfig = make_dataclass("ScaleConfig", [("name", str, MISSING), *(
+    (name, ModelScale, field(default_factory=ModelScale)) for name in ARCHITECTURES)])
 
 
 @dataclass
@@ -166,6 +167,8 @@ ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 @dataclass(frozen=True)
 class Rates:
+    """A run's drop rate per slot (one per layer of a slot group); a slot its model lacks has none."""
+
     input: float
     hidden: tuple[float, ...] = ()
     conv: tuple[float, ...] = ()
@@ -209,68 +212,6 @@ def describe_composition_error(err: Exception) -> str:
 COMPOSITION_ERRORS = (HydraException, OmegaConfBaseException)
 
 
-def _fail(msg: str) -> None:
-    raise ConfigError(msg)
-
-
-def _check_rate(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail(f"{key}={value!r} is not a number; give a drop rate in [0, 1) such as 0.5")
-    if not 0.0 <= value < 1.0:
-        _fail(f"{key}={value} is outside [0, 1); a drop rate is 1 - retain probability, e.g. 0.2 or 0.5")
-    return float(value)
-
-
-def _layer_rates(key: str, value: Any, layers: int) -> tuple[float, ...]:
-    """One rate for every layer, or a list with exactly one rate per layer."""
-    if isinstance(value, (list, tuple, ListConfig)):
-        if len(value) != layers:
-            _fail(f"{key} lists {len(value)} rates but the model has {layers} such layers; give {layers} rates or one")
-        return tuple(_check_rate(f"{key}[{i}]", v) for i, v in enumerate(value))
-    return (_check_rate(key, value),) * layers
-
-
-def _is_zero(value: Any) -> bool:
-    if isinstance(value, (list, tuple, ListConfig)):
-        return all(v == 0 for v in value)
-    return value == 0
-
-
-def _positive_int(key: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        _fail(f"{key}={value!r} must be an integer >= {minimum}")
-    return value
-
-
-def _check_model(model: DictConfig) -> None:
-    mlp_keys = ("depth", "width")
-    cnn_keys = ("channels", "kernel_size", "fc_depth", "fc_width")
-    own, other = (mlp_keys, cnn_keys) if model.name == "mlp" else (cnn_keys, mlp_keys)
-    for key in other:
-        if model[key] is not None:
-            _fail(f"model.{key} does not apply to model={model.name}; it sets {', '.join(own)}")
-    for key in own:
-        if model[key] is None:
-            _fail(f"model.{key} is not set for model={model.name}; pick model=mlp or model=cnn from config/model/")
-    if model.name == "mlp":
-        _positive_int("model.depth", model.depth, minimum=0)
-        _positive_int("model.width", model.width)
-    else:
-        if not isinstance(model.channels, (list, tuple, ListConfig)):
-            _fail(f"model.channels={model.channels!r} must be a list with one width per conv block, e.g. [32,64,128]")
-        if len(model.channels) == 0:
-            _fail("model.channels is empty; give one width per conv block, e.g. [32,64,128]")
-        for i, c in enumerate(model.channels):
-            _positive_int(f"model.channels[{i}]", c)
-        k = _positive_int("model.kernel_size", model.kernel_size)
-        if k % 2 == 0:
-            _fail(f"model.kernel_size={k} must be odd so 'same' padding keeps the image size, e.g. 3 or 5")
-        _positive_int("model.fc_depth", model.fc_depth, minimum=0)
-        _positive_int("model.fc_width", model.fc_width)
-    if model.max_norm is not None and not model.max_norm > 0:
-        _fail(f"model.max_norm={model.max_norm} must be positive (Srivastava et al. use 3 to 4), or null for none")
-
-
 MIN_IMAGES = 100  # fewer test or training images than this make an accuracy meaningless
 
 
@@ -278,43 +219,19 @@ def _check_fractions(dataset: DictConfig) -> None:
     spec = SPECS[dataset.name]
     held = dataset.validation
     if isinstance(held, bool) or not isinstance(held, int) or held < 0 or 0 < held < MIN_IMAGES:
-        _fail(f"dataset.validation={held!r} must be 0 (no validation split) or at least {MIN_IMAGES} images, "
-              f"e.g. {spec.train_images // 6}")
+        fail(f"dataset.validation={held!r} must be 0 (no validation split) or at least {MIN_IMAGES} images, "
+             f"e.g. {spec.train_images // 6}")
     if held > spec.train_images - MIN_IMAGES:
-        _fail(f"dataset.validation={held} leaves fewer than {MIN_IMAGES} of the {spec.train_images} training images "
-              f"to train on; hold out fewer, e.g. {spec.train_images // 6}")
+        fail(f"dataset.validation={held} leaves fewer than {MIN_IMAGES} of the {spec.train_images} training images "
+             f"to train on; hold out fewer, e.g. {spec.train_images // 6}")
     for key, total in (("train_fraction", spec.train_images - held), ("test_fraction", spec.test_images)):
         value = dataset[key]
         if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
-            _fail(f"dataset.{key}={value} must be in (0, 1]; 1.0 uses the whole split")
+            fail(f"dataset.{key}={value} must be in (0, 1]; 1.0 uses the whole split")
         kept = int(value * total)
         if kept < MIN_IMAGES:
-            _fail(f"dataset.{key}={value} keeps {kept} of the {total} {key.split('_')[0]} images; at least "
-                  f"{MIN_IMAGES} are needed, e.g. dataset.{key}={math.ceil(MIN_IMAGES / total * 1000) / 1000:g}")
-
-
-def layer_shapes(model: Any, dataset: str) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int]]]:
-    """The model's layers from its settings (a mapping with name, width, depth, channels, kernel_size, fc_width,
-    fc_depth): conv blocks as (in channels, out channels, kernel, image side) and dense layers as (in, out)."""
-    spec = SPECS[dataset]
-    c_in, side, _ = spec.image
-    if model["name"] == "mlp":
-        widths = [model["width"]] * model["depth"]
-        convs = []
-    else:
-        widths = [model["fc_width"]] * model["fc_depth"]
-        convs = []
-        for c_out in model["channels"]:
-            convs.append((c_in, c_out, model["kernel_size"], side))
-            c_in, side = c_out, side // 2  # each block ends with a 2x2 max-pool
-    sizes = [c_in * side * side] + widths + [spec.classes]
-    return convs, list(zip(sizes, sizes[1:]))
-
-
-def model_parameters(model: Any, dataset: str) -> int:
-    """How many weights the model has (to refuse a size that cannot fit before anything is allocated)."""
-    convs, dense = layer_shapes(model, dataset)
-    return sum(a * b * k * k + b for a, b, k, _ in convs) + sum(a * b + b for a, b in dense)
+            fail(f"dataset.{key}={value} keeps {kept} of the {total} {key.split('_')[0]} images; at least "
+                 f"{MIN_IMAGES} are needed, e.g. dataset.{key}={math.ceil(MIN_IMAGES / total * 1000) / 1000:g}")
 
 
 BYTES_PER_WEIGHT = 16  # weights, gradients and momenta in float32, and a bf16 or scratch copy
@@ -328,13 +245,13 @@ def memory_bytes() -> int:
         return 1 << 62
 
 
-def _check_size(cfg: DictConfig) -> None:
+def _check_size(cfg: DictConfig, kind: Architecture) -> None:
     need = model_parameters(cfg.model, cfg.dataset.name) * BYTES_PER_WEIGHT
     have = memory_bytes()
     if need > have:
-        size = f"model.width={cfg.model.width}" if cfg.model.name == "mlp" else f"model.fc_width={cfg.model.fc_width}"
-        _fail(f"{size} needs about {need / 2**30:.0f} GiB for the weights, gradients and momenta of one run; "
-              f"this machine has {have / 2**30:.0f} GiB: choose a smaller width")
+        size = f"model.{kind.width_field}={cfg.model[kind.width_field]}"
+        fail(f"{size} needs about {need / 2**30:.0f} GiB for the weights, gradients and momenta of one run; "
+             f"this machine has {have / 2**30:.0f} GiB: choose a smaller width")
 
 
 def _check_checksums(dataset: DictConfig) -> None:
@@ -343,111 +260,120 @@ def _check_checksums(dataset: DictConfig) -> None:
         return
     files = sorted(SPECS[dataset.name].files)
     if not isinstance(checksums, DictConfig):
-        _fail(f"dataset.checksums={checksums!r} must be a mapping {{FILE: SHA-256}} with FILE in {files}")
+        fail(f"dataset.checksums={checksums!r} must be a mapping {{FILE: SHA-256}} with FILE in {files}")
     for name, digest in checksums.items():
         if name not in files:
-            _fail(f"dataset.checksums names {name!r}, which is not a file of {dataset.name}; its files are {files}")
+            fail(f"dataset.checksums names {name!r}, which is not a file of {dataset.name}; its files are {files}")
         if not re.fullmatch(r"[0-9a-f]{64}", str(digest)):
-            _fail(f"dataset.checksums[{name}]={digest!r} is not a SHA-256 (64 lowercase hex digits)")
+            fail(f"dataset.checksums[{name}]={digest!r} is not a SHA-256 (64 lowercase hex digits)")
 
 
 def _check_device(device: str) -> None:
     if device in ("auto", "cpu"):
         return
     if not re.fullmatch(r"cuda(:\d+)?", device):
-        _fail(f"device={device!r} is not one of auto, cpu, cuda, cuda:N")
+        fail(f"device={device!r} is not one of auto, cpu, cuda, cuda:N")
 
 
-def validate(cfg: DictConfig) -> Rates:
-    """Check every setting of one run; return its dropout rates per slot."""
+def _check_sections(cfg: DictConfig) -> None:
+    """No key the schema does not have (one that a `+key=value` override or a config file added)."""
     for section in ("", "dataset", "model", "gate", "dropout", "train", "eval", "scale", "engine"):
         node = cfg[section] if section else cfg
         allowed = _schema_keys(section)
         for key in node.keys():
             if key not in allowed:
                 where = f"{section}.{key}" if section else key
-                _fail(f"{where} is not a setting; {section or 'the top level'} has: {', '.join(allowed)}")
-    if OmegaConf.is_missing(cfg, "out"):
-        _fail("out is not set; pass out=PATH, the folder that receives metrics.json")
-    if not str(cfg.out).strip():
-        _fail("out is empty; pass out=PATH, the folder that receives metrics.json")
-    if cfg.dataset.name not in SPECS:
-        _fail(f"dataset={cfg.dataset.name!r} is unknown; choose one of {sorted(SPECS)}")
-    if cfg.model.name not in MODELS:
-        _fail(f"model={cfg.model.name!r} is unknown; choose one of {list(MODELS)}")
-    if cfg.gate.name not in gate_names():
-        _fail(f"gate={cfg.gate.name!r} is unknown; choose one of {list(gate_names())} (config/gate/)")
-    if cfg.gate.convention not in CONVENTIONS:
-        _fail(f"gate.convention={cfg.gate.convention!r} is unknown; choose one of {list(CONVENTIONS)}")
-    _check_fractions(cfg.dataset)
-    _check_checksums(cfg.dataset)
-    _check_model(cfg.model)
-    _check_size(cfg)
+                fail(f"{where} is not a setting; {section or 'the top level'} has: {', '.join(allowed)}")
 
+
+def _check_rates(cfg: DictConfig, kind: Architecture) -> Rates:
+    """The drop rates of the model's slots, one per layer; a slot the model lacks must be 0."""
     drop = cfg.dropout
-    if cfg.model.name == "mlp":
-        for key in ("conv", "fc"):
-            if not _is_zero(drop[key]):
-                _fail(f"dropout.{key}={drop[key]} applies to model=cnn; for model=mlp set dropout.input and dropout.hidden")
-        if cfg.model.depth == 0 and not _is_zero(drop.hidden):
-            _fail(f"dropout.hidden={drop.hidden} has no hidden layer to act on (model.depth=0); "
-                  "set dropout.hidden=0 or model.depth >= 1")
-        rates = Rates(
-            input=_check_rate("dropout.input", drop.input),
-            hidden=_layer_rates("dropout.hidden", drop.hidden, cfg.model.depth),
-        )
-    else:
-        if not _is_zero(drop.hidden):
-            _fail(f"dropout.hidden={drop.hidden} applies to model=mlp; for model=cnn set dropout.conv and dropout.fc")
-        if cfg.model.fc_depth == 0 and not _is_zero(drop.fc):
-            _fail(f"dropout.fc={drop.fc} has no fully connected hidden layer to act on (model.fc_depth=0); "
-                  "set dropout.fc=0 or model.fc_depth >= 1")
-        rates = Rates(
-            input=_check_rate("dropout.input", drop.input),
-            conv=_layer_rates("dropout.conv", drop.conv, len(cfg.model.channels)),
-            fc=_layer_rates("dropout.fc", drop.fc, cfg.model.fc_depth),
-        )
+    for slot in (f.name for f in fields(DropoutConfig)):
+        if slot not in kind.slots and not is_zero(drop[slot]):
+            owners = ", ".join(name for name, other in ARCHITECTURES.items() if slot in other.slots)
+            *others, last = [f"dropout.{own}" for own in kind.slots]
+            fail(f"dropout.{slot}={drop[slot]} applies to model={owners}; for model={kind.name} set "
+                 f"{', '.join(others)} and {last}")
+    layers = {group.slot: kind.layer_count(cfg.model, group) for group in kind.groups}
+    for group in kind.groups:
+        if layers[group.slot] == 0 and not is_zero(drop[group.slot]):
+            fail(f"dropout.{group.slot}={drop[group.slot]} has no {group.layer} to act on (model.{group.count}=0); "
+                 f"set dropout.{group.slot}=0 or model.{group.count} >= 1")
+    rates = Rates(input=check_rate("dropout.input", drop.input),
+                  **{slot: layer_rates(f"dropout.{slot}", drop[slot], n) for slot, n in layers.items()})
     if cfg.gate.name == NO_GATE:
         nonzero = [r for r in (rates.input, *rates.hidden, *rates.conv, *rates.fc) if r]
         if nonzero:
-            _fail(f"gate=none cannot drop, but a dropout rate is {nonzero[0]}; add dropout=none or pick gate=bernoulli")
+            fail(f"gate=none cannot drop, but a dropout rate is {nonzero[0]}; add dropout=none or pick gate=bernoulli")
+    return rates
 
-    train = cfg.train
-    _positive_int("train.epochs", train.epochs)
-    _positive_int("train.batch_size", train.batch_size)
+
+def _check_train(train: DictConfig) -> None:
+    positive_int("train.epochs", train.epochs)
+    positive_int("train.batch_size", train.batch_size)
     if not (isinstance(train.lr, (int, float)) and math.isfinite(train.lr) and train.lr > 0):
-        _fail(f"train.lr={train.lr} must be a finite positive number, e.g. 0.05")
+        fail(f"train.lr={train.lr} must be a finite positive number, e.g. 0.05")
     if not 0.0 <= train.momentum < 1.0:
-        _fail(f"train.momentum={train.momentum} must be in [0, 1), e.g. 0.9")
+        fail(f"train.momentum={train.momentum} must be in [0, 1), e.g. 0.9")
     if not (isinstance(train.weight_decay, (int, float)) and math.isfinite(train.weight_decay)
             and train.weight_decay >= 0):
-        _fail(f"train.weight_decay={train.weight_decay} must be a finite number >= 0, e.g. 0 or 5e-4")
+        fail(f"train.weight_decay={train.weight_decay} must be a finite number >= 0, e.g. 0 or 5e-4")
     if train.schedule not in SCHEDULES:
-        _fail(f"train.schedule={train.schedule!r} is unknown; choose one of {list(SCHEDULES)}")
+        fail(f"train.schedule={train.schedule!r} is unknown; choose one of {list(SCHEDULES)}")
     if not 0.0 < train.lr_final <= 1.0:
-        _fail(f"train.lr_final={train.lr_final} must be in (0, 1]: the exponential schedule's last lr as a "
-              "fraction of train.lr, e.g. 0.01")
+        fail(f"train.lr_final={train.lr_final} must be in (0, 1]: the exponential schedule's last lr as a "
+             "fraction of train.lr, e.g. 0.01")
     if train.momentum_start is not None and not 0.0 <= train.momentum_start < 1.0:
-        _fail(f"train.momentum_start={train.momentum_start} must be in [0, 1), e.g. 0.5, or null for constant "
-              "momentum")
+        fail(f"train.momentum_start={train.momentum_start} must be in [0, 1), e.g. 0.5, or null for constant "
+             "momentum")
     if not 0.0 <= train.momentum_ramp <= 1.0:
-        _fail(f"train.momentum_ramp={train.momentum_ramp} must be in [0, 1]: the fraction of the epochs the momentum "
-              "ramp takes, e.g. 0.1667")
+        fail(f"train.momentum_ramp={train.momentum_ramp} must be in [0, 1]: the fraction of the epochs the momentum "
+             "ramp takes, e.g. 0.1667")
     if train.momentum_start is not None and train.momentum_ramp == 0:
-        _fail(f"train.momentum_start={train.momentum_start} ramps over no time (train.momentum_ramp=0); set "
-              "train.momentum_ramp to the fraction of the epochs the ramp takes, e.g. 0.1667, or "
-              "train.momentum_start=null")
-    _positive_int("eval.mc_samples", cfg.eval.mc_samples, minimum=0)
-    _positive_int("eval.batch_size", cfg.eval.batch_size)
-    _positive_int("seed", cfg.seed, minimum=0)
+        fail(f"train.momentum_start={train.momentum_start} ramps over no time (train.momentum_ramp=0); set "
+             "train.momentum_ramp to the fraction of the epochs the ramp takes, e.g. 0.1667, or "
+             "train.momentum_start=null")
+
+
+def _check_execution(cfg: DictConfig) -> None:
+    """How the run is evaluated and computed: evaluation, seed, threads, device, engine, checkpoints."""
+    positive_int("eval.mc_samples", cfg.eval.mc_samples, minimum=0)
+    positive_int("eval.batch_size", cfg.eval.batch_size)
+    positive_int("seed", cfg.seed, minimum=0)
     if cfg.threads is not None:
-        _positive_int("threads", cfg.threads)
+        positive_int("threads", cfg.threads)
     _check_device(cfg.device)
     if cfg.engine.precision not in PRECISIONS:
-        _fail(f"engine.precision={cfg.engine.precision!r} is unknown; choose one of {list(PRECISIONS)}")
+        fail(f"engine.precision={cfg.engine.precision!r} is unknown; choose one of {list(PRECISIONS)}")
     if cfg.engine.tf32 not in TF32 or isinstance(cfg.engine.tf32, int) and not isinstance(cfg.engine.tf32, bool):
-        _fail(f"engine.tf32={cfg.engine.tf32!r} is unknown; choose auto, true or false")
-    _positive_int("engine.noise_chunk", cfg.engine.noise_chunk)
+        fail(f"engine.tf32={cfg.engine.tf32!r} is unknown; choose auto, true or false")
+    positive_int("engine.noise_chunk", cfg.engine.noise_chunk)
     if not (math.isfinite(cfg.checkpoint_seconds) and cfg.checkpoint_seconds >= 0):
-        _fail(f"checkpoint_seconds={cfg.checkpoint_seconds} must be >= 0; 0 saves after every epoch")
+        fail(f"checkpoint_seconds={cfg.checkpoint_seconds} must be >= 0; 0 saves after every epoch")
+
+
+def validate(cfg: DictConfig) -> Rates:
+    """Check every setting of one run; return its dropout rates per slot."""
+    _check_sections(cfg)
+    if OmegaConf.is_missing(cfg, "out"):
+        fail("out is not set; pass out=PATH, the folder that receives metrics.json")
+    if not str(cfg.out).strip():
+        fail("out is empty; pass out=PATH, the folder that receives metrics.json")
+    if cfg.dataset.name not in SPECS:
+        fail(f"dataset={cfg.dataset.name!r} is unknown; choose one of {sorted(SPECS)}")
+    kind = architecture(cfg.model.name)
+    if cfg.gate.name not in gate_names():
+        fail(f"gate={cfg.gate.name!r} is unknown; choose one of {list(gate_names())} (config/gate/)")
+    if cfg.gate.convention not in CONVENTIONS:
+        fail(f"gate.convention={cfg.gate.convention!r} is unknown; choose one of {list(CONVENTIONS)}")
+    _check_fractions(cfg.dataset)
+    _check_checksums(cfg.dataset)
+    kind.check_settings(cfg.model)
+    if cfg.model.max_norm is not None and not cfg.model.max_norm > 0:
+        fail(f"model.max_norm={cfg.model.max_norm} must be positive (Srivastava et al. use 3 to 4), or null for none")
+    _check_size(cfg, kind)
+    rates = _check_rates(cfg, kind)
+    _check_train(cfg.train)
+    _check_execution(cfg)
     return rates

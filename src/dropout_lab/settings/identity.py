@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 # engine.cuda_graphs: a setting of earlier versions (how steps were replayed, never what they computed);
 # runs that still carry it keep their identity.
@@ -49,8 +49,8 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: node}
 
 
-def _excluded(key: str) -> bool:
-    return any(key == skip or key.startswith(f"{skip}.") for skip in NOT_DEFINING)
+def _under(key: str, names: Sequence[str]) -> bool:
+    return any(key == name or key.startswith(f"{name}.") for name in names)
 
 
 def _normal(value: Any) -> Any:
@@ -62,10 +62,12 @@ def _normal(value: Any) -> Any:
     return value
 
 
-def defining_settings(resolved: Mapping[str, Any]) -> dict[str, Any]:
-    """The dotted settings that define a run, from its resolved config (as metrics.json records it)."""
+def defining_settings(resolved: Mapping[str, Any], keep: Sequence[str] = ()) -> dict[str, Any]:
+    """The dotted settings that define a run, from its resolved config (as metrics.json records it); `keep`: those
+    of NOT_DEFINING to keep all the same (a checkpoint's fingerprint keeps the device: training.checkpoint)."""
     return {key: _normal(value) for key, value in sorted(_flatten(resolved).items())
-            if not _excluded(key) and not (key in LEGACY_DEFAULTS and _normal(value) == LEGACY_DEFAULTS[key])}
+            if (_under(key, keep) or not _under(key, NOT_DEFINING))
+            and not (key in LEGACY_DEFAULTS and _normal(value) == LEGACY_DEFAULTS[key])}
 
 
 def digest(settings: Mapping[str, Any]) -> str:

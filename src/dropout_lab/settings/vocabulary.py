@@ -14,6 +14,8 @@ import os
 import re
 from pathlib import Path
 
+from dropout_lab.settings.architectures import ARCHITECTURES
+
 # A run's status (settings.health decides it from metrics.json).
 OK, DIVERGED, COLLAPSED = "ok", "diverged", "collapsed"
 STATUSES = (OK, DIVERGED, COLLAPSED)
@@ -27,8 +29,9 @@ CONVENTIONS = (INVERTED, SCALED)
 REFERENCE_GATE = "bernoulli"
 NO_GATE = "none"
 
-# Model kind -> its dropout slots, in the order the rates of a run are listed.
-MODEL_SLOTS: dict[str, tuple[str, ...]] = {"mlp": ("input", "hidden"), "cnn": ("input", "conv", "fc")}
+# Model kind -> its dropout slots, in the order the rates of a run are listed (each kind's
+# architecture says them: settings.architectures).
+MODEL_SLOTS: dict[str, tuple[str, ...]] = {name: kind.slots for name, kind in ARCHITECTURES.items()}
 MODELS = tuple(MODEL_SLOTS)
 # Every slot of every model, in table order (the aggregate tables' <slot>_rate columns).
 SLOTS = tuple(dict.fromkeys(slot for slots in MODEL_SLOTS.values() for slot in slots))
@@ -37,8 +40,11 @@ SLOT_TITLES = {"input": "input", "hidden": "hidden", "conv": "conv", "fc": "full
 # The learning-rate protocols, in the order they are reported (fixed first).
 PROTOCOLS = ("fixed", "tuned")
 
-# A gate's name: a folder of results/runs/, a Snakemake wildcard and a Hydra choice.
+# A gate's name: a folder of results/runs/, a Snakemake wildcard and a Hydra choice (digits allowed).
 GATE_NAME = r"[a-z][a-z0-9_]*"
+# A gate's folder of results/runs/<experiment>/: its name, then -CONVENTION where that is not the
+# inverted one (planning.grid.Run.folder); the workflow's gate and pack wildcards use it.
+GATE_FOLDER = rf"{GATE_NAME}(?:-(?:{'|'.join(c for c in CONVENTIONS if c != INVERTED)}))?"
 # How the paper writes a gate's name where it is not the name itself.
 _GATE_TITLES = {"bernoulli": "Bernoulli", "gaussian": "Gaussian", "dropconnect": "DropConnect"}
 
@@ -56,6 +62,7 @@ def gate_title(gate: str) -> str:
 
 
 def valid_gate_name(name: str) -> bool:
+    """Whether `name` can name a gate (GATE_NAME), whether or not the gate exists."""
     return re.fullmatch(GATE_NAME, name) is not None
 
 

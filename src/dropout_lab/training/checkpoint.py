@@ -14,7 +14,6 @@ is ignored, and a damaged one costs a restart, never a wrong result.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import threading
 import time
@@ -25,22 +24,20 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab.settings.atomic import WriteError, atomic_path
+from dropout_lab.settings.identity import defining_settings, digest
 
 CHECKPOINT = "checkpoint.pt"
 
-# Settings that do not change what a run computes; a checkpoint survives changes to them.
-_NOT_FINGERPRINTED = ("out", "progress", "checkpoint", "checkpoint_seconds", "threads", "data_dir")
+# A checkpoint belongs to its runs' identity (dropout_lab.settings.identity: a change to any other setting
+# keeps it) and, besides, to the device: it holds the state of the gates' random generators, which live on
+# the device (a CUDA generator's state does not load into a CPU one).
+ALSO_FINGERPRINTED = ("device",)
 
 
 def fingerprint(cfgs: Sequence[DictConfig]) -> str:
-    """The digest of the pack's runs' settings, in order, less what cannot change their numbers."""
-    digests = []
-    for cfg in cfgs:
-        settings = OmegaConf.to_container(cfg, resolve=True)
-        for key in _NOT_FINGERPRINTED:
-            settings.pop(key, None)
-        settings["dataset"].pop("mirror", None)
-        digests.append(hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest())
+    """The digest of the pack's runs' defining settings and device, in order."""
+    digests = [digest(defining_settings(OmegaConf.to_container(cfg, resolve=True), keep=ALSO_FINGERPRINTED))
+               for cfg in cfgs]
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 

@@ -11,14 +11,11 @@ rate / (1 - rate), so the network needs no rescaling at inference:
 - DropConnectGate: Bernoulli d / p on the weights of the layer that reads the slot
                    (Wan et al., 2013), one mask per model and mini-batch.
 
-A gate owns its noise law, and both the single-model path (the `MLP`/`CNN` of
-dropout_lab.training.models) and the batched engine (dropout_lab.training.engine) use it through
-the same class methods: `storage` and `fill` (how raw draws come from a
-generator), `raw` (the draws among the stored words), `factor` (the
-multiplicative noise from the draws and per-model constants), `constants` /
-`IDENTITY` (the constants of this gate, and those that make the factor exactly 1
-for a model that does not draw). A new gate is a subclass registered with
-`@register`, plus config/gate/NAME.yaml (README, "Adding a gate").
+A gate owns its noise law; the single-model path (dropout_lab.training.models) and the
+batched engine (dropout_lab.training.engine) both use it through the class methods `storage`,
+`fill`, `raw`, `factor`, `constants` and `IDENTITY`. A new gate is a subclass registered with
+`@register`, plus config/gate/NAME.yaml (README, "Adding a gate"). It keeps the gate contract
+the engine relies on (dropout_lab.training.gate_contract, which `register` runs).
 """
 
 from __future__ import annotations
@@ -30,6 +27,7 @@ import torch
 from torch import nn
 
 from dropout_lab.settings.vocabulary import CONVENTIONS
+from dropout_lab.training.gate_contract import check_contract
 
 # The conventions (settings.vocabulary): inverted is mean-1 noise in training and the identity
 # at inference (PyTorch, Keras); scaled is the article's: noise with mean p in training
@@ -37,10 +35,13 @@ from dropout_lab.settings.vocabulary import CONVENTIONS
 # which is the same as scaling the next layer's weights by p.
 
 REGISTRY: dict[str, type["Gate"]] = {}  # gate=NAME -> its class, in registration order
+TARGETS = ("units", "weights")  # what a gate multiplies: the slot's activations, or the next layer's weights
 
 
 def register(cls: type["Gate"]) -> type["Gate"]:
-    """Class decorator: make a gate available as gate=NAME (config/gate/NAME.yaml names it)."""
+    """Class decorator: make a gate available as gate=NAME (config/gate/NAME.yaml names it), once its class
+    keeps the gate contract."""
+    check_contract(cls, TARGETS)
     if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
         raise ValueError(f"gate {cls.name!r} is registered twice")
     REGISTRY[cls.name] = cls
@@ -48,10 +49,14 @@ def register(cls: type["Gate"]) -> type["Gate"]:
 
 
 class Gate(nn.Module):
-    """Base class: eval mode or rate 0 is the identity (times p under the scaled convention in eval)."""
+    """Base class: eval mode or rate 0 is the identity (times p under the scaled convention in eval).
+
+    A subclass keeps the gate contract (this module's docstring): its own `name`, a `fill` and
+    `factor` whose zero rows with IDENTITY give exactly 1, and the moments `mean` and `variance` say.
+    """
 
     name: ClassVar[str] = "gate"
-    target: ClassVar[str] = "units"  # units: multiplies the slot's activations; weights: the next layer's weights
+    target: ClassVar[str] = "units"  # one of TARGETS
     storage_dtype: ClassVar[torch.dtype] = torch.float32
     IDENTITY: ClassVar[Mapping[str, float]] = {}  # constants for which `factor` is exactly 1
 
@@ -141,6 +146,8 @@ class Gate(nn.Module):
     def extra_repr(self) -> str:
         return f"rate={self.rate}"
 
+
+# ---- the gate contract, checked at registration on tiny tensors (about a millisecond a class)
 
 # The Bernoulli mask is drawn as 16-bit random integers, four per 64-bit draw:
 # on CPU this is about twice as fast as torch.rand and seven times faster than

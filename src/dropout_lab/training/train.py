@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -24,9 +24,9 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 from dropout_lab.settings import provenance
+from dropout_lab.settings.architectures import architecture
 from dropout_lab.settings.atomic import WriteError, finite_or_none, write_result
 from dropout_lab.settings.config import (
     COMPOSITION_ERRORS,
@@ -39,6 +39,7 @@ from dropout_lab.settings.config import (
     describe_composition_error,
     validate,
 )
+from dropout_lab.settings.datasets import SPECS
 from dropout_lab.settings.identity import identity
 from dropout_lab.settings.provenance import git_commit, library_versions
 from dropout_lab.settings.vocabulary import DIVERGED, OK
@@ -46,10 +47,7 @@ from dropout_lab.training import checkpoint, data
 from dropout_lab.training.engine import EngineSettings, Hyper, Member, PackTrainer
 from dropout_lab.training.evaluation import final_metrics
 from dropout_lab.training.gates import REGISTRY
-from dropout_lab.training.models import CNN, MLP, effective_weight_norms
-
-CLASSES = 10
-
+from dropout_lab.training.models import Network, effective_weight_norms, network
 
 # --------------------------------------------------------------------------- set-up
 
@@ -119,16 +117,10 @@ def load_tensors(cfg: DictConfig, device: torch.device) -> tuple[dict[str, tuple
     return tensors, split_digest(held)
 
 
-def build_model(cfg: DictConfig, rates: Rates, image_shape: torch.Size) -> nn.Module:
-    channels, size = image_shape[0], image_shape[-1]
-    m = cfg.model
-    gate, convention = cfg.gate.name, cfg.gate.convention
-    if m.name == "mlp":
-        return MLP(int(np.prod(image_shape)), CLASSES, m.width, gate, rates.input, rates.hidden, convention)
-    return CNN(
-        channels, size, CLASSES, list(m.channels), m.kernel_size, m.fc_width,
-        gate, rates.input, rates.conv, rates.fc, convention,
-    )
+def build_model(cfg: DictConfig, rates: Rates, image_shape: torch.Size) -> Network:
+    """The run's network (its model kind's, dropout_lab.training.models), initialised from torch's global seed."""
+    return network(cfg.model.name).build(cfg.model, rates, tuple(image_shape), SPECS[cfg.dataset.name].classes,
+                                         cfg.gate.name, cfg.gate.convention)
 
 
 # --------------------------------------------------------------------------- main
@@ -213,16 +205,122 @@ def device_info(device) -> dict[str, object]:
 
 
 def check_trainable(cfg: DictConfig, rates: Rates) -> None:
-    """What only the training stack can check: the gate's target on this model, and the device."""
-    if REGISTRY[cfg.gate.name].target == "weights" and cfg.model.name == "cnn":
-        read_by_conv = [rates.input, *rates.conv[:-1]]
-        if any(read_by_conv):
-            raise ConfigError(f"gate={cfg.gate.name} masks fully connected weights, but dropout.input/dropout.conv put "
-                              "it before a convolution; set them to 0 there (only dropout.fc and the last conv block's "
-                              "rate apply)")
+    """What only the training stack can check: the gate's target on this model, the network, and the device."""
+    if REGISTRY[cfg.gate.name].target == "weights":
+        architecture(cfg.model.name).check_weight_gate(cfg.gate.name, rates)
+    network(cfg.model.name)
     if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={cfg.device} was asked for but no CUDA device is available; use device=cpu or "
                           "device=auto")
+
+
+def _check_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[Rates]:
+    """Every check that can fail before any data is touched: settings, pack and folders; each run's rates."""
+    rates = [validate(cfg) for cfg in cfgs]
+    for cfg, rate in zip(cfgs, rates):
+        check_trainable(cfg, rate)
+    check_pack(cfgs)
+    for c in cfgs:  # a result that cannot be written is found now, not after training
+        _writable_folder("out", Path(c.out))
+    _writable_folder("data_dir", Path(cfgs[0].data_dir))
+    _writable_folder("the pack folder", state_path.parent)
+    return rates
+
+
+@dataclass
+class Histories:
+    """A pack's epochs so far (checkpointed with it): each run's history and the epoch it diverged in, if it did."""
+
+    runs: list[list[dict]]
+    diverged: list[int | None]
+    first_epoch: int = 1  # the first epoch this process trains: 1, or the one after a checkpoint's
+
+
+def _train_epoch(trainer: PackTrainer, cfgs: Sequence[DictConfig], tensors: dict, histories: Histories, epoch: int,
+                 started: float) -> list[int]:
+    """Train and evaluate one epoch, add it to the history of each run still training; return those runs."""
+    cfg, K = cfgs[0], len(cfgs)
+    (x_val, y_val), (x_test, y_test) = tensors["validation"], tensors["test"]
+    epoch_start = time.perf_counter()
+    train_loss, train_acc = trainer.train_epoch(progress=cfg.progress)
+    train_seconds = time.perf_counter() - epoch_start
+    test_loss, test_acc = trainer.evaluate(x_test, y_test, cfg.eval.batch_size)
+    val = trainer.evaluate(x_val, y_val, cfg.eval.batch_size) if len(y_val) else None
+    for k in range(K):
+        if histories.diverged[k] is not None:
+            continue
+        histories.runs[k].append({
+            "epoch": epoch, "train_loss": float(train_loss[k]), "train_acc": float(train_acc[k]),
+            "test_loss": float(test_loss[k]), "test_acc": float(test_acc[k]), "train_seconds": train_seconds,
+            **({"val_loss": float(val[0][k]), "val_acc": float(val[1][k])} if val is not None else {}),
+        })
+        if not (math.isfinite(train_loss[k]) and math.isfinite(test_loss[k])):
+            histories.diverged[k] = epoch
+            print(f"{cfgs[k].out}: diverged in epoch {epoch}: the loss is not finite; its run stops", flush=True)
+    live = [k for k in range(K) if histories.diverged[k] is None]
+    epochs = cfg.train.epochs
+    eta = (time.perf_counter() - started) / (epoch - histories.first_epoch + 1) * (epochs - epoch)
+    print(epoch_line(epoch, epochs, train_seconds, live, K, test_acc, train_loss, eta), flush=True)
+    return live
+
+
+def _train(trainer: PackTrainer, cfgs: Sequence[DictConfig], tensors: dict, state_path: Path, fingerprint: str,
+           started: float) -> tuple[Histories, int]:
+    """Train the pack's epochs from its checkpoint at state_path, if it has one, saving new ones on the way;
+    return the histories and how many checkpoints were saved."""
+    cfg, K = cfgs[0], len(cfgs)
+    histories = Histories([[] for _ in range(K)], [None] * K)
+    state = checkpoint.load(state_path, fingerprint) if cfg.checkpoint else None
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        histories = Histories(state["histories"], state["diverged"], state["epoch"] + 1)
+        print(f"resuming after epoch {state['epoch']} from {state_path}", flush=True)
+    saver = checkpoint.Checkpointer(state_path, cfg.checkpoint_seconds)
+    try:
+        for epoch in range(histories.first_epoch, cfg.train.epochs + 1):
+            if not _train_epoch(trainer, cfgs, tensors, histories, epoch, started):
+                break
+            if cfg.checkpoint and epoch < cfg.train.epochs:
+                saver.save(lambda: {"fingerprint": fingerprint, "epoch": epoch, "histories": histories.runs,
+                                    "diverged": histories.diverged, "trainer": trainer.state_dict()})
+    finally:
+        saver.wait()  # an interrupted pack keeps its last checkpoint whole
+    return histories, saver.saves
+
+
+def _result(c: DictConfig, rates: Rates, seeds: dict[str, int], model: Network, history: list[dict],
+            diverged: int | None, numbers: tuple, pack: dict) -> dict:
+    """One run's metrics.json: its settings, identity and streams, its history and final numbers (`numbers`:
+    final, mc, unscaled) and what its pack shares (`pack`: data sizes, engine, fingerprint, timings, provenance)."""
+    if diverged is None:
+        final, mc, unscaled = numbers
+        norms = effective_weight_norms(model)
+    else:  # recorded as diverged, with no final numbers that could be averaged in by mistake
+        final, mc, unscaled, norms = None, None, None, None
+    resolved = OmegaConf.to_container(c, resolve=True)
+    return finite_or_none({
+        "config": resolved,
+        "identity": identity(resolved)["digest"],  # of the settings that define the run (dropout_lab.settings.identity)
+        "seed": c.seed,
+        "stream_seeds": seeds,
+        "rates": {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(rates).items()},
+        **{key: pack[key] for key in ("resumed_after_epoch", "train_samples", "test_samples")},
+        # The validation split: how many training images were held out, and which (tuned protocol's choices).
+        **{key: pack[key] for key in ("validation_samples", "validation_sha256")},
+        "history": history,
+        "status": OK if diverged is None else DIVERGED,
+        "diverged_epoch": diverged,
+        "final": final,
+        "mc": mc,
+        "unscaled_inference": unscaled,
+        "weight_norms": norms,
+        "engine": pack["engine"],
+        "pack_fingerprint": pack["pack_fingerprint"],  # the runs trained together share it, and their wall time
+        "wall_seconds": time.perf_counter() - pack["started"],
+        "evaluation_seconds": pack["evaluation_seconds"],  # the pack's final evaluation, all its runs at once
+        **{key: pack[key] for key in ("checkpoints_saved", "device", "versions", "git")},
+        "data_sha256": data.raw_checksums(c.dataset.name, dict(c.dataset.checksums or {})),
+    })
 
 
 def train_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[dict]:
@@ -231,111 +329,33 @@ def train_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[dict]:
     A checkpoint of the whole pack is kept at `state_path` while it trains
     (dropout_lab.training.checkpoint); a rerun with the same runs resumes from it.
     """
-    rates = [validate(cfg) for cfg in cfgs]  # before any data is touched
-    for cfg, rate in zip(cfgs, rates):
-        check_trainable(cfg, rate)
-    check_pack(cfgs)
-    for c in cfgs:  # a result that cannot be written is found now, not after training
-        _writable_folder("out", Path(c.out))
-    _writable_folder("data_dir", Path(cfgs[0].data_dir))
-    _writable_folder("the pack folder", state_path.parent)
+    rates = _check_runs(cfgs, state_path)
     cfg = cfgs[0]
     started = time.perf_counter()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
     seeds = [stream_seeds(c.seed) for c in cfgs]
-
     tensors, validation_digest = load_tensors(cfg, device)
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = tensors["train"], tensors["validation"], tensors["test"]
+    (x_train, y_train), (x_test, y_test) = tensors["train"], tensors["test"]
     members = []
     for c, r, s in zip(cfgs, rates, seeds):
         torch.manual_seed(s["init"])
         members.append(Member(build_model(c, r, x_train.shape[1:]), s["order"], s["gates"]))
     trainer = PackTrainer(members, x_train, y_train, hyper(cfg), engine_settings(cfg), device)
-    K, epochs = len(cfgs), cfg.train.epochs
-
-    histories: list[list[dict]] = [[] for _ in range(K)]
-    diverged: list[int | None] = [None] * K
-    first_epoch = 1
     fingerprint = checkpoint.fingerprint(cfgs)
-    state = checkpoint.load(state_path, fingerprint) if cfg.checkpoint else None
-    if state is not None:
-        trainer.load_state_dict(state["trainer"])
-        histories, diverged, first_epoch = state["histories"], state["diverged"], state["epoch"] + 1
-        print(f"resuming after epoch {state['epoch']} from {state_path}", flush=True)
-    saver = checkpoint.Checkpointer(state_path, cfg.checkpoint_seconds)
-    try:
-        for epoch in range(first_epoch, epochs + 1):
-            epoch_start = time.perf_counter()
-            train_loss, train_acc = trainer.train_epoch(progress=cfg.progress)
-            train_seconds = time.perf_counter() - epoch_start
-            test_loss, test_acc = trainer.evaluate(x_test, y_test, cfg.eval.batch_size)
-            val = trainer.evaluate(x_val, y_val, cfg.eval.batch_size) if len(y_val) else None
-            for k in range(K):
-                if diverged[k] is not None:
-                    continue
-                histories[k].append({
-                    "epoch": epoch, "train_loss": float(train_loss[k]), "train_acc": float(train_acc[k]),
-                    "test_loss": float(test_loss[k]), "test_acc": float(test_acc[k]), "train_seconds": train_seconds,
-                    **({"val_loss": float(val[0][k]), "val_acc": float(val[1][k])} if val is not None else {}),
-                })
-                if not (math.isfinite(train_loss[k]) and math.isfinite(test_loss[k])):
-                    diverged[k] = epoch
-                    print(f"{cfgs[k].out}: diverged in epoch {epoch}: the loss is not finite; its run stops",
-                          flush=True)
-            live = [k for k in range(K) if diverged[k] is None]
-            eta = (time.perf_counter() - started) / (epoch - first_epoch + 1) * (epochs - epoch)
-            print(epoch_line(epoch, epochs, train_seconds, live, K, test_acc, train_loss, eta), flush=True)
-            if not live:
-                break
-            if cfg.checkpoint and epoch < epochs:
-                saver.save(lambda: {"fingerprint": fingerprint, "epoch": epoch, "histories": histories,
-                                    "diverged": diverged, "trainer": trainer.state_dict()})
-    finally:
-        saver.wait()  # an interrupted pack keeps its last checkpoint whole
+    histories, saves = _train(trainer, cfgs, tensors, state_path, fingerprint, started)
 
     evaluated_at = time.perf_counter()
-    finals = final_metrics(trainer, cfgs, [s["mc"] for s in seeds], x_train, y_train, x_test, y_test, histories)
-    evaluation_seconds = time.perf_counter() - evaluated_at
-    results, commit, versions = [], git_commit(), training_versions()
-    for k, (c, r, s, model) in enumerate(zip(cfgs, rates, seeds, trainer.trained_models())):
-        if diverged[k] is None:
-            final, mc, unscaled = finals[k]
-            norms = effective_weight_norms(model)
-        else:  # recorded as diverged, with no final numbers that could be averaged in by mistake
-            final, mc, unscaled, norms = None, None, None, None
-        resolved = OmegaConf.to_container(c, resolve=True)
-        results.append(finite_or_none({
-            "config": resolved,
-            "identity": identity(resolved)["digest"],  # of the settings that define the run (dropout_lab.settings.identity)
-            "seed": c.seed,
-            "stream_seeds": s,
-            "rates": {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(r).items()},
-            "resumed_after_epoch": first_epoch - 1 if first_epoch > 1 else None,
-            "train_samples": len(y_train),
-            "test_samples": len(y_test),
-            # The validation split: how many training images were held out, and which (tuned protocol's choices).
-            "validation_samples": len(y_val),
-            "validation_sha256": validation_digest,
-            "history": histories[k],
-            "status": OK if diverged[k] is None else DIVERGED,
-            "diverged_epoch": diverged[k],
-            "final": final,
-            "mc": mc,
-            "unscaled_inference": unscaled,
-            "weight_norms": norms,
-            "engine": trainer.effective,
-            "pack_fingerprint": fingerprint,  # the runs trained together share it, and their wall time
-            "wall_seconds": time.perf_counter() - started,
-            "evaluation_seconds": evaluation_seconds,  # the pack's final evaluation, all its runs at once
-            "checkpoints_saved": saver.saves,
-            "device": device_info(device),
-            "versions": versions,
-            "git": commit,
-            "data_sha256": data.raw_checksums(c.dataset.name, dict(c.dataset.checksums or {})),
-        }))
-    return results
+    finals = final_metrics(trainer, cfgs, [s["mc"] for s in seeds], x_train, y_train, x_test, y_test, histories.runs)
+    pack = {"resumed_after_epoch": histories.first_epoch - 1 if histories.first_epoch > 1 else None,
+            "train_samples": len(y_train), "test_samples": len(y_test),
+            "validation_samples": len(tensors["validation"][1]), "validation_sha256": validation_digest,
+            "engine": trainer.effective, "pack_fingerprint": fingerprint, "started": started,
+            "evaluation_seconds": time.perf_counter() - evaluated_at, "checkpoints_saved": saves,
+            "device": device_info(device), "versions": training_versions(), "git": git_commit()}
+    return [_result(c, r, s, model, histories.runs[k], histories.diverged[k], finals[k], pack)
+            for k, (c, r, s, model) in enumerate(zip(cfgs, rates, seeds, trainer.trained_models()))]
 
 
 def main(cfg: DictConfig) -> dict:

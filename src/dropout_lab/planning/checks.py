@@ -1,0 +1,188 @@
+"""The checks of the workflow config (config/config.yaml) that run before anything trains.
+
+Each raises GridError with one line that names the bad key or value and the fix. They read the config
+and, where a check is about runs, the run list of dropout_lab.planning.grid (runs are read, never made here).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from dropout_lab.settings import experiments
+from dropout_lab.settings.protocols import judged_protocol, protocols, tuned_lrs
+from dropout_lab.settings.datasets import SPECS
+from dropout_lab.settings.vocabulary import MODEL_SLOTS, MODELS, gate_names
+
+
+class GridError(ValueError):
+    """An invalid grid or claims setting; the message is one line naming it."""
+
+
+def _where(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def check_schema(config: Mapping[str, Any], schema_file: str | Path) -> None:
+    """Validate the workflow config against its JSON schema; raise GridError with one line naming the key."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_file).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = list(validator.iter_errors(config))
+    for error in errors:  # a choice between kinds of value: name the choices, not one branch's complaint
+        if error.validator == "anyOf" and "description" in error.schema:
+            where = _where(error.absolute_path)
+            raise GridError(f"config: {where}={error.instance!r} is not allowed; give {error.schema['description']}")
+    error = jsonschema.exceptions.best_match(errors)
+    if error is None:
+        check_names(config)
+        return
+    where = _where(error.absolute_path)
+    value = error.instance
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
+        key = f"{where}.{extra[0]}" if where and extra else (extra[0] if extra else where)
+        raise GridError(f"config: {key} is not a setting; {where or 'the top level'} has: {', '.join(allowed)}")
+    if error.validator == "enum":
+        raise GridError(f"config: {where}={value!r} is not allowed; choose one of {error.validator_value}")
+    if error.validator == "required":
+        raise GridError(f"config: {where or 'the top level'} lacks a required key: {error.message}")
+    if error.validator in ("minItems", "minProperties") and not value:
+        raise GridError(f"config: {where} is empty; give at least {error.validator_value}")
+    raise GridError(f"config: {where}={value!r}: {error.message}")
+
+
+def _known(where: str, value: Any, known: Sequence[str], fix: str) -> None:
+    if value not in known:
+        raise GridError(f"config: {where}={value!r} is unknown; choose one of {sorted(known)} ({fix})")
+
+
+def check_names(config: Mapping[str, Any]) -> None:
+    """Every name the config uses (datasets, models, gates) is one the project registers: the schema only checks
+    their spelling, so that a new gate, dataset or model needs no schema edit."""
+    data = config.get("data") or {}
+    for block in ("mirrors", "checksums"):
+        for dataset in data.get(block) or {}:
+            _known(f"data.{block}.{dataset}", dataset, list(SPECS), "settings.datasets")
+    for name, grid in (config.get("grids") or {}).items():
+        _known(f"grids.{name}.dataset", grid["dataset"], list(SPECS), "settings.datasets")
+        _known(f"grids.{name}.model", grid["model"], list(MODELS), "settings.vocabulary")
+        slots = MODEL_SLOTS[grid["model"]]
+        for sweep, spec in grid.items():
+            if not isinstance(spec, Mapping):
+                continue
+            if "vary" in spec:
+                _known(f"grids.{name}.{sweep}.vary", spec["vary"], slots, f"model={grid['model']}'s slots")
+            for slot in spec.get("fixed") or {}:
+                _known(f"grids.{name}.{sweep}.fixed.{slot}", slot, slots, f"model={grid['model']}'s slots")
+            for i, gate in enumerate(spec.get("gates", [])):
+                _known(f"grids.{name}.{sweep}.gates[{i}]", gate, gate_names(), "config/gate/")
+
+
+def _check_sweep(name: str, model: str, sweep: str, spec: Mapping[str, Any]) -> None:
+    for slot in [spec["vary"], *spec.get("fixed", {})]:
+        if slot not in MODEL_SLOTS[model]:
+            raise GridError(
+                f"grids.{name}.{sweep} uses slot {slot!r}; model={model} has slots {list(MODEL_SLOTS[model])}")
+    rates = spec["rates"]
+    if len(set(rates)) != len(rates):
+        raise GridError(f"grids.{name}.{sweep}.rates repeats a rate: {rates}")
+    if (sweep == "width_sweep") != ("retained_share" in spec):
+        raise GridError(f"grids.{name}.{sweep}: retained_share (p * n as a share of the scale's width) belongs to "
+                        "width_sweep, which needs it")
+    if (sweep == "budget_sweep") != ("epochs" in spec):
+        raise GridError(f"grids.{name}.{sweep}: epochs (the budgets, per scale) belong to budget_sweep, which "
+                        "needs them")
+    if sweep == "width_sweep" and (model != "mlp" or spec["vary"] != "hidden"):
+        raise GridError(f"grids.{name}.width_sweep widens the MLP's hidden layers: it needs model=mlp and "
+                        "vary: hidden")
+    for value in [*rates, *spec.get("fixed", {}).values()]:
+        if not 0.0 <= value < 1.0:
+            raise GridError(f"grids.{name}.{sweep} has rate {value}, outside [0, 1)")
+
+
+def check_grid(name: str, grid: Mapping[str, Any]) -> None:
+    """One experiment's grid (grids.NAME): its sweeps fit its model, and its gate lists make sense."""
+    for sweep in experiments.names():
+        if grid.get(sweep) is not None:
+            _check_sweep(name, grid["model"], sweep, grid[sweep])
+    if "conventions" in grid and "none" in grid["conventions"].get("gates", []):
+        raise GridError(f"grids.{name}.conventions.gates cannot include 'none'; it has no convention")
+    parity_gates = grid.get("gate_parity", {}).get("gates", [])
+    if "gate_parity" in grid and (len(parity_gates) < 2 or len(set(parity_gates)) != len(parity_gates)):
+        raise GridError(f"grids.{name}.gate_parity.gates must name the reference gate and at least one other, each "
+                        "once, e.g. [bernoulli, gaussian]")
+
+
+def check_protocols(config: Mapping[str, Any]) -> None:
+    """One line for a protocol setting that cannot work, before anything runs."""
+    run, judge = protocols(config), judged_protocol(config)
+    if judge not in run:
+        raise GridError(f"protocols.judge={judge!r} is not among protocols.run={list(run)}; judge under a protocol "
+                        "that runs")
+    if "tuned" not in run:
+        return
+    lrs = tuned_lrs(config)
+    if len(lrs) < 2 or len(set(lrs)) != len(lrs):
+        raise GridError(f"protocols.tuned.lrs.{config['scale']}={lrs} must list at least two different learning "
+                        "rates, e.g. [0.015, 0.05, 0.15, 0.5]")
+    if int(config["seeds"][config["scale"]]) < 2:
+        raise GridError(f"seeds.{config['scale']}={config['seeds'][config['scale']]}: the tuned protocol chooses on "
+                        "the mean over at least two seeds; give seeds >= 2")
+    for sweep in config["protocols"]["tuned"]["sweeps"]:
+        if sweep not in experiments.BY_NAME or sweep in ("budget_sweep", "conventions"):
+            allowed = [s for s in experiments.names() if s not in ("budget_sweep", "conventions")]
+            raise GridError(f"protocols.tuned.sweeps names {sweep!r}; choose from {allowed}")
+
+
+def check_claims(config: Mapping[str, Any]) -> None:
+    """Each claim must name a grid; a claim whose grid or sweep does not run is reported as not run."""
+    for claim, settings in config["claims"].items():
+        if not isinstance(settings, Mapping):
+            continue
+        experiment = settings["experiment"]
+        if experiment not in config["grids"]:
+            raise GridError(f"claims.{claim}.experiment={experiment!r} is not in grids (has {sorted(config['grids'])})")
+    for claim in ("optimum", "width_optimum"):
+        low, high = config["claims"].get(claim, {}).get("published_band", (0, 0))
+        if low > high:
+            raise GridError(f"claims.{claim}.published_band=[{low:g}, {high:g}] runs backwards; give [low, high], "
+                            "e.g. [0.2, 0.6]")
+
+
+# Settings the grid owns: a train override of one of them would be overridden by each run's own value.
+GRID_OWNED = {"seed": "seeds:", "gate": "the grid's gates", "dropout": "the grid's rates",
+              "scale": "scale:", "out": "the workflow (each run's folder)", "dataset": "the grid's dataset",
+              "model": "the grid's model", "data_dir": "data.dir", "device": "device:", "threads": "threads_per_run:"}
+
+
+def check_override_keys(config: Mapping[str, Any], runs: Sequence[Any]) -> None:
+    """Refuse a train override of a setting the grid owns, or of one that some of these runs set per run."""
+    set_per_run = {"train.lr": ("the tuned protocol", any(r.lr is not None for r in runs)),
+                   "train.epochs": ("the budget sweep", any(r.epochs is not None for r in runs))}
+    for override in config.get("train_overrides") or []:
+        key = str(override).lstrip("+~").split("=", 1)[0].strip()
+        owner, owned = set_per_run.get(key, ("", False))
+        if owned:
+            raise GridError(f"train_overrides: {override!r} sets {key}, which {owner} sets per run; change it in "
+                            "config/scale/ or leave that part out (protocols.run, or the sweep set to null)")
+        root = key.split(".", 1)[0].split("@", 1)[0]
+        if root in GRID_OWNED and not key.startswith(("dataset.", "model.")):  # model.max_norm...: the runs' to set
+            raise GridError(f"train_overrides: {override!r} sets {key}, which the workflow owns; set it through "
+                            f"{GRID_OWNED[root]} in config/config.yaml")
+
+
+def check_validation_split(runs: Sequence[Any], expected: Mapping[str, Mapping[str, Any]]) -> None:
+    """The tuned protocol chooses on the validation split: refuse, before anything trains, tuned runs that would
+    hold none (dataset.validation=0, e.g. in train_overrides)."""
+    for run in runs:
+        if any(tag.startswith("tuned:") for tag in run.sweeps) and not expected[run.folder].get("dataset.validation"):
+            raise GridError(f"{run.folder}: the tuned protocol chooses its learning rate on the validation split, "
+                            "but dataset.validation=0 holds none; hold some out (config/scale/) or set "
+                            "protocols: {run: [fixed], judge: fixed}")

@@ -1,0 +1,107 @@
+"""The runs trained together by one job (a pack), and whether the jobs will find a GPU.
+
+A run's numbers do not depend on its pack (dropout_lab.training.pack), so how the runs are
+split into packs is a choice of speed only: config `runs_per_job`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from dropout_lab.settings.config import PER_RUN
+
+if TYPE_CHECKING:
+    from dropout_lab.planning.grid import Run
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Runs trained together by one job (dropout_lab.training.pack); `name` is its folder under results/packs/."""
+
+    name: str
+    runs: tuple[Run, ...]
+
+    def arguments(self, settings: Mapping[str, Any], extra: list[str]) -> str:
+        """The pack command's arguments: shared overrides, then one --run per run."""
+        per_run = tuple(f"{key}{sep}" for key in PER_RUN for sep in "=.")  # a run's own overrides
+        shared = [a for a in self.runs[0].overrides(settings) if not a.startswith(per_run)]
+        args = [*shared, *extra]
+        for run in self.runs:
+            own = [a for a in run.overrides(settings) if a.startswith(per_run)]
+            args += ["--run", " ".join(own)]
+        return " ".join(shlex.quote(arg) for arg in args)
+
+
+def gpu_visible(device: str) -> bool:
+    """Whether the runs will train on a GPU: device=cuda[:N], or auto on a machine that shows an
+    NVIDIA GPU (found without importing torch, so that planning stays light)."""
+    if device == "cpu":
+        return False
+    if device.startswith("cuda"):
+        return True
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    if (gpus.is_dir() and any(gpus.iterdir())) or any(Path("/dev").glob("nvidia[0-9]*")):
+        return True
+    if shutil.which("nvidia-smi"):
+        try:
+            listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return "GPU" in listed
+    return False
+
+
+def runs_per_job(config: Mapping[str, Any]) -> int | str:
+    """The configured runs_per_job; auto is all on a GPU (many small nets keep it busy) and cell on a CPU
+    (the seeds of a cell in one job, so that a job's start-up is paid once per cell; cells side by side
+    on the cores)."""
+    value = config["runs_per_job"]
+    if value == "auto":
+        return "all" if gpu_visible(config["device"]) else "cell"
+    return value
+
+
+def _gate_folder(run: Run) -> str:
+    return run.folder.split("/")[3]
+
+
+def _group(run: Run, runs_per_job: int | str) -> str:
+    """The runs a pack may hold: a run alone (1), a cell's seeds (cell), else an experiment's runs that share
+    their architecture and schedule (a pack per width, learning rate and budget)."""
+    if runs_per_job == 1:
+        return f"{run.experiment}/{_gate_folder(run)}/{run.cell}/seed{run.seed}"
+    if runs_per_job == "cell":
+        return f"{run.experiment}/{_gate_folder(run)}/{run.cell}"
+    key = run.experiment
+    for part, value in (("width", run.width), ("lr", run.lr), ("ep", run.epochs)):
+        key += "" if value is None else f"/{part}{value:g}"
+    return key
+
+
+def make_packs(runs: list[Run], runs_per_job: int | str) -> list[Pack]:
+    """Split the runs into jobs: 1 (a job per run), cell (the seeds of a grid cell, for one
+    gate), N (up to N runs of an experiment) or all (every run of an experiment)."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(_group(run, runs_per_job), []).append(run)
+    packs = []
+    for key, members in groups.items():
+        members.sort(key=lambda r: (_gate_folder(r), r.cell, r.seed))
+        if runs_per_job in (1, "cell"):
+            packs.append(Pack(key, tuple(members)))
+        elif runs_per_job == "all":
+            packs.append(Pack(f"{key}/all", tuple(members)))
+        else:
+            size = int(runs_per_job)
+            parts = -(-len(members) // size)
+            packs += [Pack(f"{key}/part{i + 1}of{parts}", tuple(members[i * size:(i + 1) * size]))
+                      for i in range(parts)]
+    return packs
