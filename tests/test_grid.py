@@ -157,6 +157,15 @@ def test_bad_grids_are_named(cfg, message):
         grid.expand_runs(cfg)
 
 
+def test_a_claims_block_no_claim_reads_is_named_in_one_line():
+    cfg = config(scale="smoke")
+    cfg["claims"]["optimun"] = cfg["claims"].pop("optimum")
+    with pytest.raises(grid.GridError) as info:
+        checks.check_claims(cfg)
+    assert str(info.value).startswith("claims.optimun is the settings of no registered claim; the claims are ")
+    assert "'optimum'" in str(info.value) and "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("override", ["seed=7", "gate=gaussian", "gate.convention=scaled", "out=runs/x",
                                       "scale=quick", "dropout.hidden=0.3", "+dropout=both", "data_dir=/d",
                                       "dataset=cifar10", "threads=4", "device=cpu"])

@@ -212,22 +212,23 @@ def _rate(spec: Mapping[str, Any]) -> str:
 # (its runs, its sweep's grid entry, config["claims"], alpha, bootstrap samples, the claim) -> its result.
 STATISTICS: dict[str, Callable[..., dict]] = {
     "optimum": lambda rows, spec, s, alpha, n, claim: optimum_claim(
-        _reference_gate(rows, spec), _rate(spec), s["optimum"], alpha, n),
+        _reference_gate(rows, spec), _rate(spec), s[claim.settings], alpha, n),
     "regularisation": lambda rows, spec, s, alpha, n, claim: regularisation_claim(
-        _reference_gate(rows, spec), _rate(spec), s["optimum"], alpha, n),
+        _reference_gate(rows, spec), _rate(spec), s[claim.settings], alpha, n),
     "weight_norm": lambda rows, spec, s, alpha, n, claim: weight_norm_claim(
-        _reference_gate(rows, spec), _rate(spec), s["optimum"], alpha, n),
+        _reference_gate(rows, spec), _rate(spec), s[claim.settings], alpha, n),
+    # claim 1a's statistic over the width sweep: claim 1a's settings, with the width sweep's own published band
     "width_optimum": lambda rows, spec, s, alpha, n, claim: width_claim(
-        rows, _rate(spec), {**s["optimum"], **s["width_optimum"]}, alpha, n),
+        rows, _rate(spec), {**s["optimum"], **s[claim.settings]}, alpha, n),
     "input_rate": lambda rows, spec, s, alpha, n, claim: input_rate_claim(
-        _reference_gate(rows, spec), s["input_rate"], alpha),
+        _reference_gate(rows, spec), s[claim.settings], alpha),
     "gate_parity": lambda rows, spec, s, alpha, n, claim: parity_claim(
         _pair(rows, claim.params["reference"], claim.params["gate"]), _rate(spec),
-        [claim.params["reference"], claim.params["gate"]], s["gate_parity"], alpha, list(spec["rates"])),
+        [claim.params["reference"], claim.params["gate"]], s[claim.settings], alpha, list(spec["rates"])),
     "conventions": lambda rows, spec, s, alpha, n, claim: convention_claim(rows, alpha),
     "budget": lambda rows, spec, s, alpha, n, claim: budget_claim(
-        _reference_gate(rows, spec), _rate(spec), s["budget"], alpha, n),
-    "inference": lambda rows, spec, s, alpha, n, claim: inference_claim(rows, "hidden_rate", s["inference"], alpha),
+        _reference_gate(rows, spec), _rate(spec), s[claim.settings], alpha, n),
+    "inference": lambda rows, spec, s, alpha, n, claim: inference_claim(rows, "hidden_rate", s[claim.settings], alpha),
 }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from dropout_lab.settings import experiments
+from dropout_lab.settings.claims import CLAIMS
 from dropout_lab.settings.protocols import judged_protocol, protocols, tuned_lrs
 from dropout_lab.settings.datasets import SPECS
 from dropout_lab.settings.vocabulary import MODEL_SLOTS, MODELS, gate_names
@@ -142,10 +143,15 @@ def check_protocols(config: Mapping[str, Any]) -> None:
 
 
 def check_claims(config: Mapping[str, Any]) -> None:
-    """Each claim must name a grid; a claim whose grid or sweep does not run is reported as not run."""
+    """Each claims block belongs to a registered claim (settings.claims) and names a grid; a claim whose grid or
+    sweep does not run is reported as not run."""
+    known = sorted({claim.settings for claim in CLAIMS})
     for claim, settings in config["claims"].items():
         if not isinstance(settings, Mapping):
             continue
+        if claim not in known:
+            raise GridError(f"claims.{claim} is the settings of no registered claim; the claims are {known} "
+                            "(register a claim in dropout_lab.settings.claims, or fix the name)")
         experiment = settings["experiment"]
         if experiment not in config["grids"]:
             raise GridError(f"claims.{claim}.experiment={experiment!r} is not in grids (has {sorted(config['grids'])})")
