@@ -13,7 +13,9 @@ import pyarrow
 from dropout_lab.settings import experiments
 from dropout_lab.settings.atomic import WriteError, atomic_path, write_json
 from dropout_lab.settings.datasets import SPECS
+from dropout_lab.settings.architectures import architecture
 from dropout_lab.settings.health import classify
+from dropout_lab.settings.vocabulary import INVERTED, SLOTS
 
 
 def _uniform(rates: list[float]) -> float:
@@ -23,26 +25,17 @@ def _uniform(rates: list[float]) -> float:
     return rates[0] if all(r == rates[0] for r in rates) else math.nan
 
 
-def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any], failure: Mapping[str, Any]) -> dict[str, Any]:
-    """One row; a diverged run keeps its coordinates and status, and NaN for every result.
-
-    `status` is the run's health under the `failure` rules (dropout_lab.settings.health): ok,
-    diverged or collapsed, with the epoch and the reason it failed.
-    """
-    cfg, mc = metrics["config"], metrics.get("mc") or {}
+def _coordinates(record: Mapping[str, Any], metrics: Mapping[str, Any], failure: Mapping[str, Any]) -> dict[str, Any]:
+    """Where the run sits in the grid, and its health under the `failure` rules."""
+    cfg, rates = metrics["config"], metrics["rates"]
     health = classify(metrics, SPECS[cfg["dataset"]["name"]].classes, failure)
-    final = {k: (math.nan if v is None else v) for k, v in (metrics.get("final") or {}).items()}
-    for key in ("train_acc", "train_loss", "test_acc", "test_loss", "gap_acc", "gap_loss", "val_acc", "val_loss"):
-        final.setdefault(key, math.nan)
-    norms = metrics.get("weight_norms")
-    rates = metrics["rates"]
-    row: dict[str, Any] = {
+    return {
         "run": str(Path(record["path"]).parent),
         "experiment": record["experiment"],
         "dataset": cfg["dataset"]["name"],
         "model": cfg["model"]["name"],
         "gate": cfg["gate"]["name"],
-        "convention": cfg["gate"].get("convention", "inverted"),
+        "convention": cfg["gate"].get("convention", INVERTED),
         "cell": record["cell"],
         "design_cell": record.get("design_cell", record["cell"]),  # the cell without a tuned learning rate
         "seed": metrics["seed"],
@@ -51,43 +44,62 @@ def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any], failure: Mapp
         "failed_reason": health.reason,
         "placement": record.get("placement") or "",
         "input_rate": rates["input"],
-        **{f"{slot}_rate": _uniform(rates[slot]) for slot in ("hidden", "conv", "fc")},
-        "test_acc": final["test_acc"],
-        "test_loss": final["test_loss"],
+        **{f"{slot}_rate": _uniform(rates.get(slot, [])) for slot in SLOTS if slot != "input"},
+    }
+
+
+def _results(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Its final numbers (NaN where a diverged run has none)."""
+    final = {k: (math.nan if v is None else v) for k, v in (metrics.get("final") or {}).items()}
+    for key in ("train_acc", "train_loss", "test_acc", "test_loss", "gap_acc", "gap_loss", "val_acc", "val_loss"):
+        final.setdefault(key, math.nan)
+    mc, norms = metrics.get("mc") or {}, metrics.get("weight_norms")
+    unscaled = metrics.get("unscaled_inference") or {}
+    return {
+        **{key: final[key] for key in ("test_acc", "test_loss")},
         "val_acc": final["val_acc"],  # on the validation split held out of the training images (NaN: none)
-        "val_loss": final["val_loss"],
-        "train_acc": final["train_acc"],
-        "train_loss": final["train_loss"],
-        "gap_acc": final["gap_acc"],
-        "gap_loss": final["gap_loss"],
+        **{key: final[key] for key in ("val_loss", "train_acc", "train_loss", "gap_acc", "gap_loss")},
         "test_error_pct": 100.0 * (1.0 - final["test_acc"]),
         "mc_test_acc": mc.get("test_acc") if mc.get("test_acc") is not None else math.nan,
         "mc_samples": mc.get("samples", 0),
-        "unscaled_test_acc": (metrics.get("unscaled_inference") or {}).get("test_acc", final["test_acc"]),
-        "unscaled_test_loss": (metrics.get("unscaled_inference") or {}).get("test_loss", final["test_loss"]),
+        "unscaled_test_acc": unscaled.get("test_acc", final["test_acc"]),
+        "unscaled_test_loss": unscaled.get("test_loss", final["test_loss"]),
         "weight_norm": math.sqrt(sum(v * v for v in norms.values())) if norms else math.nan,
-        "depth": cfg["model"]["depth"] if cfg["model"]["name"] == "mlp" else cfg["model"]["fc_depth"],
-        "width": cfg["model"]["width"] if cfg["model"]["name"] == "mlp" else cfg["model"]["fc_width"],
+    }
+
+
+def _settings(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """What it was trained with, on what."""
+    cfg, engine = metrics["config"], metrics.get("engine") or {}
+    kind = architecture(cfg["model"]["name"])
+    return {
+        # the layers of its last dropout slot (the MLP's hidden layers, the CNN's fully connected ones)
+        "depth": kind.layer_count(cfg["model"], kind.groups[-1]) if kind.groups else 0,
+        "width": cfg["model"][kind.width_field],
         "channels": "-".join(str(c) for c in cfg["model"].get("channels") or []),
         "max_norm": math.nan if cfg["model"].get("max_norm") is None else cfg["model"]["max_norm"],
-        "lr": cfg["train"]["lr"],
-        "momentum": cfg["train"]["momentum"],
-        "batch_size": cfg["train"]["batch_size"],
-        "weight_decay": cfg["train"]["weight_decay"],
-        "schedule": cfg["train"]["schedule"],
-        "epochs": cfg["train"]["epochs"],
+        **{key: cfg["train"][key] for key in ("lr", "momentum", "batch_size", "weight_decay", "schedule", "epochs")},
         "train_samples": metrics["train_samples"],
         "test_samples": metrics["test_samples"],
         "validation_samples": metrics.get("validation_samples", 0),
         "scale": cfg["scale"]["name"],
         "wall_seconds": metrics["wall_seconds"],
-        "precision": (metrics.get("engine") or {}).get("precision", "fp32"),
-        "pack_size": (metrics.get("engine") or {}).get("pack_size", 1),
+        "precision": engine.get("precision", "fp32"),
+        "pack_size": engine.get("pack_size", 1),
         "device_type": metrics["device"]["type"],
         "device_name": metrics["device"]["name"],
         "torch": metrics["versions"]["torch"],
         "commit": metrics["git"]["commit"] or "",
     }
+
+
+def run_row(record: Mapping[str, Any], metrics: Mapping[str, Any], failure: Mapping[str, Any]) -> dict[str, Any]:
+    """One row; a diverged run keeps its coordinates and status, and NaN for every result.
+
+    `status` is the run's health under the `failure` rules (dropout_lab.settings.health): ok,
+    diverged or collapsed, with the epoch and the reason it failed.
+    """
+    row = {**_coordinates(record, metrics, failure), **_results(metrics), **_settings(metrics)}
     for sweep, column in experiments.columns().items():  # the sweeps of dropout_lab.settings.experiments
         row[column] = sweep in record["sweeps"]
         row[f"tuned_{sweep}"] = f"tuned:{sweep}" in record["sweeps"]  # among the tuned protocol's runs

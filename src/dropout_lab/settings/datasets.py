@@ -19,6 +19,11 @@ class DatasetSpec:
     image: tuple[int, int, int]  # channels, height, width
     train_images: int  # in the official training split
     test_images: int
+    # How its files are parsed (training.data.PARSERS): idx is four IDX files (train images, train labels, test
+    # images, test labels, in `files` order); cifar-pickle the python batches of a CIFAR-10 archive.
+    format: str = "idx"
+    # Pixels scaled to [0, 1] (a dropped pixel is background), or also standardised per channel (colour images).
+    standardise: bool = False
     # SHA-256 of the parsed tensors (dropout_lab.training.data.content_sha256) of the official files, which a cache
     # must match; None where no pin is known (the cache is then rebuilt from the verified files on each load).
     content_sha256: str | None = None
@@ -55,6 +60,8 @@ CIFAR10 = DatasetSpec(
     image=(3, 32, 32),
     train_images=50000,
     test_images=10000,
+    format="cifar-pickle",
+    standardise=True,
 )
 
 SPECS = {spec.name: spec for spec in (MNIST, CIFAR10)}

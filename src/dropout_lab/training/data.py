@@ -181,16 +181,15 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape)
 
 
-def _parse_mnist(paths: Mapping[str, Path]) -> Splits:
-    def tensor(name: str, dtype: torch.dtype) -> torch.Tensor:
-        return torch.from_numpy(read_idx(paths[name]).copy()).to(dtype)
+def _parse_idx(paths: Mapping[str, Path]) -> Splits:
+    """Four IDX files, in the spec's order: training images and labels, test images and labels (MNIST's layout)."""
+    files = list(paths.values())
 
-    return Splits(
-        train_x=tensor("train-images-idx3-ubyte", torch.uint8),
-        train_y=tensor("train-labels-idx1-ubyte", torch.int64),
-        test_x=tensor("t10k-images-idx3-ubyte", torch.uint8),
-        test_y=tensor("t10k-labels-idx1-ubyte", torch.int64),
-    )
+    def tensor(path: Path, dtype: torch.dtype) -> torch.Tensor:
+        return torch.from_numpy(read_idx(path).copy()).to(dtype)
+
+    return Splits(train_x=tensor(files[0], torch.uint8), train_y=tensor(files[1], torch.int64),
+                  test_x=tensor(files[2], torch.uint8), test_y=tensor(files[3], torch.int64))
 
 
 class _CifarUnpickler(pickle.Unpickler):
@@ -245,7 +244,7 @@ def _parse_cifar10(paths: Mapping[str, Path]) -> Splits:
     )
 
 
-PARSERS = {"mnist": _parse_mnist, "cifar10": _parse_cifar10}
+PARSERS = {"idx": _parse_idx, "cifar-pickle": _parse_cifar10}  # DatasetSpec.format -> its parser
 
 
 # --------------------------------------------------------------------------- cache
@@ -286,7 +285,7 @@ def load(
     content_pin = spec.content_sha256 if pins == dict(spec.files) else None
 
     def rebuild() -> Splits:
-        splits = PARSERS[name](fetch(spec, Path(data_dir), mirror, checksums, official))
+        splits = PARSERS[spec.format](fetch(spec, Path(data_dir), mirror, checksums, official))
         with atomic_path(cache) as tmp:
             torch.save(splits.as_dict(), tmp)
         write_json(manifest, {"format": CACHE_FORMAT, "raw_sha256": pins, "cache_sha256": sha256_file(cache)})
@@ -297,7 +296,7 @@ def load(
             return rebuild()
         # The cache file stays as it is (rewriting it would make every run out of date for Snakemake);
         # its content is not trusted: the data comes from the verified files.
-        return PARSERS[name](fetch(spec, Path(data_dir), mirror, checksums, official))
+        return PARSERS[spec.format](fetch(spec, Path(data_dir), mirror, checksums, official))
     for attempt in (1, 2):
         if attempt == 2 or not _cache_is_valid(cache, manifest, pins):
             rebuild()

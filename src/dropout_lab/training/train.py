@@ -73,12 +73,12 @@ def fixed_subset(n: int, fraction: float) -> torch.Tensor | None:
 
 
 def prepare_images(x: torch.Tensor, dataset: str) -> torch.Tensor:
-    """uint8 images -> float (N, C, H, W). MNIST is scaled to [0, 1] so a dropped
-    pixel is background; CIFAR-10 is standardised per channel."""
+    """uint8 images -> float (N, C, H, W), scaled to [0, 1] so that a dropped pixel is background, and standardised
+    per channel where the dataset says so (CIFAR-10)."""
     if x.dim() == 3:
         x = x.unsqueeze(1)
     x = x.float().div_(255.0)
-    if dataset == "cifar10":
+    if SPECS[dataset].standardise:
         mean = x.mean(dim=(0, 2, 3), keepdim=True)
         std = x.std(dim=(0, 2, 3), keepdim=True)
         x = x.sub_(mean).div_(std)
