@@ -97,3 +97,21 @@ def test_the_light_wings_load_without_the_heavy_libraries():
             + "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+MODULE_LINES = 410  # about 400: a module read in one sitting
+FUNCTION_LINES = 60
+
+
+def test_no_module_or_function_is_too_long_to_read_in_one_sitting():
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > MODULE_LINES:
+            long.append(f"{path.relative_to(PACKAGE)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.name}: {length} lines")
+    assert long == []

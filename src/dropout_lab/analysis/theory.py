@@ -171,9 +171,8 @@ def _loglog_slope(xs: list[float], ys: list[float]) -> float:
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
-def run_checks(settings: dict) -> dict:
-    """Both numerical checks with their verdicts; `settings` is the `theory:` block of the workflow config."""
-    grad = settings["gradient"]
+def _gradient_checks(grad: dict) -> dict:
+    """The expected dropout gradient against the gradient of E_R, for each gate and convention."""
     gradient = {}
     for kind in GATE_KINDS:
         for inverted in (False, True):
@@ -189,8 +188,21 @@ def run_checks(settings: dict) -> dict:
     largest_error = max(g["relative_error"][-1] for g in gradient.values())
     slopes_ok = all(-0.65 <= g["slope"] <= -0.35 for g in gradient.values())
     grad_ok = largest_error <= grad["tolerance"] and slopes_ok and all(g["within_bound"] for g in gradient.values())
+    return {
+        "claim": "The expected dropout gradient is the gradient of the regularised error E_R (eq. 6-7)",
+        "statistic": f"relative error of the mean of n sampled gradients, n up to {max(grad['samples'])}; "
+        "log-log slope against n; a bound of 4 standard errors",
+        "checks": gradient,
+        "largest_error": largest_error,
+        "tolerance": grad["tolerance"],
+        "verdict": "supported" if grad_ok else "not supported",
+        "reason": f"largest relative error {largest_error:.4f} (tolerance {grad['tolerance']:g}); slopes "
+        + ", ".join(f"{g['slope']:.2f}" for g in gradient.values()) + " (1/sqrt(n) is -0.5)",
+    }
 
-    reg = settings["regression"]
+
+def _regression_rows(reg: dict) -> list[dict]:
+    """Per rate: both penalty coefficients, and the shrinkage of the closed form and of SGD with real masks."""
     x, y, _ = regression_problem(reg["samples"], reg["features"], reg["noise"], reg["seed"])
     ols = np.linalg.lstsq(x, y, rcond=None)[0]
     rows = []
@@ -205,23 +217,20 @@ def run_checks(settings: dict) -> dict:
             "shrinkage_sgd": float(np.linalg.norm(sgd) / np.linalg.norm(ols)),
             "sgd_vs_closed_form": float(np.linalg.norm(sgd - exact) / np.linalg.norm(exact)),
         })
+    return rows
+
+
+def run_checks(settings: dict) -> dict:
+    """Both numerical checks with their verdicts; `settings` is the `theory:` block of the workflow config."""
+    reg = settings["regression"]
+    rows = _regression_rows(reg)
     worst = max(r["sgd_vs_closed_form"] for r in rows)
     raw_peak = max(rows, key=lambda r: r["raw_penalty"])["rate"]
     most_shrunk = min(rows, key=lambda r: r["shrinkage_closed_form"])["rate"]
     shrinkage = [r["shrinkage_closed_form"] for r in sorted(rows, key=lambda r: r["rate"])]
     monotone = all(a > b for a, b in zip(shrinkage, shrinkage[1:]))
     return {
-        "gradient": {
-            "claim": "The expected dropout gradient is the gradient of the regularised error E_R (eq. 6-7)",
-            "statistic": f"relative error of the mean of n sampled gradients, n up to {max(grad['samples'])}; "
-            "log-log slope against n; a bound of 4 standard errors",
-            "checks": gradient,
-            "largest_error": largest_error,
-            "tolerance": grad["tolerance"],
-            "verdict": "supported" if grad_ok else "not supported",
-            "reason": f"largest relative error {largest_error:.4f} (tolerance {grad['tolerance']:g}); slopes "
-            + ", ".join(f"{g['slope']:.2f}" for g in gradient.values()) + " (1/sqrt(n) is -0.5)",
-        },
+        "gradient": _gradient_checks(settings["gradient"]),
         "regression": {
             "claim": "SGD with real dropout masks finds the closed-form ridge solution (Srivastava et al. 9.1)",
             "statistic": "relative distance between the averaged SGD iterate and the closed-form minimiser",

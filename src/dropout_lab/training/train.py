@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dropout_lab.settings import provenance
 from dropout_lab.settings.architectures import architecture
 from dropout_lab.settings.atomic import WriteError, finite_or_none, write_result
 from dropout_lab.settings.config import (
@@ -41,12 +40,13 @@ from dropout_lab.settings.config import (
 )
 from dropout_lab.settings.datasets import SPECS
 from dropout_lab.settings.identity import identity
-from dropout_lab.settings.provenance import git_commit, library_versions
+from dropout_lab.settings.provenance import git_commit
 from dropout_lab.settings.vocabulary import DIVERGED, OK
 from dropout_lab.training import checkpoint, data
 from dropout_lab.training.engine import EngineSettings, Hyper, Member, PackTrainer
 from dropout_lab.training.evaluation import final_metrics
 from dropout_lab.training.gates import REGISTRY
+from dropout_lab.training.machine import device_info, training_versions
 from dropout_lab.training.models import Network, effective_weight_norms, network
 
 # --------------------------------------------------------------------------- set-up
@@ -186,22 +186,6 @@ def epoch_line(epoch: int, epochs: int, seconds: float, live: list[int], runs: i
     return head + f"  {len(live)}/{runs} runs training" + (
         f"  best test acc {float(test_acc[best]):.4f} (train loss {float(train_loss[best]):.4f})"
         if best is not None else "")
-
-
-def training_versions() -> dict[str, str]:
-    """Versions of the training stack (and the CUDA that torch was built with), recorded in each run."""
-    versions = library_versions(("torch", "numpy", "hydra-core", "omegaconf"))
-    versions["torch"] = torch.__version__  # with its build tag (+cu130, +cpu)
-    if torch.version.cuda:
-        versions["cuda"] = torch.version.cuda
-    return versions
-
-
-def device_info(device) -> dict[str, object]:
-    """The device a run trained on, by name, and the CPU threads torch used."""
-    info: dict[str, object] = {"type": device.type, "threads": torch.get_num_threads()}
-    info["name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else provenance.cpu_name()
-    return info
 
 
 def check_trainable(cfg: DictConfig, rates: Rates) -> None:
