@@ -166,7 +166,8 @@ def test_a_rate_sweep_with_its_claim_is_three_files_and_reaches_the_verdict_tabl
     edit(copy, "config/config.yaml", "    model: mlp\n", "    model: mlp\n    # Claim 4: the input rate at hidden rate "
          "0.3.\n    deep_input_sweep: {vary: input, rates: [0.3, 0.4, 0.6], fixed: {hidden: 0.3}}\n")
     edit(copy, "config/config.yaml", "  bootstrap_samples: 2000\n", "  bootstrap_samples: 2000\n  # Claim 4 (a toy).\n"
-         "  deep_input: {experiment: mnist_mlp, claimed_rate: 0.3, sharp_window: 0.1, published_band: [0.1, 0.2]}\n")
+         "  deep_input: {experiment: mnist_mlp, claimed_rate: 0.3, sharp_window: 0.1, margin: 0.001,\n"
+         "               published_band: [0.1, 0.2]}\n")
     assert written(copy) == {"src/dropout_lab/settings/experiments.py", "src/dropout_lab/settings/claims.py",
                              "config/config.yaml"}
     judged = judge(copy)
@@ -176,7 +177,7 @@ def test_a_rate_sweep_with_its_claim_is_three_files_and_reaches_the_verdict_tabl
     # Its settings are documented where every key is: a row each in config/README.md, checked by a test.
     assert_documented(copy, ["grids.<experiment>.deep_input_sweep", "claims.deep_input", "claims.deep_input.experiment",
                              "claims.deep_input.claimed_rate", "claims.deep_input.sharp_window",
-                             "claims.deep_input.published_band"])
+                             "claims.deep_input.margin", "claims.deep_input.published_band"])
 
 
 def assert_documented(copy: Path, keys: list[str]) -> None:
@@ -190,45 +191,46 @@ def assert_documented(copy: Path, keys: list[str]) -> None:
     python(copy, code)
 
 
-PLACEMENT_CLAIM = '''
+PRESETS_CLAIM = '''
 
-def _placement_runs(runs, mc, experiment):
+def _preset_runs(runs, mc, experiment):
     """The runs of the placement presets."""
     return runs[(runs["experiment"] == experiment) & (runs["placement"] != "")]
 
 
-def hidden_adds_claim(rows, settings, alpha):
-    """Does hidden dropout add to input dropout? Preset both against preset input, one-sided Welch."""
+def hidden_beats_none_claim(rows, settings, alpha):
+    """Does hidden dropout alone beat no dropout? Preset hidden against preset none, one-sided Welch."""
     ok = ok_runs(rows)
-    both, alone = (ok.loc[ok["placement"] == p, "test_acc"].to_numpy(float) for p in ("both", "input"))
-    p = welch_greater(both, alone)
+    hidden, none = (ok.loc[ok["placement"] == p, "test_acc"].to_numpy(float) for p in ("hidden", "none"))
+    p = welch_greater(hidden, none)
     verdict = SUPPORTED if p < alpha else INCONCLUSIVE
-    return {"claim": "Hidden dropout adds to input dropout", "estimate": float(both.mean() - alone.mean()),
+    return {"claim": "Hidden dropout beats no dropout", "estimate": float(hidden.mean() - none.mean()),
             "p": p, "verdict": verdict, "reason": f"one-sided Welch p = {p:.3g}"}
 
 
-SELECTIONS["placement_presets"] = _placement_runs
-STATISTICS["hidden_adds"] = lambda rows, spec, s, alpha, n, claim: hidden_adds_claim(rows, s[claim.settings], alpha)
+SELECTIONS["presets"] = _preset_runs
+STATISTICS["hidden_beats_none"] = lambda rows, spec, s, alpha, n, claim: hidden_beats_none_claim(
+    rows, s[claim.settings], alpha)
 '''
 
 
 def test_a_claim_that_is_not_a_sweep_is_three_files(copy):
-    append(copy, "src/dropout_lab/analysis/claims.py", PLACEMENT_CLAIM)
+    append(copy, "src/dropout_lab/analysis/claims.py", PRESETS_CLAIM)
     edit(copy, "src/dropout_lab/settings/claims.py", "\n)\n\n\ndef parity_gates",
-         '\n    Claim("hidden_adds", "2b", lambda c, r: "hidden dropout adds to input dropout", "hidden_adds",\n'
-         '          "placement_presets", "hidden_adds", estimate=lambda r: f"{100 * r[\'estimate\']:+.2f} points"),\n)'
+         '\n    Claim("hidden_beats_none", "5", lambda c, r: "hidden dropout beats none", "hidden_beats_none",\n'
+         '          "presets", "hidden_beats_none", estimate=lambda r: f"{100 * r[\'estimate\']:+.2f} points"),\n)'
          "\n\n\ndef parity_gates")
     edit(copy, "config/config.yaml", "  bootstrap_samples: 2000\n",
-         "  bootstrap_samples: 2000\n  # Claim 2b (a toy): the placement presets both against input.\n"
-         "  hidden_adds: {experiment: mnist_mlp}\n")
+         "  bootstrap_samples: 2000\n  # Claim 5 (a toy): the placement presets hidden against none.\n"
+         "  hidden_beats_none: {experiment: mnist_mlp}\n")
     assert written(copy) == {"src/dropout_lab/analysis/claims.py", "src/dropout_lab/settings/claims.py",
                              "config/config.yaml"}
     judged = judge(copy)
-    result = judged["claims"]["hidden_adds"]
+    result = judged["claims"]["hidden_beats_none"]
     assert result["verdict"] in ("supported", "inconclusive") and np.isfinite(result["estimate"])
     rows = {row[0]: row for row in judged["verdicts"][1:]}
-    assert rows["2b: hidden dropout adds to input dropout"][2] == result["verdict"]
-    assert_documented(copy, ["claims.hidden_adds", "claims.hidden_adds.experiment"])
+    assert rows["5: hidden dropout beats none"][2] == result["verdict"]
+    assert_documented(copy, ["claims.hidden_beats_none", "claims.hidden_beats_none.experiment"])
 
 
 def _idx(path: Path, array: np.ndarray) -> str:

@@ -40,7 +40,7 @@ def collapses(run: grid.Run) -> bool:
 
 
 def metrics(run: grid.Run, rng: np.random.Generator) -> dict:
-    acc = accuracy(run) + rng.normal(0, 0.0005)
+    acc = accuracy(run) + rng.normal(0, 0.0002)  # small enough for 3 seeds to show 0.1-point equivalence
     if collapses(run):  # the loss falls, then climbs back to ln 10: the net unlearnt
         losses, acc, train_acc = [1.6, 2.1, 2.2, 1.9], 0.55, 0.56
     else:
@@ -84,6 +84,7 @@ PAPER_GRID = {
                      "epochs": {"paper": [5, 20, 50, 200], "quick": [1, 3, 6], "smoke": [1, 2]}},
     "placement": ["none", "input", "hidden", "both"],
     "conventions": {"vary": "hidden", "rates": [0.5], "fixed": {"input": 0.0}, "gates": ["bernoulli", "gaussian"]},
+    "anchor_parity": {"vary": "hidden", "rates": [0.5], "fixed": {"input": 0.2}, "gates": ["bernoulli", "gaussian"]},
 }
 PAPER_PROTOCOLS = {"run": ["fixed", "tuned"], "judge": "tuned",
                    "tuned": {"sweeps": ["hidden_sweep", "input_sweep"], "lrs": {"paper": [0.015, 0.05],
@@ -160,24 +161,26 @@ def test_gate_parity_is_judged_per_rate(paper):
 
 
 def test_anchors_compare_like_with_like(paper):
-    # Table 10's Bernoulli row: the inverted runs at input 0, hidden 0.5 only, never the scaled-convention ones.
+    # Table 10's rows: each gate's inverted runs at Table 10's own setting (input 0.2, hidden 0.5), never the
+    # gate-parity sweep's runs without input dropout, and never the scaled-convention ones.
     table = paper["table"]
-    inverted = table[(table["gate"] == "bernoulli") & (table["convention"] == "inverted")
-                     & (table["cell"] == "input0_hidden0.5")]
-    scaled = table[(table["gate"] == "bernoulli") & (table["convention"] == "scaled")]
-    assert len(inverted) == SEEDS and len(scaled) == SEEDS
-    row = next(r for r in paper["doc"]["facts"]["anchors"] if r["where"] == "Table 10" and r["gate"] == "bernoulli")
-    assert row["n"] == SEEDS and row["convention"] == "inverted"
-    assert row["mean"] == pytest.approx(inverted["test_error_pct"].mean())
-    pooled = np.concatenate([inverted["test_error_pct"], scaled["test_error_pct"]]).mean()
-    assert abs(row["mean"] - pooled) > 1.0
-    anchors_tex = (paper["tex"] / "anchors.tex").read_text()
-    assert f"{row['mean']:.2f} $\\pm$ {row['sd']:.2f}" in anchors_tex
-    assert "bernoulli, inverted; input 0, hidden 0.5; 3 runs" in anchors_tex
+    for gate in ("bernoulli", "gaussian"):
+        own = table[(table["gate"] == gate) & (table["convention"] == "inverted") & (table["cell"] == "input0.2_hidden0.5")]
+        assert len(own) == SEEDS
+        row = next(r for r in paper["doc"]["facts"]["anchors"] if r["where"] == "Table 10" and r.get("gate") == gate)
+        assert row["n"] == SEEDS and row["convention"] == "inverted" and row["error_sd"] == 0.04
+        assert row["mean"] == pytest.approx(own["test_error_pct"].mean())
+    anchors = (paper["tex"] / "anchors.tex").read_text()
+    assert "1.08 $\\pm$ 0.04" in anchors and "far shorter training" in anchors
+    # and claim 3 is judged there too, paired by seed, beside the sweep without input dropout
+    at_table_10 = paper["doc"]["claims"]["anchor_parity"]
+    assert [r["rate"] for r in at_table_10["table"]] == [0.5] and at_table_10["table"][0]["n"] == SEEDS
+    pooled = table[(table["gate"] == "gaussian") & (table["cell"].isin(["input0.2_hidden0.5", "input0_hidden0.5"]))]
+    assert not math.isclose(pooled["test_error_pct"].mean(), row["mean"])  # the sweep's runs are not averaged in
 
 
 # Reference labels of the prose (Fig.~9, Table~10, Section 6) and LaTeX layout are not results.
-_NOT_RESULTS = [r"\\begin\{tabular\}\{[^}]*\}", r"P\{[\d.]+cm\}", r"p\{[\d.]+cm\}", r"width=\\linewidth",
+_NOT_RESULTS = [r"\\begin\{tabularx?\}(\{\\linewidth\})?\{[^}]*\}", r"Y\{[\d.]+\}", r"P\{[\d.]+cm\}", r"p\{[\d.]+cm\}", r"width=\\linewidth",
                 r"(Fig|Figure|Table|Tables|Section|Sec)\.?~?\s?\d+", r"\\label\{[^}]*\}", r"\\ref\{[^}]*\}",
                 r"figures/[\w/]+\.pdf", r"slope \$-0\.5\$", r"1/\\sqrt\{n\}", r"\\citet\[[^\]]*\]",
                 r"srivastava2014|baldi2013|baldi2014", r"\\\w+"]

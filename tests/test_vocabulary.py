@@ -32,6 +32,7 @@ SCHEMA_ENUMS = {
     "properties.scale": SCALES,
     "properties.protocols.properties.run.items": vocabulary.PROTOCOLS,
     "properties.protocols.properties.judge": vocabulary.PROTOCOLS,
+    "properties.claims.properties.optimum.properties.gap": vocabulary.GAPS,
 }
 SCHEMA_OWN = {"properties.runs_per_job.anyOf[1]"}  # words of the workflow config alone (planning.packs.runs_per_job)
 

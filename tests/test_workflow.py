@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from dropout_lab.paper import layout
 from dropout_lab.planning import grid
 from dropout_lab.planning.packs import make_packs
 from tests.conftest import ROOT, as_snakemake_sees, grids_overlay, make_cifar_archive
@@ -139,7 +140,7 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     verdicts = json.loads((results / "claims" / "claims.json").read_text())["claims"]
     parity = {f"parity_{gate}" for gate in full["grids"]["mnist_mlp"]["gate_parity"]["gates"][1:]}
     assert set(verdicts) == {"optimum", "regularisation", "weight_norm", "width_optimum", "input_rate", "inference",
-                             "conventions", "budget"} | parity
+                             "conventions", "budget", "placement", "anchor_parity"} | parity
     # Every claim under each protocol, and the tuned protocol's choice for every tuned cell.
     protocols = json.loads((results / "claims" / "claims.json").read_text())["protocols"]
     assert set(protocols["by_protocol"]) == {"fixed", "tuned"} and protocols["judge"] == "tuned"
@@ -166,10 +167,18 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     assert "not run" not in text  # both experiments ran: every section has its numbers
     for verdict in verdicts.values():
         assert verdict["verdict"] in text
+    # The paper's form: no line wider than the text by more than 1 pt, no page under a third full but the last.
+    log = (results / "paper" / "build" / "paper.log").read_text(errors="replace")
+    assert not (bad := [str(b) for b in layout.overfull_boxes(log, 1.0)] + [
+        f"page {n} is under a third full" for n in layout.sparse_pages(layout.page_fill(results / "paper" / "paper.pdf"))]), bad
 
     again = snakemake(work, config)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+    # A claims setting the verdicts read reruns the claims and the paper, and trains nothing.
+    stricter = snakemake(work, {**config, "claims": {**full["claims"], "alpha": 0.01}}, "-n")
+    planned = stricter.stdout + stricter.stderr
+    assert stricter.returncode == 0 and "rule claims:" in planned and "rule train:" not in planned, planned[-3000:]
     report = snakemake(work, config, "--report", str(tmp_path / "report.html"))
     assert report.returncode == 0 and "Report created" in report.stdout + report.stderr, report.stderr[-3000:]
     verdict_table = (results / "claims" / "verdicts.csv").read_text()

@@ -34,5 +34,7 @@ rule aggregate:
         "../envs/analysis.yaml"
     params:
         records=grid.run_table(RUNS),
+        # A run's health follows these rules: an edit re-marks every run (and reruns what reads the tables).
+        failure=config["failure"],
     script:
         "../scripts/aggregate.py"

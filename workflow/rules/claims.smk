@@ -22,6 +22,11 @@ rule claims:
         ),
     log:
         "results/logs/claims.log",
+    params:
+        # Every setting the verdicts and the prose read: an edit reruns the claims and reaches the PDF.
+        claims=config["claims"],
+        seeds=config["seeds"][config["scale"]],
+        protocols=config.get("protocols"),
     localrule: True
     conda:
         "../envs/analysis.yaml"

@@ -27,7 +27,9 @@ built = {"commit": provenance.git_commit(), "versions": provenance.library_versi
          "known_commits": {c: provenance.in_history(c) for c in prov["commits"]}}
 # Every claim under each protocol that ran; the judged protocol's verdicts are the paper's headline ones.
 chosen = protocol.selection(runs, config)
-by_protocol = {name: evaluate_claims(protocol.view(runs, name, config, chosen), config, mc)
+# A tuned cell whose learning rate sits at the edge of its grid marks every verdict that reads it.
+edges = {"fixed": set(), "tuned": protocol.edge_cells(chosen)}
+by_protocol = {name: evaluate_claims(protocol.view(runs, name, config, chosen), config, mc, edges[name])
                for name in protocol.protocols(config)}
 verdicts = by_protocol[protocol.judged_protocol(config)]
 doc = claims_document(verdicts, theory, runs, prov, config, anchors, built)

@@ -3,14 +3,14 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import seaborn as sns
 import yaml
 
 from dropout_lab.analysis.figures import draw
+from dropout_lab.analysis.plots import use_style
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 
-sns.set_theme(context="paper", style="whitegrid")
+use_style()
 runs = pd.read_parquet(snakemake.input.runs)  # noqa: F821
 curves = pd.read_parquet(snakemake.input.curves)  # noqa: F821
 mc = pd.read_parquet(snakemake.input.mc)  # noqa: F821

@@ -15,6 +15,13 @@ import numpy as np
 import pandas as pd
 
 from dropout_lab.analysis.equivalence import convention_claim, inference_claim, parity_claim
+from dropout_lab.analysis.optimum import (
+    optimum_claim,
+    regularisation_claim,
+    sweep_power,
+    weight_norm_claim,
+    width_claim,
+)
 from dropout_lab.analysis.statistics import (
     INCONCLUSIVE,
     NOT_SUPPORTED,
@@ -25,87 +32,24 @@ from dropout_lab.analysis.statistics import (
     failed_by,
     holm,
     ok_runs,
+    tost_welch,
+    welch_ci,
     welch_greater,
     with_failed_cells,
+)
+from dropout_lab.analysis.power import (
+    detectable_difference,
+    pooled_sd,
+    seeds_for_difference,
+    seeds_for_equivalence,
+    smallest_margin,
 )
 from dropout_lab.settings import experiments
 from dropout_lab.settings.claims import Claim, registered
 from dropout_lab.settings.vocabulary import COLLAPSED, INVERTED, OK, REFERENCE_GATE
 
 
-def _sharp_verdict(result: dict[str, Any], claimed: float, window: float) -> tuple[str, str]:
-    members = result["set"]
-    if not any(math.isclose(r, claimed) for r in members):
-        return NOT_SUPPORTED, f"rate {claimed:g} is significantly worse than the best rate {result['best']:g}"
-    if all(abs(r - claimed) <= window + 1e-9 for r in members):
-        return SUPPORTED, f"rate {claimed:g} is in the best set and every rate in it lies within {window:g} of it"
-    return INCONCLUSIVE, (
-        f"rate {claimed:g} is among the best, but so are rates from {min(members):g} to {max(members):g}: "
-        "the optimum is flat, not at one rate"
-    )
-
-
-def optimum_claim(df: pd.DataFrame, rate_col: str, settings: Mapping[str, Any], alpha: float, samples: int) -> dict:
-    """Claim 1a: the best mean test accuracy over the rate grid lies at rate 0.5."""
-    claimed, window = settings["claimed_rate"], settings["sharp_window"]
-    result = best_set(df, rate_col, "test_acc", True, alpha, samples)
-    if not any(math.isclose(r, claimed) for r in (row["rate"] for row in result["table"] if row["n"])):
-        verdict, reason = INCONCLUSIVE, f"rate {claimed:g} has no run that trained"
-    else:
-        verdict, reason = _sharp_verdict(result, claimed, window)
-    band = settings["published_band"]
-    return {
-        "claim": f"Dropping hidden units at rate {claimed:g} (retain p = {1 - claimed:g}) gives the best test accuracy",
-        "statistic": "argmax over the rate grid of mean test accuracy over seeds; rates not significantly "
-        "worse (one-sided Welch, Holm; seed bootstrap for P(best)) form the best set",
-        "estimate": result["best"],
-        **result,
-        "published_band": band,
-        "set_within_published_band": all(band[0] - 1e-9 <= r <= band[1] + 1e-9 for r in result["set"]),
-        "verdict": verdict,
-        "reason": reason,
-    }
-
-
-def width_claim(df: pd.DataFrame, rate_col: str, settings: Mapping[str, Any], alpha: float, samples: int) -> dict:
-    """Claim 1d: claim 1a's statistic over the width sweep, where p * n is held fixed (Srivastava et al., Fig. 9b)."""
-    result = optimum_claim(df, rate_col, settings, alpha, samples)
-    claimed = settings["claimed_rate"]
-    result["claim"] = (f"With p * n fixed (the hidden layers widened as p falls), dropping hidden units at rate "
-                       f"{claimed:g} gives the best test accuracy")
-    result["widths"] = {f"{float(rate):g}": int(width) for rate, width in
-                        df.groupby(rate_col)["width"].first().items()}
-    return result
-
-
-def _smallest_claim(df: pd.DataFrame, rate_col: str, metric: str, reading: str, settings: Mapping[str, Any],
-                    alpha: float, samples: int) -> dict:
-    """Rate 0.5 regularises most, read as the rate where `metric` is smallest (the same test as claim 1a)."""
-    result = best_set(df, rate_col, metric, False, alpha, samples)
-    verdict, reason = _sharp_verdict(result, settings["claimed_rate"], settings["sharp_window"])
-    return {
-        "claim": f"Rate {settings['claimed_rate']:g} regularises most (smallest {reading})",
-        "statistic": f"argmin over the rate grid of the mean {reading}; rates not significantly larger "
-        "(one-sided Welch, Holm) form the set",
-        "estimate": result["best"],
-        **result,
-        "verdict": verdict,
-        "reason": reason,
-    }
-
-
-def regularisation_claim(df: pd.DataFrame, rate_col: str, settings: Mapping[str, Any], alpha: float, samples: int) -> dict:
-    """Claim 1b: the smallest gap between train and test accuracy."""
-    return _smallest_claim(df, rate_col, "gap_acc", "gap between train and test accuracy", settings, alpha, samples)
-
-
-def weight_norm_claim(df: pd.DataFrame, rate_col: str, settings: Mapping[str, Any], alpha: float, samples: int) -> dict:
-    """Claim 1c: the smallest norm of the weights the trained net uses at inference."""
-    return _smallest_claim(df, rate_col, "weight_norm", "norm of the weights the trained net uses at inference",
-                           settings, alpha, samples)
-
-
-def input_rate_claim(df: pd.DataFrame, settings: Mapping[str, Any], alpha: float) -> dict:
+def input_rate_claim(df: pd.DataFrame, settings: Mapping[str, Any], alpha: float, power: float = 0.8) -> dict:
     """Claim 2: input layers should drop at rate <= threshold; higher rates are worse."""
     threshold = settings["threshold"]
     failed = failed_by(df, "input_rate")
@@ -129,6 +73,8 @@ def input_rate_claim(df: pd.DataFrame, settings: Mapping[str, Any], alpha: float
     else:
         verdict = INCONCLUSIVE
         reason = f"not every rate above {threshold:g} is significantly worse than rate {best_low:g}"
+    comparisons = {r: {"diff": means[r] - means[best_low]} for r in cells}
+    undecided = {} if verdict != INCONCLUSIVE else {r: "difference" for r, p in zip(high, worse) if p >= alpha}
     return {
         "claim": f"Input layers should drop at a rate of {threshold:g} or less",
         "statistic": f"best mean test accuracy over input rates; one-sided Welch t-tests of the best rate <= "
@@ -140,6 +86,7 @@ def input_rate_claim(df: pd.DataFrame, settings: Mapping[str, Any], alpha: float
                                     failed),
         "p_worse_adjusted": {f"{r:g}": float(p) for r, p in zip(high, worse)},
         "p_better_adjusted": {f"{r:g}": float(p) for r, p in zip(high, better)},
+        "power": sweep_power(cells, best_low, comparisons, undecided, None, alpha, power),
         "verdict": verdict,
         "reason": reason,
     }
@@ -195,6 +142,63 @@ def budget_claim(df: pd.DataFrame, rate_col: str, settings: Mapping[str, Any], a
     }
 
 
+# The placement claim's two presets (config/dropout/): input and hidden dropout, against input dropout alone.
+PLACEMENT_WITH, PLACEMENT_WITHOUT = "both", "input"
+
+
+def placement_claim(df: pd.DataFrame, settings: Mapping[str, Any], alpha: float, power: float) -> dict:
+    """Does hidden dropout add anything on top of input dropout? The "both" preset minus "input" in test accuracy:
+    supported when "both" is significantly better (one-sided Welch), not supported when the two are equivalent
+    within the margin (Welch TOST) or "both" is significantly worse, else inconclusive with the seeds needed."""
+    margin = settings["margin"]
+    cells = {preset: ok_runs(df[df["placement"] == preset])["test_acc"].to_numpy(float)
+             for preset in (PLACEMENT_WITH, PLACEMENT_WITHOUT)}
+    both, alone = cells[PLACEMENT_WITH], cells[PLACEMENT_WITHOUT]
+    claim = "Hidden dropout (rate 0.5) adds to input dropout (rate 0.2)"
+    if len(both) < 2 or len(alone) < 2:
+        return {"claim": claim, "estimate": None, "verdict": INCONCLUSIVE,
+                "reason": f"the presets {PLACEMENT_WITH!r} and {PLACEMENT_WITHOUT!r} need 2 runs that trained each"}
+    diff = float(both.mean() - alone.mean())
+    p_better, p_worse = welch_greater(both, alone), welch_greater(alone, both)
+    p_tost = tost_welch(both, alone, margin)
+    spread = comparison_power(both, alone, diff, margin, alpha, power)
+    if p_better < alpha:
+        verdict, reason = SUPPORTED, f"input and hidden dropout beat input dropout alone by {100 * diff:+.2f} points"
+    elif p_worse < alpha:
+        verdict, reason = NOT_SUPPORTED, (f"adding hidden dropout to input dropout is significantly worse "
+                                          f"({100 * diff:+.2f} points)")
+    elif p_tost < alpha:
+        verdict, reason = NOT_SUPPORTED, (f"adding hidden dropout changes test accuracy by {100 * diff:+.2f} points, "
+                                          f"equivalent to nothing within {100 * margin:g} points")
+    else:
+        verdict, reason = INCONCLUSIVE, f"a difference of {100 * diff:+.2f} points is neither shown nor ruled out"
+    return {
+        "claim": claim,
+        "statistic": f"mean test accuracy of preset {PLACEMENT_WITH!r} minus {PLACEMENT_WITHOUT!r}; one-sided Welch "
+        f"tests each way, Welch TOST within {margin:g}",
+        "estimate": diff,
+        "ci": welch_ci(both, alone, alpha),
+        "n": [len(both), len(alone)],
+        "p_better": p_better,
+        "p_worse": p_worse,
+        "p_tost": p_tost,
+        "margin": margin,
+        "power": spread,
+        "verdict": verdict,
+        "reason": reason,
+    }
+
+
+def comparison_power(a: np.ndarray, b: np.ndarray, diff: float, margin: float, alpha: float, power: float) -> dict:
+    """What two independent cells of seeds can see (analysis.power): the smallest difference and margin they could
+    show, and the seeds per cell that would show the observed difference, or equivalence within the margin."""
+    sd, n = pooled_sd(float(np.std(a, ddof=1)), float(np.std(b, ddof=1))), min(len(a), len(b))
+    return {"sd": sd, "n": n, "detectable": detectable_difference(sd, n, alpha, power, paired=False),
+            "smallest_margin": smallest_margin(sd, n, alpha, power, paired=False),
+            "seeds_for_difference": seeds_for_difference(sd, diff, alpha, power, paired=False),
+            "seeds_for_equivalence": seeds_for_equivalence(sd, diff, margin, alpha, power, paired=False)}
+
+
 def _reference_gate(rows: pd.DataFrame, spec: Mapping[str, Any]) -> pd.DataFrame:
     return rows[rows["gate"] == spec.get("gates", [REFERENCE_GATE])[0]]
 
@@ -212,23 +216,26 @@ def _rate(spec: Mapping[str, Any]) -> str:
 # (its runs, its sweep's grid entry, config["claims"], alpha, bootstrap samples, the claim) -> its result.
 STATISTICS: dict[str, Callable[..., dict]] = {
     "optimum": lambda rows, spec, s, alpha, n, claim: optimum_claim(
-        _reference_gate(rows, spec), _rate(spec), s[claim.settings], alpha, n),
+        _reference_gate(rows, spec), _rate(spec), s[claim.settings], alpha, n, s["power"]),
     "regularisation": lambda rows, spec, s, alpha, n, claim: regularisation_claim(
-        _reference_gate(rows, spec), _rate(spec), s[claim.settings], alpha, n),
+        _reference_gate(rows, spec), _rate(spec), s[claim.settings], alpha, n, s["power"]),
     "weight_norm": lambda rows, spec, s, alpha, n, claim: weight_norm_claim(
-        _reference_gate(rows, spec), _rate(spec), s[claim.settings], alpha, n),
+        _reference_gate(rows, spec), _rate(spec), s[claim.settings], alpha, n, s["power"]),
     # claim 1a's statistic over the width sweep: claim 1a's settings, with the width sweep's own published band
     "width_optimum": lambda rows, spec, s, alpha, n, claim: width_claim(
-        rows, _rate(spec), {**s["optimum"], **s[claim.settings]}, alpha, n),
+        rows, _rate(spec), {**s["optimum"], **s[claim.settings]}, alpha, n, s["power"]),
     "input_rate": lambda rows, spec, s, alpha, n, claim: input_rate_claim(
-        _reference_gate(rows, spec), s[claim.settings], alpha),
+        _reference_gate(rows, spec), s[claim.settings], alpha, s["power"]),
     "gate_parity": lambda rows, spec, s, alpha, n, claim: parity_claim(
         _pair(rows, claim.params["reference"], claim.params["gate"]), _rate(spec),
-        [claim.params["reference"], claim.params["gate"]], s[claim.settings], alpha, list(spec["rates"])),
+        [claim.params["reference"], claim.params["gate"]], s[claim.settings], alpha, list(spec["rates"]),
+        s["power"]),
     "conventions": lambda rows, spec, s, alpha, n, claim: convention_claim(rows, alpha),
     "budget": lambda rows, spec, s, alpha, n, claim: budget_claim(
         _reference_gate(rows, spec), _rate(spec), s[claim.settings], alpha, n),
-    "inference": lambda rows, spec, s, alpha, n, claim: inference_claim(rows, "hidden_rate", s[claim.settings], alpha),
+    "inference": lambda rows, spec, s, alpha, n, claim: inference_claim(rows, "hidden_rate", s[claim.settings], alpha,
+                                                                           s["power"]),
+    "placement": lambda rows, spec, s, alpha, n, claim: placement_claim(rows, s[claim.settings], alpha, s["power"]),
 }
 
 
@@ -244,6 +251,10 @@ def _monte_carlo(runs: pd.DataFrame, mc: pd.DataFrame | None, experiment: str) -
 # Runs a claim reads that are not one sweep's (settings.claims: `reads`): (runs, mc, experiment) -> rows.
 SELECTIONS: dict[str, Callable[[pd.DataFrame, pd.DataFrame | None, str], pd.DataFrame]] = {
     "monte_carlo": _monte_carlo,
+    # the placement grid's runs of the reference gate (settings.experiments: its presets are not a sweep)
+    "placement": lambda runs, mc, experiment: runs[(runs["experiment"] == experiment) & (runs["placement"] != "")
+                                                   & (runs["gate"] == REFERENCE_GATE)
+                                                   & (runs["convention"] == INVERTED)],
 }
 
 
@@ -261,9 +272,20 @@ def _rows(claim: Claim, runs: pd.DataFrame, mc: pd.DataFrame | None, config: Map
     return (rows, spec) if len(rows) else None
 
 
-def _evaluate(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFrame | None) -> dict[str, Any]:
+def _edge_marks(rows: pd.DataFrame, edges: set[tuple]) -> list[str]:
+    """The cells a claim reads whose learning rate was chosen at the edge of its grid (analysis.protocol)."""
+    cell = ["experiment", "gate", "convention", "design_cell"]
+    if not edges or not set(cell) <= set(rows.columns):
+        return []
+    return sorted({f"{gate} {design}" for key in rows[cell].drop_duplicates().itertuples(index=False)
+                   if tuple(key) in edges for gate, design in [(key[1], key[3])]})
+
+
+def _evaluate(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFrame | None,
+              edges: set[tuple] = frozenset()) -> dict[str, Any]:
     """Every registered claim's verdict from `runs` (failed runs are passed in: each claim counts them and leaves
-    them out); a claim whose settings or runs are absent is left out."""
+    them out); a claim whose settings or runs are absent is left out. `edges`: the tuned cells whose learning rate
+    was chosen at the edge of its grid; a claim that reads one is marked (`edge_lr`)."""
     settings = config["claims"]
     alpha, samples = settings["alpha"], settings["bootstrap_samples"]
     out: dict[str, Any] = {}
@@ -272,6 +294,9 @@ def _evaluate(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFrame | 
         found = None if own is None else _rows(claim, runs, mc, config, own["experiment"])
         if found is not None:
             out[claim.key] = STATISTICS[claim.statistic](*found, settings, alpha, samples, claim)
+            marks = _edge_marks(found[0], edges)
+            if marks:
+                out[claim.key]["edge_lr"] = marks
     return out
 
 
@@ -289,14 +314,15 @@ def _summary(result: Mapping[str, Any]) -> Any:
     return result.get("headline", result.get("estimate"))
 
 
-def evaluate_claims(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFrame | None = None) -> dict[str, Any]:
+def evaluate_claims(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFrame | None = None,
+                    edges: set[tuple] = frozenset()) -> dict[str, Any]:
     """All verdicts for the experiments that ran; a claim whose experiment did not run is skipped.
 
     Failed runs (diverged or collapsed, dropout_lab.settings.health) are left out and counted. Each
     claim also records `with_failed`: its verdict and estimate had the collapsed runs been
     included (diverged runs have no numbers), and whether that would change it.
     """
-    verdicts = _evaluate(runs, config, mc)
+    verdicts = _evaluate(runs, config, mc, edges)
     collapsed = runs["status"] == COLLAPSED
     if not collapsed.any():
         return verdicts

@@ -19,6 +19,7 @@ from dropout_lab.analysis.statistics import (
     equivalence_rows,
     failed_by,
     ok_runs,
+    seeds_to_decide,
     welch_greater,
 )
 from dropout_lab.settings.vocabulary import INVERTED, SCALED, rate_ranges
@@ -39,16 +40,18 @@ def per_rate_headline(rows: list[dict[str, Any]], grid: list[float], phrases: Ma
 
 
 def parity_claim(df: pd.DataFrame, rate_col: str, gates: list[str], settings: Mapping[str, Any], alpha: float,
-                 grid: list[float] | None = None) -> dict:
+                 grid: list[float] | None = None, power: float = 0.8) -> dict:
     """Claim 3: a gate with matched variance does as well as the reference (Bernoulli) gate, judged per rate.
 
     At each rate: the paired (other - reference) test accuracy, TOST within the margin,
     and one-sided tests for a difference beyond the margin on either side (Holm over
     rates). A rate where a run of a pair failed loses that pair; a rate with no pair
     left is reported as such. No mean pooled across rates is reported: the verdict
-    names the rates where the claim holds and where it fails.
+    names the rates where the claim holds and where it fails. Each rate also says whether
+    its interval excludes the published effect (settings["published_effect"], the other gate
+    better by that much) and, where undecided, the seeds that would decide it.
     """
-    margin = settings["margin"]
+    margin, published = settings["margin"], settings.get("published_effect")
     reference, other = gates  # e.g. bernoulli, gaussian
     failed = failed_by(df, rate_col)
     wide = ok_runs(df).pivot_table(index=[rate_col, "seed"], columns="gate", values="test_acc")
@@ -58,27 +61,36 @@ def parity_claim(df: pd.DataFrame, rate_col: str, gates: list[str], settings: Ma
     for rate in grid:
         group = wide[wide.index.get_level_values(0) == rate]
         diffs = (group[other] - group[reference]).to_numpy(float)
-        rows.append({"rate": float(rate), **equivalence_row(diffs, margin, alpha), "failed": failed.get(rate, 0)})
+        row = {"rate": float(rate), **equivalence_row(diffs, margin, alpha, power), "failed": failed.get(rate, 0)}
+        if published is not None:
+            row["excludes_published"] = bool(row["n"] > 1 and row["ci"][1] < published)
+        rows.append(row)
     equivalence_rows(rows, alpha, worse=f"{other} worse", better=f"{other} better")
     verdicts = {r["verdict"] for r in rows}
     headline = per_rate_headline(rows, grid, {"equivalent": "equivalent", f"{other} better": f"{other} better",
                                       f"{other} worse": f"{other} worse", "inconclusive": "inconclusive",
                                       "no runs": "every run failed"})
+    worse_at = [r["rate"] for r in rows if r["verdict"] == f"{other} worse"]
     if not rows or verdicts == {"no runs"}:
         verdict, reason = INCONCLUSIVE, "no paired runs"
     elif f"{other} worse" in verdicts:
         verdict, reason = NOT_SUPPORTED, f"{other} is significantly worse than {reference} by more than the margin " \
-            f"at some rates: {headline}"
+            f"at {rate_ranges(worse_at, grid)}"
     elif verdicts <= {"equivalent", f"{other} better"}:
-        verdict, reason = SUPPORTED, f"{other} is equivalent within {margin:g} or better at every rate"
+        verdict, reason = SUPPORTED, f"{other} is equivalent within {100 * margin:g} points or better at every rate"
     else:
-        verdict, reason = INCONCLUSIVE, f"the claim is not decided at every rate: {headline}"
+        verdict, reason = INCONCLUSIVE, "equivalence is not shown at every rate, nor a difference beyond the margin"
     return {
         "claim": f"{other.capitalize()} dropout with matched variance does as well as {reference} dropout",
         "statistic": f"at each rate, paired ({other} - {reference}) test accuracy, paired by seed; TOST with margin "
         f"{margin:g} at level {alpha:g}; one-sided tests for a difference beyond the margin, Holm over rates",
         "headline": headline,
         "margin": margin,
+        "published_effect": published,
+        "excludes_published_at": [r["rate"] for r in rows if r.get("excludes_published")],
+        "holds_at": [r["rate"] for r in rows if r["verdict"] in ("equivalent", f"{other} better")],
+        "fails_at": [r["rate"] for r in rows if r["verdict"] == f"{other} worse"],
+        "seeds_to_decide": seeds_to_decide(rows),
         "gates": list(gates),
         "table": rows,
         "verdict": verdict,
@@ -86,7 +98,8 @@ def parity_claim(df: pd.DataFrame, rate_col: str, gates: list[str], settings: Ma
     }
 
 
-def inference_claim(mc: pd.DataFrame, rate_col: str, settings: Mapping[str, Any], alpha: float) -> dict:
+def inference_claim(mc: pd.DataFrame, rate_col: str, settings: Mapping[str, Any], alpha: float,
+                    power: float = 0.8) -> dict:
     """Monte-Carlo averaging over k masks matches the deterministic (weight-scaled) net, per gate and rate.
 
     Per run, the MC test accuracy after k masks minus the deterministic net's; per
@@ -104,7 +117,7 @@ def inference_claim(mc: pd.DataFrame, rate_col: str, settings: Mapping[str, Any]
         for rate in grid:
             group = ok[ok[rate_col] == rate]
             diffs = (group["mc_test_acc"] - group["test_acc"]).to_numpy(float)
-            rows.append({"gate": gate, "rate": rate, "k": k, **equivalence_row(diffs, margin, alpha),
+            rows.append({"gate": gate, "rate": rate, "k": k, **equivalence_row(diffs, margin, alpha, power),
                          "failed": failed.get(rate, 0)})
     equivalence_rows(rows, alpha, worse="MC worse", better="MC better")
     phrases = {"equivalent": "matches", "MC better": "MC better", "MC worse": "MC worse",
@@ -118,18 +131,19 @@ def inference_claim(mc: pd.DataFrame, rate_col: str, settings: Mapping[str, Any]
     verdicts = {r["verdict"] for r in rows}
     if verdicts & {"MC better", "MC worse"}:
         verdict, reason = NOT_SUPPORTED, f"MC averaging over {k} masks differs from the deterministic net by more " \
-            f"than the margin at some rates ({headline})"
+            "than the margin at some rates"
     elif rows and verdicts == {"equivalent"}:
-        verdict, reason = SUPPORTED, f"MC averaging over {k} masks matches the deterministic net within {margin:g} " \
+        verdict, reason = SUPPORTED, f"MC averaging over {k} masks matches the deterministic net within {100 * margin:g} points " \
             "for every gate and rate"
     else:
-        verdict, reason = INCONCLUSIVE, f"equivalence within {margin:g} at k = {k} is not shown everywhere ({headline})"
+        verdict, reason = INCONCLUSIVE, f"equivalence within {100 * margin:g} points at k = {k} is not shown at every rate"
     return {
         "claim": f"Averaging {settings['k']} sampled networks matches the deterministic net at inference",
         "statistic": f"per run, MC test accuracy after k = {k} masks minus the deterministic net's; per gate and "
         f"rate, TOST with margin {margin:g}, one-sided tests beyond it (Holm)",
         "headline": headline,
         "margin": margin,
+        "seeds_to_decide": seeds_to_decide(rows),
         "k": k,
         "table": rows,
         "verdict": verdict,

@@ -60,7 +60,8 @@ def anchor_rows(runs: pd.DataFrame, anchors: list[Mapping[str, Any]]) -> list[di
         ok = matched[matched["status"] == OK]
         mean, sd = _mean_sd(ok["test_error_pct"])
         row = {"cite": anchor["cite"], "where": anchor["where"], "setting": anchor["setting"],
-               "error_pct": anchor["error_pct"], "mean": mean, "sd": sd, "n": int(len(ok)),
+               "error_pct": anchor["error_pct"], "error_sd": anchor.get("error_sd"), "differs": anchor.get("differs"),
+               "mean": mean, "sd": sd, "n": int(len(ok)),
                "failed": int(len(matched) - len(ok)), "ran": not matched.empty}
         if not matched.empty:
             first = matched.iloc[0]

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from dropout_lab.analysis import protocol
-from dropout_lab.analysis.claims import inference_runs
+from dropout_lab.analysis.claims import budget_claim, inference_runs
 from dropout_lab.analysis.plots import (
+    Marks,
     budget_sweep,
     conventions,
     gate_parity,
@@ -30,7 +31,7 @@ from dropout_lab.analysis.plots import (
 from dropout_lab.settings import claims as registry
 from dropout_lab.settings import experiments, protocols
 from dropout_lab.settings.datasets import SPECS
-from dropout_lab.settings.vocabulary import OK, REFERENCE_GATE
+from dropout_lab.settings.vocabulary import OK, REFERENCE_GATE, SCALED
 
 
 def _published(anchors: list[Mapping[str, Any]], experiment: str, figure: str) -> list[dict[str, Any]]:
@@ -83,8 +84,16 @@ class Context:
 
     def band(self, claim: str) -> list[float] | None:
         """A claim's published band, when the claim is judged on this experiment."""
+        return self.marks(claim).band
+
+    def marks(self, claim: str) -> Marks:
+        """A claim's lines and bands (config claims.<claim>), when the claim is judged on this experiment."""
         settings = self.config["claims"].get(claim) or {}
-        return settings.get("published_band") if settings.get("experiment") == self.name else None
+        if settings.get("experiment") != self.name:
+            return Marks()
+        return Marks(band=settings.get("published_band"), threshold=settings.get("threshold"),
+                     claimed=settings.get("claimed_rate"), window=settings.get("sharp_window"),
+                     margin=settings.get("margin"))
 
 
 def _rate_sweep(c: Context) -> None:
@@ -92,14 +101,27 @@ def _rate_sweep(c: Context) -> None:
     spec = c.grid[c.sweep]
     rows = c.own[c.own[f"in_{c.sweep}"] & (c.own["gate"] == spec.get("gates", [REFERENCE_GATE])[0])]
     first = next((claim.settings for claim in registry.CLAIMS if claim.reads == c.sweep), None)
-    rate_sweep(rows, spec["vary"], c.titled(rows, f"{spec['vary']}-rate sweep"), c.stem, first and c.band(first))
+    rate_sweep(rows, spec["vary"], c.titled(rows, f"{spec['vary']}-rate sweep"), c.stem,
+               c.marks(first) if first else Marks())
+
+
+def paired_differences(runs: pd.DataFrame, col: str, gates: list[str]) -> pd.DataFrame:
+    """Each gate minus the first in test accuracy (points), paired by seed at each rate, over the runs that
+    trained: one row per (rate, seed, gate)."""
+    ok = runs[runs["status"] == OK]
+    wide = ok.pivot_table(index=[col, "seed"], columns="gate", values="test_acc").reindex(columns=gates)
+    return pd.concat([pd.DataFrame({col: pair.index.get_level_values(0), "gate": gate,
+                                    "diff": 100 * (pair[gate] - pair[gates[0]])})
+                      for gate in gates[1:] for pair in [wide[[gates[0], gate]].dropna()]], ignore_index=True)
 
 
 def _gate_parity(c: Context) -> None:
-    spec = c.grid["gate_parity"]
+    spec, settings = c.grid["gate_parity"], c.config["claims"]["gate_parity"]
     rows = c.own[c.own["in_gate_parity"] & (c.own["convention"] == "inverted")]
-    gate_parity(rows, spec["vary"], list(spec["gates"]), c.config["claims"]["gate_parity"]["margin"],
-                c.titled(rows, f"each gate vs {spec['gates'][0]}"), c.stem, _published(c.anchors, c.name, "gate_parity"))
+    gates = list(spec["gates"])
+    gate_parity(rows, paired_differences(rows, f"{spec['vary']}_rate", gates), spec["vary"], gates,
+                settings["margin"], c.titled(rows, f"each gate vs {gates[0]}"), c.stem,
+                _published(c.anchors, c.name, "gate_parity"), settings.get("published_effect"))
 
 
 def _width_sweep(c: Context) -> None:
@@ -114,7 +136,7 @@ def _width_sweep(c: Context) -> None:
 def _learning_curves(c: Context) -> None:
     rows = c.curves[c.curves["run"].isin(c.hidden_sweep["run"])]
     learning_curves(rows, c.grid["hidden_sweep"]["vary"], SPECS[c.grid["dataset"]].classes,
-                    c.titled(c.hidden_sweep, "learning curves", "dashed"), c.stem)
+                    c.titled(c.hidden_sweep, "learning curves", "shown apart"), c.stem)
 
 
 def _placement(c: Context) -> None:
@@ -124,7 +146,7 @@ def _placement(c: Context) -> None:
 
 
 def _weight_norms(c: Context) -> None:
-    weight_norms(c.hidden_sweep, c.grid["hidden_sweep"]["vary"], c.titled(c.hidden_sweep, "weight norms and gap"),
+    weight_norms(c.hidden_sweep, c.grid["hidden_sweep"]["vary"], c.titled(c.hidden_sweep, "weight norms"),
                  c.stem)
 
 
@@ -133,21 +155,32 @@ def _mc_inference(c: Context) -> None:
     rows = c.mc[c.mc["run"].isin(hidden["run"]) & (c.mc["hidden_rate"] > 0)]
     settings = c.config["claims"]["inference"]
     k = min(settings["k"], int(rows["k"].max())) if len(rows) else settings["k"]
+    present = set(rows["gate"])
+    gates = [g for g in c.grid.get("gate_parity", {}).get("gates", [REFERENCE_GATE]) if g in present]
     mc_inference(rows, k, settings["margin"], c.titled(hidden[hidden["hidden_rate"] > 0], "Monte-Carlo averaging"),
-                 c.stem)
+                 c.stem, gates + sorted(present - set(gates)))
 
 
 def _conventions(c: Context) -> None:
     rows = c.own[c.own["in_conventions"]]
-    conventions(rows[rows["status"] == OK], c.titled(rows, "inference conventions"), c.stem)
+    long = []  # each net under the inference rule it prescribes and, for the scaled convention, without scaling
+    for _, r in rows[rows["status"] == OK].iterrows():
+        net = f"{r['gate']}, {r['convention']}"
+        long.append({"net": net, "inference": "as prescribed", "loss": r["test_loss"], "acc": 100 * r["test_acc"]})
+        if r["convention"] == SCALED:
+            long.append({"net": net, "inference": "no scaling by p", "loss": r["unscaled_test_loss"],
+                         "acc": 100 * r["unscaled_test_acc"]})
+    conventions(pd.DataFrame(long), c.titled(rows, "inference conventions"), c.stem)
 
 
 def _budget_sweep(c: Context) -> None:
     spec = c.grid["budget_sweep"]
     rows = c.own[c.own["in_budget_sweep"] & (c.own["gate"] == REFERENCE_GATE)]
     claims = c.config["claims"]
-    budget_sweep(rows, spec["vary"], claims["budget"], claims["alpha"], claims["bootstrap_samples"],
-                 c.titled(rows, "the optimum against the training budget"), c.stem)
+    col = f"{spec['vary']}_rate"
+    result = budget_claim(rows, col, claims["budget"], claims["alpha"], claims["bootstrap_samples"])
+    budget_sweep(rows, spec["vary"], result["budgets"], c.titled(rows, "the optimum against the training budget"),
+                 c.stem)
 
 
 def _protocols(c: Context) -> None:
@@ -172,7 +205,7 @@ def _protocols(c: Context) -> None:
 FIGURES = {
     "rate_sweep": _rate_sweep,
     "hidden_sweep": lambda c: rate_sweep(c.hidden_sweep, c.grid["hidden_sweep"]["vary"],
-                                         c.titled(c.hidden_sweep, "rate sweep"), c.stem, c.band("optimum")),
+                                         c.titled(c.hidden_sweep, "rate sweep"), c.stem, c.marks("optimum")),
     "input_sweep": _rate_sweep,
     "gate_parity": _gate_parity,
     "width_sweep": _width_sweep,

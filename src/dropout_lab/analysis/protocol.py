@@ -69,6 +69,17 @@ def selection(runs: pd.DataFrame, config: Mapping[str, Any]) -> pd.DataFrame:
     return table[columns]
 
 
+def edge_cells(chosen: pd.DataFrame) -> set[tuple]:
+    """The tuned cells whose chosen learning rate is the smallest or largest of their grid: not a choice but a
+    bound, so every verdict that reads such a cell is marked (analysis.claims)."""
+    edges = set()
+    for key, rows in chosen.groupby(CELL):
+        picked = rows[rows["chosen"]]["lr"]
+        if len(rows) > 1 and len(picked) and float(picked.iloc[0]) in (rows["lr"].min(), rows["lr"].max()):
+            edges.add(tuple(key))
+    return edges
+
+
 def view(runs: pd.DataFrame, protocol: str, config: Mapping[str, Any],
          chosen: pd.DataFrame | None = None) -> pd.DataFrame:
     """The run table as `protocol`'s claims read it: for tuned, each tuned sweep's `in_<sweep>` marks its cells'

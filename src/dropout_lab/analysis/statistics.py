@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.weightstats import ttost_paired
+from statsmodels.stats.weightstats import ttost_ind, ttost_paired
 
+from dropout_lab.analysis.power import seeds_for_equivalence, smallest_margin
 from dropout_lab.settings.vocabulary import OK
 
 # The three verdicts a claim can get.
@@ -96,6 +97,35 @@ def best_set(
     }
 
 
+def welch_beyond(a: np.ndarray, b: np.ndarray, margin: float) -> float:
+    """One-sided Welch p-value for mean(a) - mean(b) > margin (a better than b by more than the margin)."""
+    return welch_greater(a - margin, b)
+
+
+def against_best(cells: Mapping[float, np.ndarray], best: float, sign: float, alpha: float,
+                 margin: float | None) -> dict[float, dict[str, Any]]:
+    """Each rate against the best one (`sign` +1: higher is better, -1: lower is better): the difference from the
+    best in the better direction (<= 0), its (1 - 2 alpha) Welch interval, whether it is significantly worse
+    (one-sided Welch, Holm over the other rates), and, with a margin, whether it is equivalent to the best (Welch
+    TOST, Holm) and whether it is worse by more than the margin."""
+    others = [r for r in sorted(cells) if r != best]
+    top = sign * cells[best]
+    worse = dict(zip(others, holm([welch_greater(top, sign * cells[r]) for r in others])))
+    out: dict[float, dict[str, Any]] = {best: {"diff": 0.0, "ci": [0.0, 0.0], "worse": False, "equivalent": True,
+                                               "beyond_margin": False}}
+    if margin is not None:
+        same = dict(zip(others, holm([tost_welch(sign * cells[r], top, margin) for r in others])))
+        beyond = dict(zip(others, holm([welch_beyond(top, sign * cells[r], margin) for r in others])))
+    for r in others:
+        ci = welch_ci(sign * cells[r], top, alpha)
+        out[r] = {"diff": float(np.mean(sign * cells[r]) - np.mean(top)), "ci": ci, "worse": bool(worse[r] < alpha),
+                  "p_worse_adjusted": float(worse[r])}
+        if margin is not None:
+            out[r].update(equivalent=bool(same[r] < alpha), p_tost_adjusted=float(same[r]),
+                          beyond_margin=bool(beyond[r] < alpha))
+    return out
+
+
 def welch_greater(a: np.ndarray, b: np.ndarray) -> float:
     """One-sided Welch p-value for mean(a) > mean(b); 1 when undefined (fewer than 2 values or no spread)."""
     if len(a) < 2 or len(b) < 2:
@@ -114,6 +144,29 @@ def tost(diffs: np.ndarray, margin: float) -> float:
         return 0.0 if abs(diffs.mean()) < margin else 1.0
     p = ttost_paired(diffs, np.zeros_like(diffs), -margin, margin)[0]
     return float(p) if math.isfinite(p) else 1.0
+
+
+def tost_welch(a: np.ndarray, b: np.ndarray, margin: float) -> float:
+    """p-value of the Welch TOST that mean(a) - mean(b) lies within (-margin, margin) (independent cells)."""
+    if len(a) < 2 or len(b) < 2:
+        return 1.0
+    if np.std(a) == 0 and np.std(b) == 0:
+        return 0.0 if abs(a.mean() - b.mean()) < margin else 1.0
+    p = ttost_ind(a, b, -margin, margin, usevar="unequal")[0]
+    return float(p) if math.isfinite(p) else 1.0
+
+
+def welch_ci(a: np.ndarray, b: np.ndarray, alpha: float) -> list[float]:
+    """The Welch TOST's (1 - 2 alpha) confidence interval of mean(a) - mean(b)."""
+    if len(a) < 2 or len(b) < 2:
+        return [math.nan, math.nan]
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return [float(a.mean() - b.mean())] * 2
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = stats.t.ppf(1 - alpha, dof) * se
+    return [float(a.mean() - b.mean() - half), float(a.mean() - b.mean() + half)]
 
 
 def worse_beyond(diffs: np.ndarray, margin: float) -> float:
@@ -158,11 +211,25 @@ def equivalence_rows(rows: list[dict[str, Any]], alpha: float, worse: str, bette
             row["verdict"] = "inconclusive"
 
 
-def equivalence_row(diffs: np.ndarray, margin: float, alpha: float) -> dict[str, Any]:
+def equivalence_row(diffs: np.ndarray, margin: float, alpha: float, power: float = 0.8) -> dict[str, Any]:
+    """One cell of paired differences: mean, (1 - 2 alpha) interval, TOST and one-sided p-values, and what its
+    seeds can see (analysis.power): the smallest margin they could show and the seeds equivalence would need."""
     n = len(diffs)
-    return {"mean_diff": float(diffs.mean()) if n else math.nan, "ci": paired_ci(diffs, alpha), "n": n,
+    sd = float(diffs.std(ddof=1)) if n > 1 else math.nan
+    mean = float(diffs.mean()) if n else math.nan
+    return {"mean_diff": mean, "ci": paired_ci(diffs, alpha), "n": n,
             "p_tost": tost(diffs, margin), "p_below": worse_beyond(diffs, margin),
-            "p_above": worse_beyond(-diffs, margin)}
+            "p_above": worse_beyond(-diffs, margin), "sd_diff": sd,
+            "smallest_margin": smallest_margin(sd, n, alpha, power, paired=True) if n > 1 else math.nan,
+            "seeds_for_equivalence": seeds_for_equivalence(sd, mean, margin, alpha, power, paired=True)
+            if n > 1 else None}
+
+
+def seeds_to_decide(rows: list[dict[str, Any]]) -> int | None:
+    """The seeds per cell that would decide every inconclusive row (the most any needs); None where one cannot
+    be decided by more seeds (its observed difference lies at or beyond the margin) or none is inconclusive."""
+    needed = [r["seeds_for_equivalence"] for r in rows if r.get("verdict") == "inconclusive"]
+    return max(needed) if needed and None not in needed else None
 
 
 def best_rate(cells: Mapping[float, np.ndarray]) -> float:

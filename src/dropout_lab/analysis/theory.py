@@ -22,6 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 
 GATE_KINDS = ("bernoulli", "gaussian")
+# The random linear units of the gradient check and the regression's SGD: fixed by the method, recorded with
+# each result (its `setup`) so that the report states them.
+UNITS, INPUTS, RETAIN, BOUND_Z = 20, 10, (0.2, 0.9), 4.0
+INPUT_SCALES, SGD_BATCH, SGD_LR = (0.5, 2.0), 32, 0.02
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,8 @@ class GradientCheck:
 
 
 def gradient_check(
-    gate: Gate, units: int = 20, inputs: int = 10, samples=(10, 100, 1000, 10_000, 100_000),
-    seed: int = 0, z: float = 4.0,
+    gate: Gate, units: int = UNITS, inputs: int = INPUTS, samples=(10, 100, 1000, 10_000, 100_000),
+    seed: int = 0, z: float = BOUND_Z,
 ) -> GradientCheck:
     """Average sampled dropout gradients of random linear units; compare with the analytic gradient.
 
@@ -83,7 +87,7 @@ def gradient_check(
     cases = []
     for _ in range(units):
         w, x = rng.normal(size=inputs), rng.normal(size=inputs)
-        cases.append((w, x, float(rng.normal()), rng.uniform(0.2, 0.9, size=inputs)))
+        cases.append((w, x, float(rng.normal()), rng.uniform(*RETAIN, size=inputs)))
     biggest = max(samples)
     draws = [sampled_gradients(w, x, t, gate.sample(p, biggest, rng)) for w, x, t, p in cases]
     analytic = np.concatenate([expected_gradient(w, x, t, p, gate) for w, x, t, p in cases])
@@ -125,7 +129,8 @@ def effective_penalty(rate: float) -> float:
 
 
 def sgd_dropout_regression(
-    x: np.ndarray, y: np.ndarray, rate: float, epochs: int = 60, batch: int = 32, lr: float = 0.02, seed: int = 0,
+    x: np.ndarray, y: np.ndarray, rate: float, epochs: int = 60, batch: int = SGD_BATCH, lr: float = SGD_LR,
+    seed: int = 0,
 ) -> np.ndarray:
     """Train w' by SGD on the inverted-dropout loss with real masks; return the averaged iterate.
 
@@ -157,7 +162,7 @@ def sgd_dropout_regression(
 def regression_problem(n: int = 2000, d: int = 10, noise: float = 0.5, seed: int = 0) -> tuple[np.ndarray, ...]:
     """Inputs with unequal scales (so diag(X^T X) matters), true weights, targets."""
     rng = np.random.default_rng(seed)
-    scales = np.linspace(0.5, 2.0, d)
+    scales = np.linspace(*INPUT_SCALES, d)
     x = rng.normal(size=(n, d)) * scales
     w_true = rng.normal(size=d)
     y = x @ w_true + noise * rng.normal(size=n)
@@ -193,6 +198,7 @@ def _gradient_checks(grad: dict) -> dict:
         "statistic": f"relative error of the mean of n sampled gradients, n up to {max(grad['samples'])}; "
         "log-log slope against n; a bound of 4 standard errors",
         "checks": gradient,
+        "setup": {"units": UNITS, "inputs": INPUTS, "retain": list(RETAIN), "z": BOUND_Z, "seed": grad["seed"]},
         "largest_error": largest_error,
         "tolerance": grad["tolerance"],
         "verdict": "supported" if grad_ok else "not supported",
@@ -235,6 +241,9 @@ def run_checks(settings: dict) -> dict:
             "claim": "SGD with real dropout masks finds the closed-form ridge solution (Srivastava et al. 9.1)",
             "statistic": "relative distance between the averaged SGD iterate and the closed-form minimiser",
             "rows": rows,
+            "setup": {"samples": reg["samples"], "features": reg["features"], "noise": reg["noise"],
+                      "input_scales": list(INPUT_SCALES), "epochs": reg["epochs"], "batch": SGD_BATCH, "lr": SGD_LR,
+                      "seed": reg["seed"]},
             "largest_error": worst,
             "tolerance": reg["tolerance"],
             "verdict": "supported" if worst <= reg["tolerance"] else "not supported",

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import jinja2
 
 from dropout_lab.settings.atomic import atomic_open
+from dropout_lab.settings.datasets import SPECS
 
 # The workflow runs from a checkout: the templates sit beside paper/paper.tex, not inside the package.
 TEMPLATES = Path(__file__).resolve().parents[3] / "paper" / "templates"
@@ -31,6 +32,27 @@ _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$"
 def tex(value: Any) -> str:
     """A value as LaTeX text, special characters escaped."""
     return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(value))
+
+
+# Plain-text mathematics in results and settings ("3x1024", "sigma^2 = (1-p)/p", "1/sqrt(n)", "E_R", a lone p)
+# and how the paper sets it; the first pattern that matches at a position wins, so "(1-p)/p" is one formula.
+_MATH = [(re.compile(pattern), replacement) for pattern, replacement in (
+    (r"(?<![\w.])(\d+)x(\d+)(?![\w.])", r"\1\\times\2"), (r"sigma\^2\b", r"\\sigma^2"), (r"\(1-p\)/p\b", "(1-p)/p"),
+    (r"\bp\(1-p\)", "p(1-p)"), (r"\b1/sqrt\((\w)\)", r"1/\\sqrt{\1}"), (r"\bln (\d+)\b", r"\\ln \1"),
+    (r"\bE_([RND])\b", r"E_\1"), (r"(?<![\w$-])p(?![\w(-])", "p"))]
+
+
+def math_tex(value: Any) -> str:
+    """Plain text as LaTeX: its mathematics (`_MATH`) in math mode, the rest escaped as `tex` does."""
+    text, out, plain, at = str(value), [], "", 0
+    while at < len(text):
+        found = next(((m, r) for pattern, r in _MATH if (m := pattern.match(text, at))), None)
+        if found is None:
+            plain, at = plain + text[at], at + 1
+            continue
+        out += [tex(plain), "$" + found[0].expand(found[1]) + "$"]
+        plain, at = "", found[0].end()
+    return re.sub(r"\$(\s*=\s*)\$", r"\1", "".join(out) + tex(plain))  # "$a$ = $b$" as one formula
 
 
 def num(value: float | None, digits: int = 2) -> str:
@@ -55,8 +77,42 @@ def rate(value: float) -> str:
     return f"{value:g}"
 
 
+def count(value: int) -> str:
+    """A count with thin spaces between its thousands: 100\\,000."""
+    return f"{value:,}".replace(",", "\\,")
+
+
 def signed(value: float) -> str:
     return f"{value:+g}"
+
+
+# Units of the lengths a column spec may give (a table's paragraph columns), in cm.
+_CM = {"cm": 1.0, "mm": 0.1, "in": 2.54, "pt": 2.54 / 72.27}
+_COLUMN = re.compile(r"[Pp]\{([\d.]+)(cm|mm|in|pt)\}|X|[a-zA-Z|]")
+
+
+def fitted_columns(align: str) -> str | None:
+    """A column spec with paragraph columns (P{3cm}, p{3cm}, X) as a tabularx spec whose paragraph columns share
+    the line's width in proportion to the widths asked for (an X column asks for their mean), so that the table
+    is exactly as wide as the text; None for a spec without any, which keeps its natural width."""
+    tokens = [(m.group(0), float(m.group(1)) * _CM[m.group(2)] if m.group(1) else None)
+              for m in _COLUMN.finditer(align)]
+    if "".join(t for t, _ in tokens) != align:
+        raise ValueError(f"column spec {align!r}: only letters, P{{width}}, p{{width}} and X are understood here")
+    asked = [width for token, width in tokens if width is not None]
+    mean = sum(asked) / len(asked) if asked else 1.0
+    weights = [width if width is not None else mean for token, width in tokens if width is not None or token == "X"]
+    if not weights:
+        return None
+    shares = iter(_shares(weights))
+    return "".join(f"Y{{{next(shares)}}}" if width is not None or token == "X" else token for token, width in tokens)
+
+
+def _shares(weights: list[float]) -> list[str]:
+    """Each weight's share of tabularx's X width, two decimals, summing to the number of columns (tabularx's rule)."""
+    shares = [round(len(weights) * w / sum(weights), 2) for w in weights]
+    shares[-1] = round(len(weights) - sum(shares[:-1]), 2)
+    return [f"{share:.2f}" for share in shares]
 
 
 def minutes(seconds: float) -> str:
@@ -101,7 +157,7 @@ def _strict(fn: Callable[..., str]) -> Callable[..., str]:
 
 FILTERS = {"tex": tex, "num": num, "pct": pct, "pvalue": pvalue, "rate": rate, "signed": signed,
            "minutes": minutes, "cells": cell_text, "squash": squash, "rows": table_rows, "para": paragraph,
-           "capfirst": capfirst}
+           "capfirst": capfirst, "count": count, "math": math_tex, "fitted": fitted_columns}
 
 
 class TemplateError(ValueError):
@@ -118,6 +174,7 @@ def environment(templates: Path) -> jinja2.Environment:
         variable_end_string="}", comment_start_string=r"\#{", comment_end_string="}",
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update({name: _strict(fn) for name, fn in FILTERS.items()})
+    env.globals["datasets"] = SPECS  # what a dataset's preprocessing is (settings.datasets)
     return env
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from dropout_lab.paper.render import cell_text, num, pct, pvalue, rate, tex
+from dropout_lab.paper.render import cell_text, count, math_tex, num, pct, pvalue, rate, tex
 from dropout_lab.settings.vocabulary import rate_ranges
 
 Row = Mapping[str, Any]
@@ -72,7 +72,7 @@ def placement_rows(rows: list[Row]) -> list[list[str]]:
 
 
 def gradient_rows(gradient: Row) -> list[list[str]]:
-    return [[tex(name.replace("_", ", ")), f"{check['samples'][-1]:,}".replace(",", "\\,"),
+    return [[tex(name.replace("_", ", ")), count(check["samples"][-1]),
              num(check["relative_error"][-1], 4), num(check["bound"][-1], 4), num(check["slope"], 2)]
             for name, check in gradient["checks"].items()]
 
@@ -93,7 +93,7 @@ def anchor_rows(rows: list[Row]) -> list[dict[str, Any]]:
     """The published numbers beside ours; a row that did not run keeps only the published side."""
     out = []
     for row in rows:
-        cells = {"cite": row["cite"], "where": tex(row["where"]), "setting": tex(row["setting"]),
+        cells = {"cite": row["cite"], "where": tex(row["where"]), "setting": math_tex(row["setting"]),
                  "theirs": num(row["error_pct"]), "ran": row["ran"]}
         if row["ran"]:
             cells.update(mean=num(row["mean"]), sd=num(row["sd"]) if row["n"] > 1 else None, n=row["n"],
@@ -115,7 +115,7 @@ def failed_rows(failed: Row, inverted: str) -> list[dict[str, str]]:
              "convention": "" if c["convention"] == inverted else tex(c["convention"]),
              "cell": tex(cell_text(c["cell"])),
              "failed": f"{c['failed']}/{c['of']}", "statuses": tex(", ".join(c["statuses"])),
-             "epochs": tex(", ".join(str(e) for e in c["epochs"]) or "--"), "reason": tex(c["reason"])}
+             "epochs": tex(", ".join(str(e) for e in c["epochs"]) or "--"), "reason": math_tex(c["reason"])}
             for c in failed["cells"]]
 
 

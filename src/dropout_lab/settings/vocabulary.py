@@ -39,6 +39,8 @@ SLOT_TITLES = {"input": "input", "hidden": "hidden", "conv": "conv", "fc": "full
 
 # The learning-rate protocols, in the order they are reported (fixed first).
 PROTOCOLS = ("fixed", "tuned")
+# Claim 1b's statistic (claims.optimum.gap): the test-minus-train loss gap or the train-minus-test accuracy gap.
+GAPS = ("loss", "accuracy")
 
 # A gate's name: a folder of results/runs/, a Snakemake wildcard and a Hydra choice (digits allowed).
 GATE_NAME = r"[a-z][a-z0-9_]*"
