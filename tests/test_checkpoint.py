@@ -11,6 +11,11 @@ from dropout_lab.training import checkpoint
 from dropout_lab.settings.atomic import WriteError
 
 
+def content(path):
+    """A checkpoint's saved state without its content digest."""
+    return {k: v for k, v in torch.load(path, weights_only=True).items() if k != checkpoint.DIGEST}
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -66,7 +71,7 @@ def test_no_save_starts_while_the_last_file_is_still_being_written(tmp_path, mon
     saver.wait()
     assert saver.save(lambda: {"epoch": 3})
     saver.wait()
-    assert torch.load(tmp_path / "c.pt", weights_only=True) == {"epoch": 3} and saver.saves == 2
+    assert content(tmp_path / "c.pt") == {"epoch": 3} and saver.saves == 2
 
 
 def test_a_failed_write_is_one_line_naming_the_file_and_keeps_the_last_good_one(tmp_path, monkeypatch):
@@ -82,14 +87,31 @@ def test_a_failed_write_is_one_line_naming_the_file_and_keeps_the_last_good_one(
     with pytest.raises(WriteError) as info:
         saver.wait()
     assert str(tmp_path / "c.pt") in str(info.value) and "\n" not in str(info.value)
-    assert torch.load(tmp_path / "c.pt", weights_only=True) == {"epoch": 1}
+    assert content(tmp_path / "c.pt") == {"epoch": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]  # no partial file left beside it
 
 
 def test_a_checkpoint_of_other_settings_is_ignored(tmp_path):
-    torch.save({"fingerprint": "other", "epoch": 3}, tmp_path / "c.pt")
+    saver = checkpoint.Checkpointer(tmp_path / "c.pt")
+    saver.save(lambda: {"fingerprint": "other", "epoch": 3})
+    saver.wait()
     assert checkpoint.load(tmp_path / "c.pt", "mine") is None
     assert checkpoint.load(tmp_path / "c.pt", "other")["epoch"] == 3
+
+
+def test_a_checkpoint_whose_content_differs_from_its_digest_is_ignored_in_one_line(tmp_path, capsys):
+    saver = checkpoint.Checkpointer(tmp_path / "c.pt")
+    saver.save(lambda: {"fingerprint": "mine", "epoch": 1, "weights": [torch.arange(4.0)]})
+    saver.wait()
+    assert checkpoint.load(tmp_path / "c.pt", "mine")["epoch"] == 1
+    for change in ({"weights": [torch.tensor([0.0, 1.0, 2.0, 3.5])]}, {"epoch": 2},
+                   {checkpoint.DIGEST: None}):  # a weight, a plain value, a file written without a digest
+        state = torch.load(tmp_path / "c.pt", weights_only=True)
+        torch.save({**state, **change}, tmp_path / "d.pt")
+        capsys.readouterr()
+        assert checkpoint.load(tmp_path / "d.pt", "mine") is None
+        assert capsys.readouterr().err == (f"ignoring damaged checkpoint {tmp_path / 'd.pt'}: its content does not "
+                                           "match its digest; training starts from the first epoch\n")
 
 
 def test_the_fingerprint_is_the_runs_identity_and_their_device():

@@ -175,6 +175,11 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     again = snakemake(work, config)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+    # A data cache rebuilt or touched (the same verified content) retrains no finished pack.
+    for cache in (work / "data").rglob("*.pt"):
+        os.utime(cache)
+    touched = snakemake(work, config, "-n")
+    assert touched.returncode == 0 and "Nothing to be done" in touched.stdout + touched.stderr, touched.stdout[-3000:]
     # A claims setting the verdicts read reruns the claims and the paper, and trains nothing.
     stricter = snakemake(work, {**config, "claims": {**full["claims"], "alpha": 0.01}}, "-n")
     planned = stricter.stdout + stricter.stderr

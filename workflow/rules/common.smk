@@ -6,24 +6,18 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from dropout_lab.settings import claims as claim_registry, datasets, identity
-from dropout_lab.planning import checks, grid, packs
+from dropout_lab.planning import checks, grid, packs, plan
 from dropout_lab.paper import report as paper_report
 
 try:
-    grid.drop_switched_off(config)  # a sweep set to null is not run
-    # One line naming the bad key first; then Snakemake's own validation.
-    checks.check_schema(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+    # Every check before anything runs, one line naming the bad key (the same as `dropout-lab plan`'s);
+    # then Snakemake's own validation. Also: the runs, their packs and what each run folder should hold.
+    RUNS, RUNS_PER_JOB, PACKS, EXPECTED = plan.checked_grid(
+        config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
+    )
     validate(config, "../schemas/config.schema.yaml")
-    RUNS = grid.expand_runs(config)
-    checks.check_claims(config)
-    grid.check_train_overrides(config, RUNS)
-    RUNS_PER_JOB = packs.runs_per_job(config)  # auto: all on a GPU, a cell per job on a CPU
-    PACKS = packs.make_packs(RUNS, RUNS_PER_JOB)
-    # What each run folder should hold (dropout_lab.settings.identity), from the Hydra files: a change retrains.
-    EXPECTED = grid.expected_settings(config, RUNS)
-    checks.check_validation_split(RUNS, EXPECTED)
 except checks.GridError as err:
-    raise WorkflowError(str(err))
+    raise WorkflowError(f"error: {err}")
 
 
 # The interpreter running Snakemake has the package: put it first on PATH so that
@@ -108,10 +102,15 @@ def data_cache(dataset):
 
 
 def pack_data(wildcards):
-    # A rebuilt cache holds the same verified data: the profiles leave out the mtime
-    # rerun trigger so that it does not retrain every run. (Not ancient(): with a cache
-    # marked incomplete by a kill, Snakemake 9.27 then drops the jobs that need it.)
-    return data_cache(the_pack(wildcards).runs[0].dataset)
+    # A finished pack is not retrained because its data cache was rebuilt or touched: the cache holds
+    # the same verified content, whose digest each run's identity records (check_runs). Snakemake
+    # skips a job whose inputs are all ancient and present, so the cache is ancient for a finished
+    # pack only; a pack still to train needs it as a plain input (ancient there, with a cache marked
+    # incomplete by a kill, makes Snakemake 9.27 drop the jobs that need it).
+    cache = data_cache(the_pack(wildcards).runs[0].dataset)
+    if os.path.exists(f"results/packs/{wildcards.pack}/pack.json") and os.path.exists(cache):
+        return ancient(cache)
+    return cache
 
 
 def pack_memory(wildcards):

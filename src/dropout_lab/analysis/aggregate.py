@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -15,6 +14,7 @@ from dropout_lab.settings.atomic import WriteError, atomic_path, write_json
 from dropout_lab.settings.datasets import SPECS
 from dropout_lab.settings.architectures import architecture
 from dropout_lab.settings.health import classify
+from dropout_lab.settings.metrics_schema import read_metrics
 from dropout_lab.settings.vocabulary import INVERTED, SLOTS
 
 
@@ -48,9 +48,14 @@ def _coordinates(record: Mapping[str, Any], metrics: Mapping[str, Any], failure:
     }
 
 
+def _number(value: Any) -> float:
+    """A recorded result, NaN where it is null (a failed run's: settings.health)."""
+    return math.nan if value is None else value
+
+
 def _results(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Its final numbers (NaN where a diverged run has none)."""
-    final = {k: (math.nan if v is None else v) for k, v in (metrics.get("final") or {}).items()}
+    final = {k: _number(v) for k, v in (metrics.get("final") or {}).items()}
     for key in ("train_acc", "train_loss", "test_acc", "test_loss", "gap_acc", "gap_loss", "val_acc", "val_loss"):
         final.setdefault(key, math.nan)
     mc, norms = metrics.get("mc") or {}, metrics.get("weight_norms")
@@ -60,11 +65,11 @@ def _results(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "val_acc": final["val_acc"],  # on the validation split held out of the training images (NaN: none)
         **{key: final[key] for key in ("val_loss", "train_acc", "train_loss", "gap_acc", "gap_loss")},
         "test_error_pct": 100.0 * (1.0 - final["test_acc"]),
-        "mc_test_acc": mc.get("test_acc") if mc.get("test_acc") is not None else math.nan,
+        "mc_test_acc": _number(mc.get("test_acc")),
         "mc_samples": mc.get("samples", 0),
-        "unscaled_test_acc": unscaled.get("test_acc", final["test_acc"]),
-        "unscaled_test_loss": unscaled.get("test_loss", final["test_loss"]),
-        "weight_norm": math.sqrt(sum(v * v for v in norms.values())) if norms else math.nan,
+        "unscaled_test_acc": _number(unscaled.get("test_acc", final["test_acc"])),
+        "unscaled_test_loss": _number(unscaled.get("test_loss", final["test_loss"])),
+        "weight_norm": math.sqrt(sum(_number(v) ** 2 for v in norms.values())) if norms else math.nan,
     }
 
 
@@ -117,7 +122,7 @@ def curve_rows(row: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[dict[
 def mc_rows(row: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Monte-Carlo test accuracy after k masks, beside the deterministic net's."""
     curve = (metrics.get("mc") or {}).get("curve") or {}
-    return [{**{k: row[k] for k in KEYS}, "k": int(k), "mc_test_acc": acc, "test_acc": row["test_acc"]}
+    return [{**{k: row[k] for k in KEYS}, "k": int(k), "mc_test_acc": _number(acc), "test_acc": row["test_acc"]}
             for k, acc in curve.items()]
 
 
@@ -125,8 +130,9 @@ Loaded = list[tuple[Mapping[str, Any], dict[str, Any]]]
 
 
 def load(records: Iterable[Mapping[str, Any]], root: Path = Path(".")) -> Loaded:
-    """Each record with its run's metrics.json, read once."""
-    return [(record, json.loads((root / record["path"]).read_text())) for record in records]
+    """Each record with its run's metrics.json, read once and checked (settings.metrics_schema): MetricsError, one
+    line naming the file, the field and the fix, for a file that cannot be believed."""
+    return [(record, read_metrics(root / record["path"])) for record in records]
 
 
 def collect(loaded: Loaded, failure: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -137,7 +143,15 @@ def collect(loaded: Loaded, failure: Mapping[str, Any]) -> tuple[pd.DataFrame, p
         runs.append(row)
         curves.extend(curve_rows(row, metrics))
         mc.extend(mc_rows(row, metrics))
-    return pd.DataFrame(runs), pd.DataFrame(curves), pd.DataFrame(mc)
+    return (pd.DataFrame(runs), pd.DataFrame(curves) if curves else _empty([*KEYS, "epoch"]),
+            pd.DataFrame(mc) if mc else _empty([*KEYS, "k", "mc_test_acc", "test_acc"]))
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    """A table with no rows that keeps its columns and their kinds (every run diverged: no Monte-Carlo curve), so
+    what reads it finds no row rather than no column."""
+    text = ("run", "experiment", "gate", "convention", "cell", "status")
+    return pd.DataFrame({c: pd.Series(dtype=object if c in text else float) for c in columns})
 
 
 def provenance(loaded: Loaded) -> dict[str, Any]:

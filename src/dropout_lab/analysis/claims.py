@@ -46,7 +46,7 @@ from dropout_lab.analysis.power import (
 )
 from dropout_lab.settings import experiments
 from dropout_lab.settings.claims import Claim, registered
-from dropout_lab.settings.vocabulary import COLLAPSED, INVERTED, OK, REFERENCE_GATE
+from dropout_lab.settings.vocabulary import COLLAPSED, DIVERGED, INVERTED, OK, REFERENCE_GATE
 
 
 def input_rate_claim(df: pd.DataFrame, settings: Mapping[str, Any], alpha: float, power: float = 0.8) -> dict:
@@ -281,6 +281,21 @@ def _edge_marks(rows: pd.DataFrame, edges: set[tuple]) -> list[str]:
                    if tuple(key) in edges for gate, design in [(key[1], key[3])]})
 
 
+# The reason of a claim whose runs all failed: nothing to judge, and the paper says so.
+EVERY_RUN_FAILED = "every run failed"
+
+
+def _every_run_failed(rows: pd.DataFrame) -> dict[str, Any] | None:
+    """A claim's result when none of its runs trained (settings.health): inconclusive, with the failures counted;
+    None when some did."""
+    if "status" not in rows or (rows["status"] == OK).any():
+        return None
+    counts = {status: int((rows["status"] == status).sum()) for status in (DIVERGED, COLLAPSED)}
+    return {"verdict": INCONCLUSIVE, "estimate": None, "every_run_failed": True, "failed": counts,
+            "reason": f"{EVERY_RUN_FAILED} ({counts[DIVERGED]} diverged, {counts[COLLAPSED]} collapsed): nothing to "
+                      "judge; see the failed-runs table"}
+
+
 def _evaluate(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFrame | None,
               edges: set[tuple] = frozenset()) -> dict[str, Any]:
     """Every registered claim's verdict from `runs` (failed runs are passed in: each claim counts them and leaves
@@ -293,7 +308,8 @@ def _evaluate(runs: pd.DataFrame, config: Mapping[str, Any], mc: pd.DataFrame | 
         own = settings.get(claim.settings)
         found = None if own is None else _rows(claim, runs, mc, config, own["experiment"])
         if found is not None:
-            out[claim.key] = STATISTICS[claim.statistic](*found, settings, alpha, samples, claim)
+            failed = _every_run_failed(found[0])
+            out[claim.key] = failed or STATISTICS[claim.statistic](*found, settings, alpha, samples, claim)
             marks = _edge_marks(found[0], edges)
             if marks:
                 out[claim.key]["edge_lr"] = marks

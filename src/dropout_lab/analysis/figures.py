@@ -170,7 +170,8 @@ def _conventions(c: Context) -> None:
         if r["convention"] == SCALED:
             long.append({"net": net, "inference": "no scaling by p", "loss": r["unscaled_test_loss"],
                          "acc": 100 * r["unscaled_test_acc"]})
-    conventions(pd.DataFrame(long), c.titled(rows, "inference conventions"), c.stem)
+    conventions(pd.DataFrame(long, columns=["net", "inference", "loss", "acc"]), c.titled(rows, "inference conventions"),
+                c.stem)
 
 
 def _budget_sweep(c: Context) -> None:

@@ -135,7 +135,7 @@ def protocols_section(protocols: Mapping[str, Any] | None, config: Mapping[str, 
     for claim in registered(config):
         cells = [by_protocol.get(name, {}).get(claim.key) for name in run]
         claim_rows.append({"label": claim.label(config, by_protocol.get(run[0], {}).get(claim.key)),
-                           "cells": [{"estimate": tex(claim.estimate(r)), "verdict": tex(r["verdict"])} if r else None
+                           "cells": [{"estimate": "--" if r.get("every_run_failed") else tex(claim.estimate(r)), "verdict": tex(r["verdict"])} if r else None
                                      for r in cells]})
     chosen = sorted((row for row in protocols["selection"] if row["gate"] == REFERENCE_GATE),
                     key=lambda row: (row["input_rate"], row["hidden_rate"] or 0.0, row["lr"]))
@@ -193,9 +193,11 @@ def verdict_rows(claims: Mapping[str, Any], theory: Mapping[str, Any],
     rows = []
     for claim in registered(config):
         result = claims.get(claim.key)
-        rows.append({"label": claim.label(config, result), "estimate": tex(claim.estimate(result)) if result else "--",
+        judged = bool(result) and not result.get("every_run_failed")  # a claim whose runs all failed has no estimate
+        rows.append({"label": claim.label(config, result if judged else None),
+                     "estimate": tex(claim.estimate(result)) if judged else "--",
                      "verdict": tex(result["verdict"]) if result else NOT_RUN, "ran": bool(result),
-                     "power": tex(power_text(claim.statistic, result)) if result else "",
+                     "power": tex(power_text(claim.statistic, result)) if judged else "",
                      "edge": bool(result and result.get("edge_lr"))})
     return rows
 
@@ -214,7 +216,7 @@ def power_text(statistic: str, result: Mapping[str, Any]) -> str:
     power = result.get("power")
     scale = 100 if unit == "points" else 1
     if power and finite(power.get("detectable")):
-        text = f"{num(scale * power['detectable'], 2 if unit else 3)} {unit} at {power['n']} seeds".replace("  ", " ")
+        text = f"{num(scale * power['detectable'], 2 if unit == 'points' else 3)} {unit} at {power['n']} seeds".replace("  ", " ")
     elif "table" in result and any(r.get("n", 0) > 1 for r in result["table"]):
         margins = [r["smallest_margin"] for r in result["table"] if finite(r.get("smallest_margin"))]
         if not margins:
@@ -287,7 +289,8 @@ def macros(doc: Mapping[str, Any], config: Mapping[str, Any]) -> Macros:
     for claim in registered(config):  # every registered claim has its macros, run or not
         result = claims.get(claim.key)
         m.add(f"{claim.macro}Verdict", result["verdict"] if result else NOT_RUN)
-        m.add(f"{claim.macro}Estimate", claim.estimate(result) if result else "--")
+        m.add(f"{claim.macro}Estimate", claim.estimate(result) if result and not result.get("every_run_failed")
+              else "--")
     for key, macro in THEORY_MACROS.items():
         m.add(macro, theory[key]["verdict"])
     m.add("TheoryEffectiveRate", f"{theory['effective_reading']['estimate']:g}")
@@ -307,6 +310,9 @@ def write_report(doc: Mapping[str, Any], config: Mapping[str, Any], out: Path, t
     claims, theory, facts = doc["claims"], doc["theory"], doc["facts"]
     settings = config["claims"]
     rows = verdict_rows(claims, theory, config)
+    # A claim whose runs all failed has its row (inconclusive, every run failed); its section and prose are those
+    # of a claim that did not run.
+    claims = {key: result for key, result in claims.items() if not result.get("every_run_failed")}
     checks = theory_rows(theory)
     optimum = settings["optimum"]["experiment"]
     reference = facts["experiments"].get(optimum) or {}

@@ -6,6 +6,8 @@ and, where a check is about runs, the run list of dropout_lab.planning.grid (run
 
 from __future__ import annotations
 
+import difflib
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -56,7 +58,45 @@ def check_schema(config: Mapping[str, Any], schema_file: str | Path) -> None:
         raise GridError(f"config: {where or 'the top level'} lacks a required key: {error.message}")
     if error.validator in ("minItems", "minProperties") and not value:
         raise GridError(f"config: {where} is empty; give at least {error.validator_value}")
+    if error.validator == "type":
+        wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        kind = " or ".join(_KINDS.get(str(k), str(k)) for k in wanted)
+        # Snakemake's --config reads a value inside a mapping as text: KEY={a: 0.5} gives a '0.5'.
+        text = " (--config reads values inside a mapping as text: set it in a --configfile)" if isinstance(
+            value, str) and not isinstance(_load(value), str) else ""
+        raise GridError(f"config: {where}={value!r} is not {kind}{text}; give {_example(error.absolute_path)}")
     raise GridError(f"config: {where}={value!r}: {error.message}")
+
+
+# A JSON-schema type as the one line says it.
+_KINDS = {"object": "a mapping", "array": "a list", "integer": "an integer", "number": "a number",
+          "string": "a string", "boolean": "true or false", "null": "null"}
+
+
+def _load(text: str) -> Any:
+    """`text` read as YAML; itself where it is not YAML."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _example(path) -> str:
+    """The fix of a value of the wrong kind: the shipped config/config.yaml's value at that key, in flow YAML."""
+    import yaml
+
+    from dropout_lab.settings.config import CONFIG_DIR
+
+    node: Any = yaml.safe_load((Path(CONFIG_DIR) / "config.yaml").read_text())
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return "a value of the kind config/config.yaml gives it"
+    shipped = yaml.safe_dump(node, default_flow_style=True, width=1 << 16).strip().removesuffix("...").strip()
+    return f"one like config/config.yaml's: {_where(path)}={shipped}"
 
 
 def _known(where: str, value: Any, known: Sequence[str], fix: str) -> None:
@@ -67,6 +107,7 @@ def _known(where: str, value: Any, known: Sequence[str], fix: str) -> None:
 def check_names(config: Mapping[str, Any]) -> None:
     """Every name the config uses (datasets, models, gates) is one the project registers: the schema only checks
     their spelling, so that a new gate, dataset or model needs no schema edit."""
+    check_grid_keys(config)
     data = config.get("data") or {}
     for block in ("mirrors", "checksums"):
         for dataset in data.get(block) or {}:
@@ -84,6 +125,36 @@ def check_names(config: Mapping[str, Any]) -> None:
                 _known(f"grids.{name}.{sweep}.fixed.{slot}", slot, slots, f"model={grid['model']}'s slots")
             for i, gate in enumerate(spec.get("gates", [])):
                 _known(f"grids.{name}.{sweep}.gates[{i}]", gate, gate_names(), "config/gate/")
+
+
+GRID_KEYS = ("dataset", "model", "placement")  # what a grid holds besides its sweeps (settings.experiments)
+
+
+def check_grid_keys(config: Mapping[str, Any]) -> None:
+    """Every key of a grid is a registered sweep (settings.experiments) or one of GRID_KEYS: the schema admits any
+    name ending in _sweep, so that a new sweep needs no schema edit, and a misspelt one would run nothing. Run
+    before a sweep set to null is dropped (planning.grid.drop_switched_off), so a misspelt null is caught too."""
+    grids = config.get("grids")
+    for name, grid in (grids.items() if isinstance(grids, Mapping) else ()):
+        for key in (grid if isinstance(grid, Mapping) else ()):
+            if key in GRID_KEYS or key in experiments.names():
+                continue
+            near = difflib.get_close_matches(str(key), [*experiments.names(), *GRID_KEYS], n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise GridError(f"config: grids.{name}.{key} is not a setting; {hint}a grid holds {', '.join(GRID_KEYS)} "
+                            f"and the sweeps {', '.join(experiments.names())} (dropout_lab.settings.experiments)")
+
+
+def check_data_dir(config: Mapping[str, Any]) -> None:
+    """data.dir is a folder, or a path one can make a folder at: not a file, nor inside one."""
+    folder = Path(str(config["data"]["dir"])).expanduser()
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is a file" if path == folder else f"is inside {path}, which is a file"
+                raise GridError(f"config: data.dir={str(folder)!r} {what}, not a folder; set data.dir to the folder "
+                                "that holds (or will hold) the data, e.g. --config data={dir: data}")
+            return
 
 
 def _check_sweep(name: str, model: str, sweep: str, spec: Mapping[str, Any]) -> None:
@@ -160,6 +231,28 @@ def check_claims(config: Mapping[str, Any]) -> None:
         if low > high:
             raise GridError(f"claims.{claim}.published_band=[{low:g}, {high:g}] runs backwards; give [low, high], "
                             "e.g. [0.2, 0.6]")
+    check_claimed_rates(config)
+
+
+# Settings of a claim that name one rate of the sweep the claim reads (settings.claims: Claim.reads).
+CLAIMED_RATES = ("claimed_rate", "threshold")
+
+
+def check_claimed_rates(config: Mapping[str, Any]) -> None:
+    """A claim's claimed rate (or threshold) is a rate of the sweep it reads, where that sweep runs: a rate the grid
+    does not hold would be judged on no runs."""
+    for block, settings in config["claims"].items():
+        reads = [claim.reads for claim in CLAIMS if claim.settings == block and claim.reads in experiments.names()]
+        if not isinstance(settings, Mapping) or not reads or settings.get("experiment") not in config["experiments"]:
+            continue
+        spec = config["grids"].get(settings["experiment"], {}).get(reads[0])
+        for key in CLAIMED_RATES:
+            value = settings.get(key)
+            if spec is None or value is None or any(math.isclose(value, r, abs_tol=1e-9) for r in spec["rates"]):
+                continue
+            where = f"grids.{settings['experiment']}.{reads[0]}.rates"
+            raise GridError(f"config: claims.{block}.{key}={value:g} is not a rate of {where}={spec['rates']}; "
+                            f"choose one of those rates, or add {value:g} to {where}")
 
 
 # Settings the grid owns: a train override of one of them would be overridden by each run's own value.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from dropout_lab.planning.checks import GridError
 from dropout_lab.settings.config import PER_RUN
 
 if TYPE_CHECKING:
@@ -63,10 +64,23 @@ def runs_per_job(config: Mapping[str, Any]) -> int | str:
     """The configured runs_per_job; auto is all on a GPU (many small nets keep it busy) and cell on a CPU
     (the seeds of a cell in one job, so that a job's start-up is paid once per cell; cells side by side
     on the cores)."""
-    value = config["runs_per_job"]
+    value = check_runs_per_job(config["runs_per_job"])
     if value == "auto":
         return "all" if gpu_visible(config["device"]) else "cell"
     return value
+
+
+RUNS_PER_JOB_WORDS = ("auto", "all", "cell")
+
+
+def check_runs_per_job(value: Any) -> int | str:
+    """An integer >= 1 or one of RUNS_PER_JOB_WORDS, else GridError in one line (before any pack is made)."""
+    word = isinstance(value, str) and value in RUNS_PER_JOB_WORDS
+    count = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if word or count:
+        return value
+    raise GridError(f"config: runs_per_job={value!r} is not allowed; give an integer >= 1, cell, all or auto "
+                    "(e.g. --config runs_per_job=cell)")
 
 
 def _gate_folder(run: Run) -> str:
@@ -89,6 +103,7 @@ def _group(run: Run, runs_per_job: int | str) -> str:
 def make_packs(runs: list[Run], runs_per_job: int | str) -> list[Pack]:
     """Split the runs into jobs: 1 (a job per run), cell (the seeds of a grid cell, for one
     gate), N (up to N runs of an experiment) or all (every run of an experiment)."""
+    check_runs_per_job(runs_per_job)
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(_group(run, runs_per_job), []).append(run)

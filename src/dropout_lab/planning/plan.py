@@ -6,8 +6,10 @@ throughputs of this project's engine (below); it says which it used.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
+from dropout_lab.planning import checks, grid, packs
 from dropout_lab.settings.architectures import architecture, layer_shapes
 from dropout_lab.settings.datasets import SPECS
 
@@ -19,6 +21,29 @@ CPU_FLOPS_PER_CORE = 3.7e10
 GPU_FLOPS = 3.8e13
 EVAL_SHARE = 0.3  # final evaluation (both splits, Monte-Carlo masks), as a share of training
 JOB_START_SECONDS = 3.0  # a training job's start on the CPU: Python, torch and the data cache
+
+
+def checked_grid(config: dict[str, Any], schema_file: str | Path | None) -> tuple[list, int | str, list, dict]:
+    """Every check of the workflow config that runs before anything trains, then (runs, runs_per_job, packs,
+    expected settings per run folder). One function for the workflow (workflow/rules/common.smk) and
+    `dropout-lab plan`, so both refuse the same config with the same line (GridError). Without a schema file
+    (an installed package has none) the schema check is left out; the project's own checks remain."""
+    checks.check_grid_keys(config)  # before drop_switched_off: a misspelt sweep set to null switches nothing off
+    grid.drop_switched_off(config)  # a sweep set to null is not run
+    if schema_file is not None:
+        checks.check_schema(config, schema_file)  # and then check_names
+    else:
+        checks.check_names(config)
+    checks.check_data_dir(config)
+    runs = grid.expand_runs(config)
+    checks.check_claims(config)
+    grid.check_train_overrides(config, runs)
+    per_job = packs.runs_per_job(config)  # auto: all on a GPU, a cell per job on a CPU
+    made = packs.make_packs(runs, per_job)
+    # What each run folder should hold (dropout_lab.settings.identity), from the Hydra files: a change retrains.
+    expected = grid.expected_settings(config, runs)
+    checks.check_validation_split(runs, expected)
+    return runs, per_job, made, expected
 
 
 def _model(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any, List, Optional, Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.errors import HydraException
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
 
@@ -188,8 +188,19 @@ def _schema_keys(dotted: str) -> list[str]:
     return [f.name for f in fields(node)] if is_dataclass(node) else []
 
 
+def _describe_override_syntax(override: str) -> str:
+    """One line for an override Hydra's grammar cannot read (an unquoted non-ASCII or special character)."""
+    key, sep, value = override.partition("=")
+    odd = next((c for c in value if not c.isascii()), None)
+    why = f"{odd!r} is not ASCII, which Hydra reads only in a quoted value" if odd else "Hydra cannot read it"
+    quoted = f"{key}=\"{value}\"" if sep else f"KEY=\"{override}\""
+    return f"{override}: {why}; quote the value for Hydra (inside shell quotes): '{quoted}'"
+
+
 def describe_composition_error(err: Exception) -> str:
     """One line for a Hydra or OmegaConf composition error, naming the key and what is allowed."""
+    if isinstance(err, OverrideParseException):
+        return _describe_override_syntax(err.override)
     options, missing = getattr(err, "options", None), getattr(err, "missing_cfg_file", None)
     if options and missing and "/" in missing:
         group, choice = missing.rsplit("/", 1)

@@ -2,7 +2,10 @@
 
 A run has one status:
 - `ok`: its numbers enter the statistics;
-- `diverged`: its loss became non-finite, so training stopped (recorded by the trainer);
+- `diverged`: its loss became non-finite, so training stopped (recorded by the trainer),
+  or it finished with a final number that is not finite (NaN, an infinity, or the null the
+  trainer writes for one) in `final`, `mc`, `unscaled_inference` or `weight_norms`: its
+  numbers cannot be averaged, and it is counted as failed, never silently dropped;
 - `collapsed`: training finished with finite numbers but failed, by one of the rules
   below (thresholds in `failure:` of config/config.yaml). Its numbers describe an
   optimiser that lost what it had learnt, not the effect of dropout.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, NamedTuple
 
+from dropout_lab.settings.metrics_schema import describe
 from dropout_lab.settings.vocabulary import COLLAPSED, DIVERGED, OK
 
 
@@ -33,7 +37,7 @@ class Health(NamedTuple):
 
 
 def _finite(value: Any) -> bool:
-    return value is not None and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def rebound(history: list[Mapping[str, Any]], classes: int, fraction: float) -> Health | None:
@@ -62,13 +66,35 @@ def near_chance(final: Mapping[str, Any], last_epoch: int | None, classes: int, 
     return None
 
 
+# The reason of a run marked ok that finished with a non-finite final number.
+NON_FINITE = "non-finite final numbers"
+RESULT_SECTIONS = ("final", "mc", "unscaled_inference", "weight_norms")
+
+
+def non_finite_result(metrics: Mapping[str, Any]) -> str | None:
+    """The first final number of a run that is not finite (null included), as `section.key is value`, or None."""
+    for section in RESULT_SECTIONS:
+        numbers = metrics.get(section) or {}
+        if section == "mc":  # its sample count is a setting; its curve holds numbers
+            numbers = {**{k: v for k, v in numbers.items() if k not in ("samples", "curve")},
+                       **{f"curve.{k}": v for k, v in (numbers.get("curve") or {}).items()}}
+        for key, value in numbers.items():
+            if not _finite(value):
+                return f"{section}.{key} is {describe(value)}"
+    return None
+
+
 def classify(metrics: Mapping[str, Any], classes: int, rules: Mapping[str, Any]) -> Health:
     """The run's status, the epoch where it failed (None if it did not) and why."""
     history = metrics.get("history") or []
     if metrics.get("status", OK) != OK:
         epoch = metrics.get("diverged_epoch")
-        return Health(DIVERGED, None if epoch is None else int(epoch), "the loss became non-finite")
+        reason = metrics.get("diverged_reason") or "the loss became non-finite"  # the trainer's, where it says
+        return Health(DIVERGED, None if epoch is None else int(epoch), reason)
     last = int(history[-1]["epoch"]) if history else None
+    bad = non_finite_result(metrics)
+    if bad:
+        return Health(DIVERGED, last, f"{NON_FINITE} ({bad})")
     found = rebound(history, classes, rules["rebound_fraction"]) \
         or near_chance(metrics.get("final") or {}, last, classes, rules["chance_multiple"])
     return found or Health(OK, None, "")

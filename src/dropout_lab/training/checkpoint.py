@@ -8,15 +8,19 @@ atomically. A save is skipped while the previous file is still being written,
 sooner than `min_seconds` after the last one, or when the last copy took more
 than `budget` of the time since it: the copies then take at most that fraction
 of training. A checkpoint belongs to exact settings (its fingerprint); any other
-is ignored, and a damaged one costs a restart, never a wrong result.
+is ignored, and a damaged one costs a restart, never a wrong result: each file
+carries the SHA-256 of its content (every tensor's bytes, dtype and shape, and
+every other value), checked before the state is used.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,6 +31,7 @@ from dropout_lab.settings.atomic import WriteError, atomic_path
 from dropout_lab.settings.identity import defining_settings, digest
 
 CHECKPOINT = "checkpoint.pt"
+DIGEST = "content_sha256"  # the key of a saved state that holds the digest of the rest of it
 
 # A checkpoint belongs to its runs' identity (dropout_lab.settings.identity: a change to any other setting
 # keeps it) and, besides, to the device: it holds the state of the gates' random generators, which live on
@@ -41,14 +46,40 @@ def fingerprint(cfgs: Sequence[DictConfig]) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
+def content_digest(state: dict) -> str:
+    """SHA-256 of a state's content: its values and structure, and each tensor's dtype, shape and bytes."""
+    sha = hashlib.sha256()
+
+    def visit(node: Any) -> Any:
+        if isinstance(node, torch.Tensor):
+            tensor = node.detach().cpu().contiguous()
+            sha.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+            sha.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+            return "<tensor>"
+        if isinstance(node, dict):
+            return [[str(k), visit(v)] for k, v in node.items()]
+        if isinstance(node, (list, tuple)):
+            return [visit(v) for v in node]
+        return node
+
+    sha.update(json.dumps(visit({k: v for k, v in state.items() if k != DIGEST}), default=repr).encode())
+    return sha.hexdigest()
+
+
 def load(path: Path, expected: str) -> dict | None:
-    """The state saved after the last saved epoch, if it belongs to these exact settings."""
+    """The state saved after the last saved epoch, if its content is whole and it belongs to these exact settings;
+    otherwise None, with one line saying why it is ignored."""
     if not path.is_file():
         return None
     try:
         state = torch.load(path, weights_only=True)  # never unpickles arbitrary objects
     except Exception as err:  # a damaged checkpoint costs a restart, never a wrong result
-        print(f"ignoring unreadable checkpoint {path}: {err}", file=sys.stderr)
+        print(f"ignoring unreadable checkpoint {path} ({' '.join(str(err).split())[:200]}); training starts from "
+              "the first epoch", file=sys.stderr)
+        return None
+    if not isinstance(state, dict) or state.get(DIGEST) != content_digest(state):
+        print(f"ignoring damaged checkpoint {path}: its content does not match its digest; training starts from "
+              "the first epoch", file=sys.stderr)
         return None
     if state.get("fingerprint") != expected:
         print(f"ignoring checkpoint {path}: it belongs to other settings", file=sys.stderr)
@@ -102,6 +133,7 @@ class Checkpointer:
 
     def _write(self, state: dict) -> None:
         try:
+            state = {**state, DIGEST: content_digest(state)}  # of the host copy: what the file holds
             with atomic_path(self.path) as tmp:
                 torch.save(state, tmp)
         except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
@@ -146,3 +178,63 @@ class Checkpointer:
             return node
 
         return fill(skeleton)
+
+
+@dataclass
+class Histories:
+    """A pack's epochs so far (checkpointed with it): each run's history and the epoch it diverged in, if it did."""
+
+    runs: list[list[dict]]
+    diverged: list[int | None]
+    first_epoch: int = 1  # the first epoch this process trains: 1, or the one after a checkpoint's
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while a pack trains: the epoch it was in and the checkpoint the same command resumes from."""
+
+    def __init__(self, epoch: int, epochs: int, saved: int | None, path: Path) -> None:
+        super().__init__(epoch)
+        self.epoch, self.epochs, self.saved, self.path = epoch, epochs, saved, path
+
+    def line(self) -> str:
+        head = f"interrupted in epoch {self.epoch} of {self.epochs}; "
+        if self.saved is None:
+            return head + "no checkpoint was saved yet: the same command trains from the first epoch"
+        return head + f"{self.path} holds the state after epoch {self.saved}: the same command resumes from it"
+
+
+def interrupted_line(err: KeyboardInterrupt) -> str:
+    """One line for Ctrl-C: where training stood and what the same command does next."""
+    if isinstance(err, Interrupted):
+        return err.line()
+    return ("interrupted outside the epochs; nothing finished was written: the same command resumes from the "
+            "checkpoint, if one was saved, or trains from the start")
+
+
+def train_resumably(trainer: Any, cfg: DictConfig, runs: int, path: Path, expected: str,
+                    train_epoch: Callable[[Histories, int], list[int]]) -> tuple[Histories, int]:
+    """Train a pack's epochs (`train_epoch`: one epoch, returning the runs still training) from its checkpoint at
+    `path`, if it has one, saving new ones on the way; return the histories and how many checkpoints were saved.
+    Ctrl-C ends it as Interrupted, once the checkpoint being written is whole."""
+    histories = Histories([[] for _ in range(runs)], [None] * runs)
+    state = load(path, expected) if cfg.checkpoint else None
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        histories = Histories(state["histories"], state["diverged"], state["epoch"] + 1)
+        print(f"resuming after epoch {state['epoch']} from {path}", flush=True)
+    saver = Checkpointer(path, cfg.checkpoint_seconds)
+    epoch, saved = histories.first_epoch, (histories.first_epoch - 1 if state is not None else None)
+    try:
+        for epoch in range(histories.first_epoch, cfg.train.epochs + 1):
+            if not train_epoch(histories, epoch):
+                break
+            if cfg.checkpoint and epoch < cfg.train.epochs and saver.save(
+                    lambda: {"fingerprint": expected, "epoch": epoch, "histories": histories.runs,
+                             "diverged": histories.diverged, "trainer": trainer.state_dict()}):
+                saved = epoch
+    except KeyboardInterrupt:
+        saver.wait()
+        raise Interrupted(epoch, cfg.train.epochs, saved, path) from None
+    finally:
+        saver.wait()  # an interrupted pack keeps its last checkpoint whole
+    return histories, saver.saves

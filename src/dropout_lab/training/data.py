@@ -22,6 +22,7 @@ import io
 import json
 import os
 import pickle
+import re
 import sys
 import tarfile
 import urllib.error
@@ -277,9 +278,7 @@ def load(
     spec = SPECS[name]
     pins = {**spec.files, **(checksums or {})}
     cache, manifest = cache_paths(Path(data_dir), name)
-    if Path(data_dir).exists() and not Path(data_dir).is_dir():
-        raise DataError(f"data_dir={data_dir} is a file, not a folder; pass the folder that holds (or will hold) "
-                        "the data")
+    check_data_dir(data_dir)
     # The cache is trusted only against a pinned digest of its content (the official files'); without one,
     # the data is parsed from the verified files every time.
     content_pin = spec.content_sha256 if pins == dict(spec.files) else None
@@ -344,10 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = SPECS[args.dataset]
     mirror = args.mirror or _env_mirror(spec)
     try:
-        checksums = dict(item.split("=", 1) for item in args.sha256)
-    except ValueError:
-        parser.error("--sha256 takes FILE=DIGEST")
-    try:
+        checksums = parse_digests(spec, args.sha256)
+        check_data_dir(args.data_dir, "--data-dir ")
         splits = load(args.dataset, args.data_dir, mirror, checksums, official=not args.mirror_only)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -358,6 +355,35 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.stamp, {"dataset": args.dataset, "sha256": raw_checksums(args.dataset, checksums)})
     print(f"{args.dataset}: {len(splits.train_y)} train, {len(splits.test_y)} test images, cached in {cache}")
     return 0
+
+
+def parse_digests(spec: DatasetSpec, items: Iterable[str]) -> dict[str, str]:
+    """The --sha256 FILE=DIGEST arguments as {FILE: digest}; DataError in one line for one that is not a file of
+    the dataset and a SHA-256 (checked before any source is tried, so that no mirror is blamed for it)."""
+    checksums = {}
+    for item in items:
+        name, sep, digest = item.partition("=")
+        if not sep or name not in spec.files:
+            raise DataError(f"--sha256 {item!r} is not FILE=DIGEST with FILE one of {sorted(spec.files)}; "
+                            f"e.g. --sha256 {next(iter(spec.files))}=<the 64 hex digits of sha256sum FILE>")
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            raise DataError(f"--sha256 {name}={digest!r} is not a SHA-256 digest ({len(digest)} characters); give "
+                            "its 64 hex digits, as `sha256sum FILE` prints them")
+        checksums[name] = digest.lower()
+    return checksums
+
+
+def check_data_dir(data_dir: str | Path, setting: str = "data_dir=") -> None:
+    """The data folder is a folder, or a path a folder can be made at: not a file, nor inside one. `setting`: how
+    the caller's user gave it (data_dir= of a run, --data-dir of this command)."""
+    folder = Path(data_dir).expanduser()
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is a file" if path == folder else f"is inside {path}, which is a file"
+                raise DataError(f"{setting}{str(folder)!r} {what}, not a folder; pass the folder that holds (or "
+                                f"will hold) the data, e.g. {setting}data")
+            return
 
 
 def _env_mirror(spec: DatasetSpec) -> str | None:

@@ -7,8 +7,10 @@
 Arguments outside --run are Hydra overrides shared by every run; each --run
 adds that run's own (seed, dropout rates, out). The runs of a pack may differ
 only in those. DIR/pack.json holds every run's metrics, in --run order; with
---write-runs each run's metrics.json is also written to its own `out` folder.
-While the pack trains, DIR/checkpoint.pt lets a rerun resume.
+--write-runs each run's metrics.json is also written to its own `out` folder
+(refused before training where that folder holds another run's finished result).
+While the pack trains, DIR/checkpoint.pt lets a rerun resume; the pack holds the
+lock of DIR and of every run's folder (dropout_lab.settings.run_folder).
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ import shlex
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from dropout_lab.settings import run_folder
 from dropout_lab.settings.atomic import WriteError, write_result
 from dropout_lab.settings.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error
 from dropout_lab.training import data
-from dropout_lab.training.checkpoint import CHECKPOINT
+from dropout_lab.training.checkpoint import CHECKPOINT, interrupted_line
 from dropout_lab.training.engine import EngineError
-from dropout_lab.training.train import train_runs
+from dropout_lab.training.train import check_runs, train_runs
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -48,12 +53,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         except COMPOSITION_ERRORS as err:
             raise ConfigError(f"run {i} ({run}): {describe_composition_error(err)}") from err
     folder = Path(args.dir)
-    metrics = train_runs(cfgs, folder / CHECKPOINT)
-    if args.write_runs:
-        for cfg, run in zip(cfgs, metrics):
-            write_result(Path(cfg.out) / "metrics.json", run)
-    write_result(folder / "pack.json", {"runs": metrics})
-    (folder / CHECKPOINT).unlink(missing_ok=True)  # finished: pack.json is the record
+    check_runs(cfgs, folder / CHECKPOINT)
+    with run_folder.writing([folder, *(cfg.out for cfg in cfgs)]):
+        if args.write_runs:  # a run's own finished result may be rewritten, another run's never
+            for cfg in cfgs:
+                run_folder.finished(Path(cfg.out), OmegaConf.to_container(cfg, resolve=True))
+        metrics = train_runs(cfgs, folder / CHECKPOINT)
+        if args.write_runs:
+            for cfg, run in zip(cfgs, metrics):
+                write_result(Path(cfg.out) / run_folder.METRICS, run)
+        write_result(folder / "pack.json", {"runs": metrics})
+        (folder / CHECKPOINT).unlink(missing_ok=True)  # finished: pack.json is the record
     return metrics
 
 
@@ -66,6 +76,9 @@ def cli() -> None:
     except WriteError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt as err:
+        print(interrupted_line(err), file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,12 @@ tensor; there is no DataLoader.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
 import math
-import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
 
@@ -25,9 +26,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dropout_lab.settings.architectures import architecture
-from dropout_lab.settings.atomic import WriteError, finite_or_none, write_result
+from dropout_lab.settings import run_folder
+from dropout_lab.settings.architectures import ARCHITECTURES, architecture, model_parameters
+from dropout_lab.settings.atomic import WriteError, write_result
 from dropout_lab.settings.config import (
+    BYTES_PER_WEIGHT,
     COMPOSITION_ERRORS,
     CONFIG_DIR,
     MIN_IMAGES,
@@ -36,18 +39,17 @@ from dropout_lab.settings.config import (
     Rates,
     compose_config,
     describe_composition_error,
+    memory_bytes,
     validate,
 )
 from dropout_lab.settings.datasets import SPECS
-from dropout_lab.settings.identity import identity
 from dropout_lab.settings.provenance import git_commit
-from dropout_lab.settings.vocabulary import DIVERGED, OK
 from dropout_lab.training import checkpoint, data
 from dropout_lab.training.engine import EngineSettings, Hyper, Member, PackTrainer
-from dropout_lab.training.evaluation import final_metrics
+from dropout_lab.training.evaluation import final_metrics, run_record
 from dropout_lab.training.gates import REGISTRY
 from dropout_lab.training.machine import device_info, training_versions
-from dropout_lab.training.models import Network, effective_weight_norms, network
+from dropout_lab.training.models import Network, network
 
 # --------------------------------------------------------------------------- set-up
 
@@ -162,20 +164,6 @@ def hyper(cfg: DictConfig) -> Hyper:
                  lr_final=t.lr_final)
 
 
-def _writable_folder(key: str, folder: Path) -> None:
-    """The folder exists or can be made, and a file can be written in it: checked before any training."""
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{key}={folder} is a file, not a folder; pass a folder (it is created if missing)")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"{key}={folder} cannot be written ({err.strerror or err}); pass a writable folder "
-                          "or fix its permissions") from err
-
-
 def epoch_line(epoch: int, epochs: int, seconds: float, live: list[int], runs: int, test_acc, train_loss,
                eta: float) -> str:
     """One line per epoch: a single run speaks of itself, a pack of its runs; both with the time left."""
@@ -198,29 +186,61 @@ def check_trainable(cfg: DictConfig, rates: Rates) -> None:
                           "device=auto")
 
 
-def _check_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[Rates]:
-    """Every check that can fail before any data is touched: settings, pack and folders; each run's rates."""
-    rates = [validate(cfg) for cfg in cfgs]
-    for cfg, rate in zip(cfgs, rates):
-        check_trainable(cfg, rate)
-    check_pack(cfgs)
-    for c in cfgs:  # a result that cannot be written is found now, not after training
-        _writable_folder("out", Path(c.out))
-    _writable_folder("data_dir", Path(cfgs[0].data_dir))
-    _writable_folder("the pack folder", state_path.parent)
+def _parameters(model: dict, dataset: str) -> int:
+    """model_parameters without listing every layer: each layer-count setting (depth) adds equal layers, so the
+    count is that of two such layers plus the layers beyond them."""
+    kind = architecture(model["name"])
+    counts = [g.count for g in kind.groups if isinstance(model.get(g.count), int) and model[g.count] > 2]
+    two = {**model, **{count: 2 for count in counts}}
+    total = base = model_parameters(two, dataset)
+    for count in counts:
+        total += (model[count] - 2) * (base - model_parameters({**two, count: 1}, dataset))
+    return total
+
+
+def check_model_size(cfg: DictConfig) -> None:
+    """A model too large for this machine's memory is refused before anything is built, naming the size setting
+    to lower: of those set otherwise than the scale, the one whose scale value needs least."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    kind = ARCHITECTURES.get(model.get("name"))
+    if kind is None or cfg.dataset.name not in SPECS:
+        return
+    try:
+        need, have = _parameters(model, cfg.dataset.name) * BYTES_PER_WEIGHT, memory_bytes()
+    except (TypeError, KeyError):
+        return  # a size that is not a whole number: validate names it
+    if need <= have:
+        return
+    scale = OmegaConf.to_container(cfg.scale, resolve=True).get(kind.name) or {}
+    changed = [key for key in kind.fields if isinstance(scale.get(key), (int, list)) and model[key] != scale[key]]
+    key = min(changed, key=lambda k: _parameters({**model, k: scale[k]}, cfg.dataset.name), default=kind.width_field)
+    hint = f" (the scale's is {scale[key]})" if scale.get(key) is not None else ""
+    raise ConfigError(f"model.{key}={model[key]} makes the model too large: about {need / 2**30:,.0f} GiB for the "
+                      f"weights, gradients and momenta of one run, and this machine has {have / 2**30:.0f} GiB; "
+                      f"choose a smaller model.{key}{hint}")
+
+
+def check_run(cfg: DictConfig) -> Rates:
+    """Every check of one run's settings, before anything is built; its rates."""
+    check_model_size(cfg)  # first: validate lists every layer's rate
+    rates = validate(cfg)
+    check_trainable(cfg, rates)
     return rates
 
 
-@dataclass
-class Histories:
-    """A pack's epochs so far (checkpointed with it): each run's history and the epoch it diverged in, if it did."""
+def check_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[Rates]:
+    """Every check that can fail before any data is touched: settings, pack and folders; each run's rates."""
+    rates = [check_run(cfg) for cfg in cfgs]
+    check_pack(cfgs)
+    run_folder.distinct_outs([c.out for c in cfgs])
+    for c in cfgs:  # a result that cannot be written is found now, not after training
+        run_folder.writable_folder("out", Path(c.out))
+    run_folder.writable_folder("data_dir", Path(cfgs[0].data_dir))
+    run_folder.writable_folder("the pack folder", state_path.parent)
+    return rates
 
-    runs: list[list[dict]]
-    diverged: list[int | None]
-    first_epoch: int = 1  # the first epoch this process trains: 1, or the one after a checkpoint's
 
-
-def _train_epoch(trainer: PackTrainer, cfgs: Sequence[DictConfig], tensors: dict, histories: Histories, epoch: int,
+def _train_epoch(trainer: PackTrainer, cfgs: Sequence[DictConfig], tensors: dict, histories: checkpoint.Histories, epoch: int,
                  started: float) -> list[int]:
     """Train and evaluate one epoch, add it to the history of each run still training; return those runs."""
     cfg, K = cfgs[0], len(cfgs)
@@ -248,72 +268,13 @@ def _train_epoch(trainer: PackTrainer, cfgs: Sequence[DictConfig], tensors: dict
     return live
 
 
-def _train(trainer: PackTrainer, cfgs: Sequence[DictConfig], tensors: dict, state_path: Path, fingerprint: str,
-           started: float) -> tuple[Histories, int]:
-    """Train the pack's epochs from its checkpoint at state_path, if it has one, saving new ones on the way;
-    return the histories and how many checkpoints were saved."""
-    cfg, K = cfgs[0], len(cfgs)
-    histories = Histories([[] for _ in range(K)], [None] * K)
-    state = checkpoint.load(state_path, fingerprint) if cfg.checkpoint else None
-    if state is not None:
-        trainer.load_state_dict(state["trainer"])
-        histories = Histories(state["histories"], state["diverged"], state["epoch"] + 1)
-        print(f"resuming after epoch {state['epoch']} from {state_path}", flush=True)
-    saver = checkpoint.Checkpointer(state_path, cfg.checkpoint_seconds)
-    try:
-        for epoch in range(histories.first_epoch, cfg.train.epochs + 1):
-            if not _train_epoch(trainer, cfgs, tensors, histories, epoch, started):
-                break
-            if cfg.checkpoint and epoch < cfg.train.epochs:
-                saver.save(lambda: {"fingerprint": fingerprint, "epoch": epoch, "histories": histories.runs,
-                                    "diverged": histories.diverged, "trainer": trainer.state_dict()})
-    finally:
-        saver.wait()  # an interrupted pack keeps its last checkpoint whole
-    return histories, saver.saves
-
-
-def _result(c: DictConfig, rates: Rates, seeds: dict[str, int], model: Network, history: list[dict],
-            diverged: int | None, numbers: tuple, pack: dict) -> dict:
-    """One run's metrics.json: its settings, identity and streams, its history and final numbers (`numbers`:
-    final, mc, unscaled) and what its pack shares (`pack`: data sizes, engine, fingerprint, timings, provenance)."""
-    if diverged is None:
-        final, mc, unscaled = numbers
-        norms = effective_weight_norms(model)
-    else:  # recorded as diverged, with no final numbers that could be averaged in by mistake
-        final, mc, unscaled, norms = None, None, None, None
-    resolved = OmegaConf.to_container(c, resolve=True)
-    return finite_or_none({
-        "config": resolved,
-        "identity": identity(resolved)["digest"],  # of the settings that define the run (dropout_lab.settings.identity)
-        "seed": c.seed,
-        "stream_seeds": seeds,
-        "rates": {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(rates).items()},
-        **{key: pack[key] for key in ("resumed_after_epoch", "train_samples", "test_samples")},
-        # The validation split: how many training images were held out, and which (tuned protocol's choices).
-        **{key: pack[key] for key in ("validation_samples", "validation_sha256")},
-        "history": history,
-        "status": OK if diverged is None else DIVERGED,
-        "diverged_epoch": diverged,
-        "final": final,
-        "mc": mc,
-        "unscaled_inference": unscaled,
-        "weight_norms": norms,
-        "engine": pack["engine"],
-        "pack_fingerprint": pack["pack_fingerprint"],  # the runs trained together share it, and their wall time
-        "wall_seconds": time.perf_counter() - pack["started"],
-        "evaluation_seconds": pack["evaluation_seconds"],  # the pack's final evaluation, all its runs at once
-        **{key: pack[key] for key in ("checkpoints_saved", "device", "versions", "git")},
-        "data_sha256": data.raw_checksums(c.dataset.name, dict(c.dataset.checksums or {})),
-    })
-
-
 def train_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[dict]:
     """Train the runs `cfgs` together (one pack) and return each run's metrics.
 
     A checkpoint of the whole pack is kept at `state_path` while it trains
     (dropout_lab.training.checkpoint); a rerun with the same runs resumes from it.
     """
-    rates = _check_runs(cfgs, state_path)
+    rates = check_runs(cfgs, state_path)
     cfg = cfgs[0]
     started = time.perf_counter()
     if cfg.threads is not None:
@@ -328,7 +289,9 @@ def train_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[dict]:
         members.append(Member(build_model(c, r, x_train.shape[1:]), s["order"], s["gates"]))
     trainer = PackTrainer(members, x_train, y_train, hyper(cfg), engine_settings(cfg), device)
     fingerprint = checkpoint.fingerprint(cfgs)
-    histories, saves = _train(trainer, cfgs, tensors, state_path, fingerprint, started)
+    histories, saves = checkpoint.train_resumably(
+        trainer, cfgs[0], len(cfgs), state_path, fingerprint,
+        lambda histories, epoch: _train_epoch(trainer, cfgs, tensors, histories, epoch, started))
 
     evaluated_at = time.perf_counter()
     finals = final_metrics(trainer, cfgs, [s["mc"] for s in seeds], x_train, y_train, x_test, y_test, histories.runs)
@@ -338,17 +301,29 @@ def train_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[dict]:
             "engine": trainer.effective, "pack_fingerprint": fingerprint, "started": started,
             "evaluation_seconds": time.perf_counter() - evaluated_at, "checkpoints_saved": saves,
             "device": device_info(device), "versions": training_versions(), "git": git_commit()}
-    return [_result(c, r, s, model, histories.runs[k], histories.diverged[k], finals[k], pack)
+    return [run_record(c, r, s, model, histories.runs[k], histories.diverged[k], finals[k], pack)
             for k, (c, r, s, model) in enumerate(zip(cfgs, rates, seeds, trainer.trained_models()))]
 
 
 def main(cfg: DictConfig) -> dict:
-    """Validate, train, evaluate, write OUT/metrics.json atomically; return the metrics."""
+    """Validate, train, evaluate, write OUT/metrics.json atomically; return the metrics.
+
+    The run holds OUT's lock throughout. A folder that holds this run's finished result is left as it is (its
+    metrics are returned); one that holds another run's is refused before anything is trained.
+    """
+    check_model_size(cfg)
     validate(cfg)  # first: a missing out= is one line, not a traceback
-    state = Path(cfg.out) / checkpoint.CHECKPOINT
-    metrics = train_runs([cfg], state)[0]
-    write_result(Path(cfg.out) / "metrics.json", metrics)
-    state.unlink(missing_ok=True)  # the run is finished; metrics.json is its record
+    out = Path(cfg.out)
+    state = out / checkpoint.CHECKPOINT
+    check_runs([cfg], state)
+    with run_folder.writing([out]):
+        if run_folder.finished(out, OmegaConf.to_container(cfg, resolve=True)):
+            print(f"{out / run_folder.METRICS} is this run's finished result; nothing to do (delete it to train "
+                  "again)", flush=True)
+            return json.loads((out / run_folder.METRICS).read_text())
+        metrics = train_runs([cfg], state)[0]
+        write_result(out / run_folder.METRICS, metrics)
+        state.unlink(missing_ok=True)  # the run is finished; metrics.json is its record
     return metrics
 
 
@@ -362,12 +337,39 @@ def app(cfg: DictConfig) -> None:
     except WriteError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt as err:
+        print(checkpoint.interrupted_line(err), file=sys.stderr)
+        sys.exit(130)
+
+
+def check_sweep(overrides: Sequence[str]) -> None:
+    """Every job of a Hydra multirun checked before the first trains: each combination of the swept values, as
+    Hydra's basic sweeper forms them; one line naming the first bad job."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    fixed, swept = [], []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.get_key_element()
+        if key == "out":
+            continue  # each job's own folder, named by Hydra's resolvers
+        if not override.is_sweep_override():
+            fixed.append(override.input_line)
+        elif override.is_discrete_sweep():
+            swept.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            return  # a sweep the basic sweeper does not run: Hydra names it
+    for num, job in enumerate(itertools.product(*swept)):
+        try:
+            check_run(compose_config([*fixed, *job, f"out=multirun-job-{num}"]))
+        except ConfigError as err:
+            raise ConfigError(f"job {num} of the sweep ({' '.join(job)}): {err}; no job was started") from err
 
 
 def cli() -> None:
     """Check the overrides first so a bad one ends with one line, then hand over to Hydra.
 
-    Hydra's own flags (--help, --cfg, -m ...) go to Hydra unchecked.
+    Under -m every job of the sweep is checked before the first trains. Hydra's own flags (--help, --cfg ...)
+    go to Hydra unchecked.
     """
     argv = sys.argv[1:]
     multirun = any(arg in ("-m", "--multirun") for arg in argv)
@@ -381,20 +383,14 @@ def cli() -> None:
             sys.exit(2)
     if not any(arg.startswith("-") for arg in overrides):
         try:
-            # Under -m, each sweep (a,b,c) is checked through its first value: a typo is one line too.
-            compose_config([first_of_sweep(arg) for arg in overrides] if multirun else overrides)
+            check_sweep(overrides) if multirun else compose_config(overrides)
         except COMPOSITION_ERRORS as err:
             print(f"error: {describe_composition_error(err)}", file=sys.stderr)
             sys.exit(2)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
     app()
-
-
-def first_of_sweep(override: str) -> str:
-    """key=a,b,c -> key=a (a list or a mapping value is left whole); anything else unchanged."""
-    key, sep, value = override.partition("=")
-    if not sep or value.startswith(("[", "{", "'", '"')) or "(" in value:
-        return override
-    return f"{key}={value.split(',')[0]}"
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
     python -m dropout_lab.training.unpack results/packs/P/pack.json results/runs/.../metrics.json
 
-Light on purpose (json and the atomic writer only, no torch): the workflow runs it
-once per run, as a shell job in Snakemake's own process pool.
+Light on purpose (json, the atomic writer and the run folder's lock only, no torch): the
+workflow runs it once per run, as a shell job in Snakemake's own process pool. It holds
+the run folder's lock while it writes (dropout_lab.settings.run_folder).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from dropout_lab.settings.atomic import write_json
+from dropout_lab.settings.run_folder import FolderInUse, writing
 
 
 class UnpackError(ValueError):
@@ -26,14 +28,15 @@ def unpack_run(pack_json: str | Path, target: str | Path) -> None:
     found = [run for run in runs if str(run["config"]["out"]).rstrip("/") == folder]
     if len(found) != 1:
         raise UnpackError(f"{pack_json} holds no run with out={folder}; delete it and run again to retrain the pack")
-    write_json(target, found[0])
+    with writing([Path(target).parent]):
+        write_json(target, found[0])
 
 
 def main(argv: list[str] | None = None) -> int:
     pack_json, target = (sys.argv[1:] if argv is None else argv)
     try:
         unpack_run(pack_json, target)
-    except (UnpackError, OSError, ValueError, KeyError) as err:
+    except (UnpackError, FolderInUse, OSError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"{target} from {pack_json}")
