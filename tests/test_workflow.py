@@ -43,6 +43,7 @@ WORKFLOW_GRIDS = {
                          "epochs": {"paper": [5, 20, 50, 200], "quick": [1, 3, 6], "smoke": [1, 2]}},
         "placement": ["none", "input", "hidden", "both"],
         "conventions": {"vary": "hidden", "rates": [0.5], "fixed": {"input": 0.0}, "gates": ["bernoulli", "gaussian"]},
+        "anchor_parity": {"vary": "hidden", "rates": [0.5], "fixed": {"input": 0.2}, "gates": ["bernoulli", "gaussian"]},
     },
     "cifar10_cnn": {
         "dataset": "cifar10",
