@@ -116,8 +116,11 @@ def _acquire(folder: Path, path: Path) -> int:
         except FileNotFoundError:
             current = False
         if current:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            try:  # the pid only names the writer to a second one: a full disk must not stop the run here, but at
+                os.ftruncate(fd, 0)  # its first result, whose write says so in one line
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError:
+                pass
             return fd
         os.close(fd)  # its holder removed it as this process opened it: lock the new file
 
