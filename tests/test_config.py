@@ -43,7 +43,7 @@ BAD = [
     (["model=cnn", "dataset=cifar10", "model.fc_depth=0", "dropout=fc-only"],
      "dropout.fc=0.5 has no fully connected hidden layer"),
     (["dataset.test_fraction=1e-9"], "dataset.test_fraction=1e-09 keeps 0 of the 10000 test images; at least 100"),
-    (["model.width=100000000"], "model.width=100000000 needs about"),
+    (["model.width=100000000"], "model.width=100000000 makes the model too large: about"),
     (["train.momentum=1.0"], "train.momentum=1.0"),
     (["train.schedule=step"], "train.schedule='step' is unknown"),
     (["train.lrr=0.1"], "train.lrr is not a setting; train has: epochs, batch_size, lr"),

@@ -16,6 +16,7 @@ DropoutConfig (dropout_lab.settings.config).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
@@ -183,3 +184,48 @@ def model_parameters(model: Mapping[str, Any], dataset: str) -> int:
     """How many weights the model has (to refuse a size that cannot fit before anything is allocated)."""
     convs, dense = layer_shapes(model, dataset)
     return sum(a * b * k * k + b for a, b, k, _ in convs) + sum(a * b + b for a, b in dense)
+
+
+BYTES_PER_WEIGHT = 16  # weights, gradients and momenta in float32, and a bf16 or scratch copy
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory (the most a run's weights could use)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def parameter_count(model: Mapping[str, Any], dataset: str) -> int:
+    """model_parameters without listing every layer: each layer-count setting (depth) adds equal layers, so the
+    count is that of two such layers plus the layers beyond them (a depth of 10**9 is counted, not built)."""
+    kind = architecture(model["name"])
+    counts = [g.count for g in kind.groups if isinstance(model.get(g.count), int) and model[g.count] > 2]
+    two = {**model, **{count: 2 for count in counts}}
+    total = base = model_parameters(two, dataset)
+    for count in counts:
+        total += (model[count] - 2) * (base - model_parameters({**two, count: 1}, dataset))
+    return total
+
+
+def check_size(model: Mapping[str, Any], scale: Mapping[str, Any], dataset: str) -> None:
+    """A model too large for this machine's memory is refused before anything is built, naming the size setting to
+    lower: of those set otherwise than the scale (`scale`: the scale's settings of this kind), the one whose scale
+    value needs least."""
+    kind = ARCHITECTURES.get(model.get("name"))
+    if kind is None:
+        return
+    try:
+        need, have = parameter_count(model, dataset) * BYTES_PER_WEIGHT, memory_bytes()
+    except (TypeError, KeyError):
+        return  # a size that is not a whole number: the settings' own checks name it
+    if need <= have:
+        return
+    changed = [key for key in kind.fields if isinstance(scale.get(key), (int, list)) and model[key] != scale[key]]
+    key = min(changed, key=lambda k: parameter_count({**model, k: scale[k]}, dataset), default=kind.width_field)
+    hint = f" (the scale's is {scale[key]})" if scale.get(key) is not None else ""
+    fail(f"model.{key}={model[key]} makes the model too large: about {need / 2**30:,.0f} GiB for the weights, "
+         f"gradients and momenta of one run, and this machine has {have / 2**30:.0f} GiB; choose a smaller "
+         f"model.{key}{hint}")
+

@@ -22,7 +22,7 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
 
-from dropout_lab.settings.architectures import ARCHITECTURES, Architecture, architecture, model_parameters
+from dropout_lab.settings.architectures import ARCHITECTURES, Architecture, architecture, check_size
 from dropout_lab.settings.checks import ConfigError  # noqa: F401 - the error of every check; imported from here
 from dropout_lab.settings.checks import check_rate, fail, is_zero, layer_rates, positive_int
 from dropout_lab.settings.datasets import SPECS
@@ -245,26 +245,6 @@ def _check_fractions(dataset: DictConfig) -> None:
                  f"{MIN_IMAGES} are needed, e.g. dataset.{key}={math.ceil(MIN_IMAGES / total * 1000) / 1000:g}")
 
 
-BYTES_PER_WEIGHT = 16  # weights, gradients and momenta in float32, and a bf16 or scratch copy
-
-
-def memory_bytes() -> int:
-    """This machine's physical memory (the most a run's weights could use)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62
-
-
-def _check_size(cfg: DictConfig, kind: Architecture) -> None:
-    need = model_parameters(cfg.model, cfg.dataset.name) * BYTES_PER_WEIGHT
-    have = memory_bytes()
-    if need > have:
-        size = f"model.{kind.width_field}={cfg.model[kind.width_field]}"
-        fail(f"{size} needs about {need / 2**30:.0f} GiB for the weights, gradients and momenta of one run; "
-             f"this machine has {have / 2**30:.0f} GiB: choose a smaller width")
-
-
 def _check_checksums(dataset: DictConfig) -> None:
     checksums = dataset.checksums
     if checksums is None:
@@ -380,10 +360,14 @@ def validate(cfg: DictConfig) -> Rates:
         fail(f"gate.convention={cfg.gate.convention!r} is unknown; choose one of {list(CONVENTIONS)}")
     _check_fractions(cfg.dataset)
     _check_checksums(cfg.dataset)
+    # first of the model's checks: a depth of 10**9 is refused before any check lists its layers
+    scale = cfg.get("scale")
+    check_size(OmegaConf.to_container(cfg.model, resolve=True),
+               (OmegaConf.to_container(scale, resolve=True).get(kind.name) or {}) if scale is not None else {},
+               cfg.dataset.name)
     kind.check_settings(cfg.model)
     if cfg.model.max_norm is not None and not cfg.model.max_norm > 0:
         fail(f"model.max_norm={cfg.model.max_norm} must be positive (Srivastava et al. use 3 to 4), or null for none")
-    _check_size(cfg, kind)
     rates = _check_rates(cfg, kind)
     _check_train(cfg.train)
     _check_execution(cfg)

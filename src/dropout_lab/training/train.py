@@ -27,10 +27,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab.settings import run_folder
-from dropout_lab.settings.architectures import ARCHITECTURES, architecture, model_parameters
+from dropout_lab.settings.architectures import architecture
 from dropout_lab.settings.atomic import WriteError, write_result
 from dropout_lab.settings.config import (
-    BYTES_PER_WEIGHT,
     COMPOSITION_ERRORS,
     CONFIG_DIR,
     MIN_IMAGES,
@@ -39,7 +38,6 @@ from dropout_lab.settings.config import (
     Rates,
     compose_config,
     describe_composition_error,
-    memory_bytes,
     validate,
 )
 from dropout_lab.settings.datasets import SPECS
@@ -186,43 +184,8 @@ def check_trainable(cfg: DictConfig, rates: Rates) -> None:
                           "device=auto")
 
 
-def _parameters(model: dict, dataset: str) -> int:
-    """model_parameters without listing every layer: each layer-count setting (depth) adds equal layers, so the
-    count is that of two such layers plus the layers beyond them."""
-    kind = architecture(model["name"])
-    counts = [g.count for g in kind.groups if isinstance(model.get(g.count), int) and model[g.count] > 2]
-    two = {**model, **{count: 2 for count in counts}}
-    total = base = model_parameters(two, dataset)
-    for count in counts:
-        total += (model[count] - 2) * (base - model_parameters({**two, count: 1}, dataset))
-    return total
-
-
-def check_model_size(cfg: DictConfig) -> None:
-    """A model too large for this machine's memory is refused before anything is built, naming the size setting
-    to lower: of those set otherwise than the scale, the one whose scale value needs least."""
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    kind = ARCHITECTURES.get(model.get("name"))
-    if kind is None or cfg.dataset.name not in SPECS:
-        return
-    try:
-        need, have = _parameters(model, cfg.dataset.name) * BYTES_PER_WEIGHT, memory_bytes()
-    except (TypeError, KeyError):
-        return  # a size that is not a whole number: validate names it
-    if need <= have:
-        return
-    scale = OmegaConf.to_container(cfg.scale, resolve=True).get(kind.name) or {}
-    changed = [key for key in kind.fields if isinstance(scale.get(key), (int, list)) and model[key] != scale[key]]
-    key = min(changed, key=lambda k: _parameters({**model, k: scale[k]}, cfg.dataset.name), default=kind.width_field)
-    hint = f" (the scale's is {scale[key]})" if scale.get(key) is not None else ""
-    raise ConfigError(f"model.{key}={model[key]} makes the model too large: about {need / 2**30:,.0f} GiB for the "
-                      f"weights, gradients and momenta of one run, and this machine has {have / 2**30:.0f} GiB; "
-                      f"choose a smaller model.{key}{hint}")
-
-
 def check_run(cfg: DictConfig) -> Rates:
     """Every check of one run's settings, before anything is built; its rates."""
-    check_model_size(cfg)  # first: validate lists every layer's rate
     rates = validate(cfg)
     check_trainable(cfg, rates)
     return rates
@@ -311,7 +274,6 @@ def main(cfg: DictConfig) -> dict:
     The run holds OUT's lock throughout. A folder that holds this run's finished result is left as it is (its
     metrics are returned); one that holds another run's is refused before anything is trained.
     """
-    check_model_size(cfg)
     validate(cfg)  # first: a missing out= is one line, not a traceback
     out = Path(cfg.out)
     state = out / checkpoint.CHECKPOINT
