@@ -84,7 +84,7 @@ def test_smoke_workflow_through_the_slurm_profile(tmp_path, slurm, mnist_mirror)
 
     runs = grid.expand_runs(as_snakemake_sees(overrides))  # the runs of SLURM_GRIDS, as the workflow plans them
     cells = {(r.gate, r.convention, r.cell) for r in runs}
-    # 10 hidden + 7 input (its 0.0 is the hidden sweep's 0.5) + 9 Gaussian parity + 1 placement-only (input 0.2
+    # 4 hidden + 2 input (its 0.0 is the hidden sweep's 0.5) + 3 Gaussian parity + 1 placement-only (input 0.2
     # alone) + 2 scaled conventions, at two seeds
     assert len(runs) == 2 * len(cells) == 2 * (4 + 2 + 3 + 1 + 2)
     assert len(list((work / "results" / "runs").rglob("metrics.json"))) == len(runs)
@@ -100,3 +100,32 @@ def test_smoke_workflow_through_the_slurm_profile(tmp_path, slurm, mnist_mirror)
     assert all("JobState=COMPLETED" in r for r in ours)
     submitted = set(re.findall(r"submitted with SLURM jobid (\d+)", output))
     assert {re.search(r"JobId=(\d+)", r).group(1) for r in ours} == submitted
+
+
+def test_a_link_left_by_a_killed_local_cluster_does_not_block_the_next(tmp_path):
+    system_conf = Path("/etc/slurm/slurm.conf")
+    if os.geteuid() != 0 or shutil.which("slurmctld") is None:
+        pytest.skip("needs root and the SLURM packages, as the cluster test does")
+    if system_conf.exists() or system_conf.is_symlink():
+        pytest.skip(f"{system_conf} is present; this test plants its own")
+    # What a cluster killed before its stop leaves: the link, and a state folder whose daemons are gone.
+    dead = Path(tempfile.mkdtemp(prefix="dropout-lab-slurm-", dir="/tmp"))
+    (dead / "run").mkdir()
+    (dead / "slurm.conf").write_text("ClusterName=dropoutlab\n")
+    (dead / "run" / "slurmctld.pid").write_text("999999\n")
+    system_conf.parent.mkdir(parents=True, exist_ok=True)
+    system_conf.symlink_to(dead / "slurm.conf")
+    state = Path(tempfile.mkdtemp(prefix="dropout-lab-slurm-", dir="/tmp"))
+    state.chmod(0o755)
+    try:
+        proc = subprocess.run([str(LOCAL_SLURM), "start", str(state)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "removing the stale link" in proc.stderr
+        assert system_conf.resolve() == state / "slurm.conf"
+    finally:
+        subprocess.run([str(LOCAL_SLURM), "stop", str(state)], timeout=120)
+        if system_conf.is_symlink() and system_conf.resolve() == dead / "slurm.conf":
+            system_conf.unlink()
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(dead, ignore_errors=True)
+    assert not system_conf.is_symlink()
