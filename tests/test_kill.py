@@ -26,6 +26,7 @@ def small_config(mirror: str | None) -> dict:
         "scale": "smoke",
         "experiments": ["kill_test"],  # a grid of its own: --configfile merges into the shipped grids
         "data": {"mirrors": {"mnist": mirror}},
+        "protocols": {"run": ["fixed"], "judge": "fixed"},  # three packs: kills land in and between them
         "grids": {"kill_test": {"dataset": "mnist", "model": "mlp",
                                 "hidden_sweep": {"vary": "hidden", "rates": [0.0, 0.5, 0.9],
                                                  "fixed": {"input": 0.0}}}},

@@ -6,6 +6,7 @@ split into packs is a choice of speed only: config `runs_per_job`.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -37,6 +38,20 @@ class Pack:
             own = [a for a in run.overrides(settings) if a.startswith(per_run)]
             args += ["--run", " ".join(own)]
         return " ".join(shlex.quote(arg) for arg in args)
+
+
+def check_pack_json(path: str) -> None:
+    """A pack.json that cannot be read stops the workflow before any job runs, in one line naming it: left
+    there, Snakemake would delete its runs' intact metrics.json and then fail to unpack them again."""
+    try:
+        runs = json.loads(Path(path).read_text())["runs"]
+        if not isinstance(runs, list):
+            raise TypeError(f"runs is {type(runs).__name__}, not a list")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        reason = err.msg if isinstance(err, json.JSONDecodeError) else f"{type(err).__name__}: {err}"
+        raise GridError(f"{path} cannot be read ({reason}): a truncated or damaged file; delete it and run "
+                        "again: its runs' finished metrics.json are kept, and the pack is rebuilt from them "
+                        "without training") from None
 
 
 def gpu_visible(device: str) -> bool:

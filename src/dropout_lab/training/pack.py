@@ -8,7 +8,8 @@ Arguments outside --run are Hydra overrides shared by every run; each --run
 adds that run's own (seed, dropout rates, out). The runs of a pack may differ
 only in those. DIR/pack.json holds every run's metrics, in --run order; with
 --write-runs each run's metrics.json is also written to its own `out` folder
-(refused before training where that folder holds another run's finished result).
+(refused before training where that folder holds another run's finished result;
+a run whose folder holds its own finished result is kept, not retrained).
 While the pack trains, DIR/checkpoint.pt lets a rerun resume; the pack holds the
 lock of DIR and of every run's folder (dropout_lab.settings.run_folder).
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from dropout_lab.settings import run_folder
+from dropout_lab.settings import metrics_schema, run_folder
 from dropout_lab.settings.atomic import WriteError, write_result
 from dropout_lab.settings.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error
 from dropout_lab.training import data
@@ -33,12 +34,18 @@ from dropout_lab.training.train import check_runs, train_runs
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
-        prog="python -m dropout_lab.training.pack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        # `dropout-lab pack` names itself so (dropout_lab.cli sets argv[0]); run as a module, it is the module.
+        prog=sys.argv[0] if sys.argv[0].startswith("dropout-lab ") else "python -m dropout_lab.training.pack",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dir", required=True, help="folder of the pack: pack.json and its checkpoint")
     parser.add_argument("--run", action="append", required=True, metavar="OVERRIDES",
                         help="one run's own overrides, as one quoted string (repeat per run)")
     parser.add_argument("--write-runs", action="store_true", help="also write OUT/metrics.json of each run")
+    parser.add_argument("--retrain-changed", action="store_true",
+                        help="with --write-runs: retrain a run whose OUT holds a result made with other settings "
+                             "(or one that cannot be read) instead of refusing it; the workflow's rule, where a "
+                             "settings edit must reach the results")
     return parser.parse_known_args(argv)
 
 
@@ -55,16 +62,35 @@ def main(argv: list[str] | None = None) -> list[dict]:
     folder = Path(args.dir)
     check_runs(cfgs, folder / CHECKPOINT)
     with run_folder.writing([folder, *(cfg.out for cfg in cfgs)]):
-        if args.write_runs:  # a run's own finished result may be rewritten, another run's never
-            for cfg in cfgs:
-                run_folder.finished(Path(cfg.out), OmegaConf.to_container(cfg, resolve=True))
-        metrics = train_runs(cfgs, folder / CHECKPOINT)
-        if args.write_runs:
-            for cfg, run in zip(cfgs, metrics):
+        kept = finished_runs(cfgs, args.retrain_changed) if args.write_runs else {}
+        if kept:
+            print(f"kept {len(kept)} finished run(s), not retrained: "
+                  + ", ".join(str(cfgs[i].out) for i in sorted(kept)), file=sys.stderr)
+        trained = iter(train_runs([c for i, c in enumerate(cfgs) if i not in kept], folder / CHECKPOINT)
+                       if len(kept) < len(cfgs) else [])
+        metrics = [kept[i] if i in kept else next(trained) for i in range(len(cfgs))]
+        for i, (cfg, run) in enumerate(zip(cfgs, metrics)):
+            if args.write_runs and i not in kept:
                 write_result(Path(cfg.out) / run_folder.METRICS, run)
         write_result(folder / "pack.json", {"runs": metrics})
         (folder / CHECKPOINT).unlink(missing_ok=True)  # finished: pack.json is the record
     return metrics
+
+
+def finished_runs(cfgs: list, retrain_changed: bool) -> dict[int, dict]:
+    """The runs whose `out` already holds their own finished result, by position: kept as they are, never
+    retrained (a pack that gained a seed trains that seed only; a pack.json lost after its runs finished is
+    rebuilt without training). A folder holding another run's result, or one that cannot be believed, is
+    refused in one line; with retrain_changed that run trains again instead."""
+    kept = {}
+    for i, cfg in enumerate(cfgs):
+        try:
+            if run_folder.finished(Path(cfg.out), OmegaConf.to_container(cfg, resolve=True)):
+                kept[i] = metrics_schema.read_metrics(Path(cfg.out) / run_folder.METRICS)
+        except (ConfigError, metrics_schema.MetricsError) as err:
+            if not retrain_changed:
+                raise ConfigError(str(err)) from None
+    return kept
 
 
 def cli() -> None:
