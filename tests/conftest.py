@@ -10,7 +10,9 @@ import http.server
 import io
 import os
 import pickle
+import shutil
 import socket
+import subprocess
 import tarfile
 import threading
 from pathlib import Path
@@ -76,11 +78,11 @@ def make_cifar_archive(path: Path, per_batch: int = 60, test: int = 100, seed: i
         labels = rng.integers(0, 10, n)
         base = (labels[:, None] * 25).astype(np.int64)
         pixels = np.clip(base + rng.integers(-20, 21, (n, 3072)), 0, 255).astype(np.uint8)
-        entry = {
-            b"batch_label": label.encode(),
-            b"labels": labels.tolist(),
-            b"data": pixels,
-            b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+        entry = {  # str keys: how the genuine (Python 2) batches read under encoding="latin1", as torchvision reads
+            "batch_label": label,
+            "labels": labels.tolist(),
+            "data": pixels,
+            "filenames": [f"img_{i}.png" for i in range(n)],
         }
         return pickle.dumps(entry, protocol=2), pixels, labels
 
@@ -94,7 +96,7 @@ def make_cifar_archive(path: Path, per_batch: int = 60, test: int = 100, seed: i
     if poison:
         blob = pickle.dumps(_Exploit(), protocol=2)
     members["test_batch"] = blob
-    members["batches.meta"] = pickle.dumps({b"label_names": [f"class{i}".encode() for i in range(10)]}, protocol=2)
+    members["batches.meta"] = pickle.dumps({"label_names": [f"class{i}" for i in range(10)]}, protocol=2)
     members["readme.html"] = b"<html></html>"
     with tarfile.open(path, "w:gz") as tar:
         for name, blob in members.items():
@@ -213,3 +215,18 @@ def as_snakemake_sees(overlay: dict) -> dict:
     config = merged(SHIPPED, overlay)
     grid.drop_switched_off(config)
     return config
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The project's tracked files, as the work tree has them (links kept as links), copied into `dest`."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        source, target = ROOT / name, dest / name
+        if not source.exists() and not source.is_symlink():
+            continue  # deleted in the work tree
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, target)
+    return dest

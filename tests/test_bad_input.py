@@ -97,7 +97,7 @@ def test_plan_refuses_the_configs_the_workflow_refuses_with_the_same_line(work, 
 
 # (plan's KEY=VALUE arguments, the texts of the one line) for what a command line gets wrong
 BAD_PLAN_ARGUMENTS = {
-    "unknown scale": (["scale=bogus"], ["scale='bogus' is not allowed", "choose one of ['paper', 'quick', 'smoke']"]),
+    "unknown scale": (["scale=bogus"], ["scale='bogus' is not allowed", "choose one of ['auto', 'paper', 'quick', 'smoke']"]),
     "runs_per_job=0": (["runs_per_job=0"], ["runs_per_job=0", "give an integer >= 1"]),
     "runs_per_job<0": (["runs_per_job=-1"], ["runs_per_job=-1", "give an integer >= 1"]),
     "runs_per_job=word": (["runs_per_job=many"], ["runs_per_job='many'", "cell, all or auto"]),

@@ -36,7 +36,7 @@ def test_make_refuses_a_second_config_in_args():
     proc = subprocess.run(["make", "-n", "-C", str(ROOT), "paper", "ARGS=--config experiments=[mnist_mlp]"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
-    assert "ARGS holds --config, which would replace scale=paper" in proc.stderr
+    assert "ARGS holds --config, which would replace scale=auto" in proc.stderr
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -60,7 +60,7 @@ def test_the_gpu_profile_keeps_its_settings_when_the_command_line_adds_config(tm
     # From the checkout's root, as the README runs it: --config scale=smoke must not drop the profile's packs.
     snakemake = str(Path(sys.executable).parent / "snakemake")
     proc = subprocess.run(
-        [snakemake, "--directory", str(tmp_path), "-n", "--profile", "workflow/profiles/slurm-gpu",
+        [snakemake, "--directory", str(tmp_path), "-n", "--profile", "profiles/slurm-gpu",
          "--executor", "local", "--cores", "2", "--config", "scale=smoke", "experiments=[mnist_mlp]"],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     planned = proc.stdout + proc.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dropout_lab.planning import checks, grid, packs
+from dropout_lab.planning import checks, grid, packs, scales
 from dropout_lab.settings.config import compose_config, validate
 from tests.conftest import ROOT, SHIPPED, SMALL_GRIDS, small_config
 
@@ -215,7 +215,7 @@ SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 # (path to the key, bad value, text of the one-line error)
 BAD_CONFIG = [
-    (["scale"], "huge", "scale='huge' is not allowed; choose one of ['paper', 'quick', 'smoke']"),
+    (["scale"], "huge", "scale='huge' is not allowed; choose one of ['auto', 'paper', 'quick', 'smoke']"),
     (["seeds", "smoke"], 0, "seeds.smoke=0"),
     (["seeds", "smoke"], "two", "seeds.smoke='two'"),
     (["experiments"], [], "experiments is empty"),
@@ -255,6 +255,8 @@ def test_bad_workflow_config_is_named_in_one_line(path, value, message):
 def test_the_shipped_config_is_valid_and_plans():
     checks.check_schema(SHIPPED, SCHEMA)
     shipped = copy.deepcopy(SHIPPED)
+    assert shipped["scale"] == "auto"
+    scales.resolve_scale(shipped)  # paper or quick, as the workflow and `dropout-lab plan` resolve it
     grid.drop_switched_off(shipped)
     checks.check_claims(shipped)
     runs = grid.expand_runs(shipped)

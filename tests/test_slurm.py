@@ -74,7 +74,7 @@ def test_smoke_workflow_through_the_slurm_profile(tmp_path, slurm, mnist_mirror)
     # group job, and no accounting database, so job states come from squeue.
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(work),
-         "--profile", str(ROOT / "workflow" / "profiles" / "slurm"), "--configfile", str(work / "test-config.yaml"),
+         "--profile", str(ROOT / "profiles" / "slurm"), "--configfile", str(work / "test-config.yaml"),
          "--cores", "2", "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2"],
         capture_output=True, text=True, timeout=1500, env=env,
     )
@@ -92,7 +92,7 @@ def test_smoke_workflow_through_the_slurm_profile(tmp_path, slurm, mnist_mirror)
 
     # The scheduler's own record: one completed job per group of eight training jobs (a pack of a cell's seeds
     # each: runs_per_job auto on a CPU), in our folder.
-    profile = yaml.safe_load((ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
     per_group = int(profile["group-components"][0].split("=")[1])
     records = (slurm / "log" / "jobcomp.log").read_text().splitlines()
     ours = [r for r in records if f"WorkDir={work}" in r]

@@ -22,13 +22,14 @@ rule claims:
         ),
     log:
         "results/logs/claims.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
     params:
         # Every setting the verdicts and the prose read: an edit reruns the claims and reaches the PDF.
         claims=config["claims"],
         seeds=config["seeds"][config["scale"]],
         protocols=config.get("protocols"),
-    localrule: True
-    conda:
-        "../envs/analysis.yaml"
+        scale_choice=SCALE_CHOICE,
     script:
         "../scripts/claims.py"

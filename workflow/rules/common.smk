@@ -5,17 +5,25 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+# The package comes from this checkout, at parse time as in every job: planning needs only the DAG-time
+# dependencies (docs/workflow.md), not an install of dropout-lab into Snakemake's environment.
+sys.path.insert(0, f"{REPOSITORY}/src")
+
 from dropout_lab.settings import claims as claim_registry, datasets, identity
-from dropout_lab.planning import checks, grid, packs, plan
+from dropout_lab.planning import checks, grid, packs, plan, scales
 from dropout_lab.paper import report as paper_report
 
+# scale: auto becomes paper or quick for this machine; the plan and the paper's first page say which and why.
+SCALE_CHOICE = scales.resolve_scale(config)
 try:
     # Every check before anything runs, one line naming the bad key (the same as `dropout-lab plan`'s);
     # then Snakemake's own validation. Also: the runs, their packs and what each run folder should hold.
-    RUNS, RUNS_PER_JOB, PACKS, EXPECTED = plan.checked_grid(
-        config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
-    )
+    RUNS, RUNS_PER_JOB, PACKS, EXPECTED = plan.checked_grid(config, f"{REPOSITORY}/workflow/schemas/config.schema.yaml")
     validate(config, "../schemas/config.schema.yaml")
+    # A damaged pack.json stops the workflow before any job runs, its runs' metrics.json untouched.
+    for _pack in PACKS:
+        if os.path.exists(f"results/packs/{_pack.name}/pack.json"):
+            packs.check_pack_json(f"results/packs/{_pack.name}/pack.json")
 except checks.GridError as err:
     raise WorkflowError(f"error: {err}")
 
@@ -27,22 +35,24 @@ envvars:
     "PATH",
 
 
-os.environ["PATH"] = os.pathsep.join(
-    [os.path.dirname(sys.executable), os.environ.get("PATH", "")]
+# Set, never read, here (the jobs read them): the package from this checkout in every job, whatever
+# environment runs it (the venv, or a per-rule conda environment of workflow/envs/ without an install);
+# and where the data lies, which cannot change a run's numbers: the runs read it from the environment
+# (config/train.yaml's data_dir, dropout_lab.training.data's mirror variables), not from the train rule's
+# parameters, so moving the data or a mirror retrains nothing.
+os.environ.update(
+    PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+    PYTHONPATH=os.pathsep.join(p for p in (f"{REPOSITORY}/src", os.environ.get("PYTHONPATH")) if p),
+    DROPOUT_LAB_DATA_DIR=config["data"]["dir"],
 )
-# The package comes from this checkout in every job, whatever environment runs it
-# (the venv, or a per-rule conda environment of workflow/envs/ without an install).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (f"{workflow.basedir}/src", os.environ.get("PYTHONPATH")) if p
+os.environ.update(
+    {
+        f"DROPOUT_LAB_{name.upper()}_MIRROR": str(mirror)
+        for name, mirror in (config["data"].get("mirrors") or {}).items()
+        if mirror
+    }
 )
-# Where the data lies cannot change a run's numbers: the runs read it from the environment
-# (config/train.yaml's data_dir, dropout_lab.training.data's mirror variables), not from the train
-# rule's parameters, so moving the data or a mirror retrains nothing.
-os.environ["DROPOUT_LAB_DATA_DIR"] = config["data"]["dir"]
-for _name, _mirror in (config["data"].get("mirrors") or {}).items():
-    if _mirror:
-        os.environ[f"DROPOUT_LAB_{_name.upper()}_MIRROR"] = str(_mirror)
-PAPER_DIR = f"{workflow.basedir}/paper"
+PAPER_DIR = f"{REPOSITORY}/paper"
 DATA_DIR = config["data"]["dir"]
 RUN_BY_FOLDER = {run.folder: run for run in RUNS}
 PACK_BY_NAME = {pack.name: pack for pack in PACKS}
@@ -102,15 +112,21 @@ def data_cache(dataset):
 
 
 def pack_data(wildcards):
-    # A finished pack is not retrained because its data cache was rebuilt or touched: the cache holds
-    # the same verified content, whose digest each run's identity records (check_runs). Snakemake
-    # skips a job whose inputs are all ancient and present, so the cache is ancient for a finished
-    # pack only; a pack still to train needs it as a plain input (ancient there, with a cache marked
-    # incomplete by a kill, makes Snakemake 9.27 drop the jobs that need it).
-    cache = data_cache(the_pack(wildcards).runs[0].dataset)
-    if os.path.exists(f"results/packs/{wildcards.pack}/pack.json") and os.path.exists(cache):
-        return ancient(cache)
-    return cache
+    # A finished pack is not retrained because its data cache was rebuilt, touched or fetched anew (runs
+    # imported from another machine, with no data here): the cache holds the same verified content, whose
+    # digest each run's identity records (check_runs). A pack is finished when its pack.json or all its
+    # runs' metrics.json are there; it then reads the cache as ancient, or not at all when the cache is
+    # missing (Snakemake reruns a job whose input another job makes, even an ancient one). A pack still to
+    # train needs the cache as a plain input (ancient there, with a cache marked incomplete by a kill,
+    # makes Snakemake 9.27 drop the jobs that need it).
+    pack = the_pack(wildcards)
+    cache = data_cache(pack.runs[0].dataset)
+    done = os.path.exists(f"results/packs/{wildcards.pack}/pack.json") or all(
+        os.path.exists(f"{run.folder}/metrics.json") for run in pack.runs
+    )
+    if not done:
+        return cache
+    return ancient(cache) if os.path.exists(cache) else []
 
 
 def pack_memory(wildcards):

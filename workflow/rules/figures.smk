@@ -10,11 +10,11 @@ rule figure:
         png=report("results/figures/{stem}.png", caption="../report/figure.rst", category="Figures"),
     log:
         "results/logs/figures/{stem}.log",
-    params:
-        # The thresholds, margins and bands a figure draws.
-        claims=config["claims"],
     localrule: True
     conda:
         "../envs/analysis.yaml"
+    params:
+        # The thresholds, margins and bands a figure draws.
+        claims=config["claims"],
     script:
         "../scripts/figure.py"

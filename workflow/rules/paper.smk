@@ -6,9 +6,7 @@ rule paper:
         generated=rules.claims.output.generated,
         sections=rules.claims.output.sections,
         figures=expand("results/figures/{stem}.pdf", stem=FIGURES),
-        theory_figures=expand(
-            "results/figures/theory/{part}.pdf", part=["gradient", "regression"]
-        ),
+        theory_figures=expand("results/figures/theory/{part}.pdf", part=["gradient", "regression"]),
     output:
         report("results/paper/paper.pdf", caption="../report/paper.rst", category="Paper"),
     log:

@@ -1,4 +1,5 @@
 # Before any job runs: say what will be done, and stop early for what would fail late.
+import re
 import shutil
 
 from snakemake.exceptions import WorkflowError
@@ -6,18 +7,27 @@ from snakemake.exceptions import WorkflowError
 from dropout_lab.planning import plan
 
 
+def print_plan(training=None):
+    """The plan's lines (dropout_lab.planning.plan.plan_report): those packs Snakemake will run, or from the files."""
+    cores = workflow.resource_settings.cores or os.cpu_count() or 1
+    for line in plan.plan_report(config, RUNS, PACKS, EXPECTED, cores, SCALE_CHOICE, training):
+        print(line, file=sys.stderr)
+
+
+# A dry run has no onstart: its plan is printed here, counted from the files (what `dropout-lab plan` prints).
+if workflow.is_main_process and any(
+    arg in ("--dry-run", "--dryrun") or re.fullmatch(r"-[a-zA-Z]*n[a-zA-Z]*", arg) for arg in sys.argv[1:]
+):
+    print_plan()
+
+
 onstart:
     needed = {job.rule.name for job in workflow.dag.needrun_jobs()}
     if "paper" in needed and shutil.which("latexmk") is None:
         raise WorkflowError(
-            "latexmk is not installed, so the paper cannot be built; install TeX first (README: latexmk "
-            "texlive-latex-base texlive-latex-recommended texlive-science lmodern) or ask for another target, "
-            "e.g. results/claims/claims.json"
+            "latexmk is not installed, so the paper cannot be built; install TeX first (tools/setup-tex, or make "
+            "paper as root on Debian or Ubuntu) or ask for another target, e.g. results/claims/claims.json"
         )
-    trains = [job for job in workflow.dag.needrun_jobs() if job.rule.name == "train"]
-    templates, counts = plan.by_experiment(RUNS, EXPECTED)
-    _, to_train = plan.by_experiment([r for job in trains for r in PACK_BY_NAME[job.wildcards.pack].runs], EXPECTED)
-    gpu = packs.gpu_visible(config["device"])
-    lines = plan.plan_lines(config, templates, counts, to_train, len(PACKS), len(trains), gpu, workflow.cores)
-    for line in lines:
-        print(line, file=sys.stderr)
+    print_plan(
+        [PACK_BY_NAME[job.wildcards.pack] for job in workflow.dag.needrun_jobs() if job.rule.name == "train"]
+    )

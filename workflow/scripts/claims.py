@@ -16,7 +16,8 @@ from dropout_lab.paper.report import write_report
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 
-config = snakemake.config  # noqa: F821
+# The settings, and why this scale (scale: auto; empty for a scale asked for by name), which the first page names.
+config = {**snakemake.config, "scale_choice": snakemake.params.scale_choice}  # noqa: F821
 runs = pd.read_parquet(snakemake.input.runs)  # noqa: F821
 mc = pd.read_parquet(snakemake.input.mc)  # noqa: F821
 theory = json.loads(Path(snakemake.input.theory).read_text())  # noqa: F821

@@ -258,6 +258,14 @@ def write_verdict_table(path: Path, rows: list[Mapping[str, Any]]) -> None:
         writer.writerows([[_plain(row[cell]) for cell in ("label", "estimate", "verdict")] for row in rows])
 
 
+def _scale_choice(sentence: str) -> str:
+    """Why this scale, for the title block: the sentence of scale=auto (dropout_lab.planning.scales), before its
+    parenthesis; empty for a scale asked for by name."""
+    if not sentence:
+        return ""
+    return f" ({sentence.split(' (')[0]})"
+
+
 def macros(doc: Mapping[str, Any], config: Mapping[str, Any]) -> Macros:
     """Every number, setting and verdict the prose of paper/paper.tex cites."""
     claims, theory, facts = doc["claims"], doc["theory"], doc["facts"]
@@ -266,7 +274,8 @@ def macros(doc: Mapping[str, Any], config: Mapping[str, Any]) -> Macros:
     input_grid = config["grids"].get(settings["input_rate"]["experiment"], {}).get("input_sweep", {})
     m = Macros()
     for name, value in (
-            ("ScaleName", scale), ("JudgedProtocol", judged_protocol(config)), ("NumRuns", facts["runs"]),
+            ("ScaleName", scale), ("ScaleChoice", _scale_choice(config.get("scale_choice", ""))),
+            ("JudgedProtocol", judged_protocol(config)), ("NumRuns", facts["runs"]),
             ("NumFailed", failed["count"]), ("NumDiverged", failed["diverged"]), ("NumCollapsed", failed["collapsed"]),
             ("ReboundFraction", f"{config['failure']['rebound_fraction']:g}"),
             ("ChanceMultiple", f"{config['failure']['chance_multiple']:g}"), ("SeedsPerCell", config["seeds"][scale]),

@@ -1,15 +1,21 @@
 """What a workflow run is about to do, printed before any work: runs, packs, device and the time it expects.
 
 The time is an estimate from each model's training FLOPs per image and two measured
-throughputs of this project's engine (below); it says which it used.
+throughputs of this project's engine (below). Where training jobs already ran on this machine, their
+wall times (the train rule's Snakemake benchmark files) scale that estimate, and the plan says so.
+A run whose folder holds its metrics.json is finished: its pack keeps it, so it is not counted again.
 """
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from dropout_lab.planning import checks, grid, packs
+from dropout_lab.settings import run_folder
 from dropout_lab.settings.architectures import architecture, layer_shapes
 from dropout_lab.settings.datasets import SPECS
 
@@ -21,6 +27,7 @@ CPU_FLOPS_PER_CORE = 3.7e10
 GPU_FLOPS = 3.8e13
 EVAL_SHARE = 0.3  # final evaluation (both splits, Monte-Carlo masks), as a share of training
 JOB_START_SECONDS = 3.0  # a training job's start on the CPU: Python, torch and the data cache
+BENCHMARKS = "results/benchmarks/train"  # the train rule's benchmark: {pack}.tsv, Snakemake's columns (s, h:m:s, ...)
 
 
 def checked_grid(config: dict[str, Any], schema_file: str | Path | None) -> tuple[list, int | str, list, dict]:
@@ -87,6 +94,61 @@ def by_experiment(runs: Any, expected: Mapping[str, Mapping[str, Any]]) -> tuple
     return templates, counts
 
 
+def unfinished(runs: Iterable[Any], root: str | Path = ".") -> list:
+    """The runs still to train: those whose folder under `root` (the workflow's directory) holds no
+    metrics.json. A pack that runs again keeps its finished runs (dropout_lab.training.pack --write-runs)."""
+    return [run for run in runs if not (Path(root) / run.folder / run_folder.METRICS).is_file()]
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Training jobs timed on this machine (the train rule's benchmark files), beside the FLOP model's
+    estimate of the same jobs."""
+
+    jobs: int
+    seconds: float  # their wall seconds, as Snakemake measured them
+    model_seconds: float  # what estimate_seconds says for the same jobs
+    run_epochs: float  # the runs' epochs, summed over the jobs' runs
+
+    @property
+    def ratio(self) -> float:
+        """Measured over modelled: above 1, the FLOP model is too optimistic for this machine."""
+        return self.seconds / self.model_seconds
+
+    def __add__(self, other: Measured) -> Measured:
+        return Measured(self.jobs + other.jobs, self.seconds + other.seconds,
+                        self.model_seconds + other.model_seconds, self.run_epochs + other.run_epochs)
+
+
+def benchmark_seconds(path: str | Path) -> float | None:
+    """A Snakemake benchmark file's wall seconds (column s, the mean of its rows), or None where there is no
+    file or it cannot be read: a missing or damaged measurement only leaves the FLOP estimate in place."""
+    try:
+        with open(path, newline="") as handle:
+            seconds = [float(row["s"]) for row in csv.DictReader(handle, delimiter="\t")]
+    except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError, csv.Error):
+        return None
+    return sum(seconds) / len(seconds) if seconds and all(value > 0 for value in seconds) else None
+
+
+def measured_jobs(made: Sequence[Any], expected: Mapping[str, Mapping[str, Any]], gpu: bool,
+                  root: str | Path = ".") -> dict[str, Measured]:
+    """Per experiment, the packs of `made` (dropout_lab.planning.packs.Pack) whose benchmark file
+    (BENCHMARKS/{pack}.tsv under `root`) holds a measured time, with the model's estimate for each such job."""
+    measured: dict[str, Measured] = {}
+    for pack in made:
+        seconds = benchmark_seconds(Path(root) / BENCHMARKS / f"{pack.name}.tsv")
+        if seconds is None:
+            continue
+        settings = [expected[run.folder] for run in pack.runs]
+        # One job alone on its cores: each run's work, and the job's start once.
+        model = sum(estimate_seconds(one, 1, gpu, 1) for one in settings) + (0 if gpu else JOB_START_SECONDS)
+        job = Measured(1, seconds, model, float(sum(one["train.epochs"] for one in settings)))
+        experiment = pack.runs[0].experiment
+        measured[experiment] = measured[experiment] + job if experiment in measured else job
+    return measured
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -95,31 +157,70 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _jobs(count: int) -> str:
+    return f"{count} job{'s' if count != 1 else ''}"
+
+
+def _scaling(experiment: str, measured: Mapping[str, Measured]) -> tuple[float, str]:
+    """(the factor on the FLOP estimate, the words that say where the estimate comes from)."""
+    if experiment in measured:  # this experiment's own jobs: its model, data and job size
+        own = measured[experiment]
+        return own.ratio, (f"from {_jobs(own.jobs)} measured on this machine: {own.seconds / own.run_epochs:.3g} s "
+                           f"per run-epoch, {own.ratio:.2g}x the FLOP model's estimate for them")
+    if measured:  # other experiments' jobs still tell this machine's speed against the model
+        pooled = sum(measured.values(), Measured(0, 0.0, 0.0, 0.0))
+        return pooled.ratio, (f"FLOP estimate scaled by {_jobs(pooled.jobs)} of other experiments measured on "
+                              f"this machine, {pooled.ratio:.2g}x")
+    return 1.0, "estimate"
+
+
 def plan_lines(config: Mapping[str, Any], templates: Mapping[str, Mapping[str, Any]], runs_per_experiment:
                Mapping[str, int], to_train: Mapping[str, int], packs: int, training_jobs: int, gpu: bool,
-               cores: int) -> list[str]:
+               cores: int, measured: Mapping[str, Measured] | None = None) -> list[str]:
     """The plan: one line per experiment with runs and expected time, and a warning for a paper grid on a CPU.
 
-    `templates`: one run's defining settings per experiment (all runs of an experiment share
-    model, data and epochs)."""
+    `templates`: one run's defining settings per experiment (all runs of an experiment share model, data and
+    epochs); `to_train`: the runs per experiment still to train (the rest are finished), in `training_jobs`
+    jobs; `measured`: jobs timed on this machine (measured_jobs), which scale the estimate."""
+    measured = measured or {}
     parallel = max(cores // int(config["threads_per_run"]), 1)
     device = "a GPU" if gpu else f"the CPU ({cores} cores, {parallel} training jobs at once)"
-    lines = [f"plan: scale={config['scale']}, {sum(runs_per_experiment.values())} runs in {packs} "
-             f"pack{'s' if packs != 1 else ''} "
-             f"(runs_per_job={config['runs_per_job']}), {training_jobs} of them to train now, on {device}"]
+    total_runs, left = sum(runs_per_experiment.values()), sum(to_train.values())
+    lines = [f"plan: scale={config['scale']}, {total_runs} runs in {packs} pack{'s' if packs != 1 else ''} "
+             f"(runs_per_job={config['runs_per_job']}): {total_runs - left} finished, {left} to train now in "
+             f"{training_jobs} pack{'s' if training_jobs != 1 else ''}, on {device}"]
     total = 0.0
     for experiment, runs in runs_per_experiment.items():
         settings = templates[experiment]
         train = to_train.get(experiment, 0)
-        seconds = estimate_seconds(settings, train, gpu, parallel, training_jobs if train else 0)
+        factor, source = _scaling(experiment, measured)
+        seconds = factor * estimate_seconds(settings, train, gpu, parallel, training_jobs if train else 0)
         total += seconds
         size = architecture(settings["model.name"]).describe(_model(settings))
         low, high = settings.get("plan.epochs", (settings["train.epochs"],) * 2)
         epochs = f"{low:g} epochs" if low == high else f"{low:g}-{high:g} epochs (mean {settings['train.epochs']:.1f})"
-        lines.append(f"plan: {experiment}: {runs} runs of {settings['model.name']} {size}, "
-                     f"{epochs}; {train} to train now, about {_duration(seconds)} (estimate)")
+        lines.append(f"plan: {experiment}: {runs} runs of {settings['model.name']} {size}, {epochs}; "
+                     f"{runs - train} finished, {train} to train now, about {_duration(seconds)} ({source})")
     if not gpu and config["scale"] == "paper" and training_jobs:
         lines.append(f"plan: WARNING: the paper scale is meant for a GPU; on this CPU it would take about "
                      f"{_duration(total)}. Use --config scale=quick (minutes) or train on a GPU (README).")
     return lines
 
+
+def plan_report(config: Mapping[str, Any], runs: Sequence[Any], made: Sequence[Any],
+                expected: Mapping[str, Mapping[str, Any]], cores: int, scale_choice: str = "",
+                training: Sequence[Any] | None = None, root: str | Path = ".") -> list[str]:
+    """Every line of the plan, each starting "plan: ", as `dropout-lab plan`, a dry run and a run print it.
+
+    `training`: the packs Snakemake will run (a run's DAG); None counts, from the files under `root`, the
+    packs that still have a run without its metrics.json (the command and a dry run, which has no DAG hook).
+    Only runs without a metrics.json count as to train: a pack that runs again keeps its finished runs."""
+    if training is None:
+        left = {run.folder for run in unfinished(runs, root)}
+        training = [pack for pack in made if any(run.folder in left for run in pack.runs)]
+    templates, counts = by_experiment(runs, expected)
+    _, to_train = by_experiment(unfinished([run for pack in training for run in pack.runs], root), expected)
+    gpu = packs.gpu_visible(str(config["device"]))
+    measured = measured_jobs(made, expected, gpu, root)
+    lines = plan_lines(config, templates, counts, to_train, len(made), len(training), gpu, cores, measured=measured)
+    return ([f"plan: {scale_choice}"] if scale_choice else []) + lines

@@ -120,6 +120,16 @@ class EngineConfig:
 
 
 @dataclass
+class LoggerConfig:
+    """The experiment tracker (config/logger/, dropout_lab.training.tracking); never part of a run's identity."""
+
+    name: str = "none"  # none | tensorboard | mlflow | csv
+    dir: Optional[str] = None  # tensorboard, csv: the folder that holds one folder per run
+    tracking_uri: Optional[str] = None  # mlflow: sqlite:///PATH (a local store) or http(s)://HOST:PORT (a server)
+    experiment: str = "dropout-lab"  # mlflow: the experiment the runs are logged under
+
+
+@dataclass
 class ModelScale:
     """How big and how long one model trains at a scale (config/scale/)."""
 
@@ -152,6 +162,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
     out: str = MISSING  # the run directory; the caller (Snakemake) owns it
     data_dir: str = "data"
@@ -268,7 +279,7 @@ def _check_device(device: str) -> None:
 
 def _check_sections(cfg: DictConfig) -> None:
     """No key the schema does not have (one that a `+key=value` override or a config file added)."""
-    for section in ("", "dataset", "model", "gate", "dropout", "train", "eval", "scale", "engine"):
+    for section in ("", "dataset", "model", "gate", "dropout", "train", "eval", "scale", "engine", "logger"):
         node = cfg[section] if section else cfg
         allowed = _schema_keys(section)
         for key in node.keys():

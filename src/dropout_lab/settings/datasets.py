@@ -19,8 +19,10 @@ class DatasetSpec:
     image: tuple[int, int, int]  # channels, height, width
     train_images: int  # in the official training split
     test_images: int
-    # How its files are parsed (training.data.PARSERS): idx is four IDX files (train images, train labels, test
-    # images, test labels, in `files` order); cifar-pickle the python batches of a CIFAR-10 archive.
+    # How its files are parsed (training.data.PARSERS, by torchvision's dataset classes once the files verify): idx
+    # is four IDX files (train images, train labels, test images, test labels, in `files` order) read by
+    # torchvision.datasets.MNIST; cifar-pickle the python batches of a CIFAR-10 archive, read by
+    # torchvision.datasets.CIFAR10.
     format: str = "idx"
     # Pixels scaled to [0, 1] (a dropped pixel is background), or also standardised per channel (colour images).
     standardise: bool = False

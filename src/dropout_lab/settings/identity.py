@@ -3,7 +3,7 @@
 Everything in a run's resolved Hydra config defines it except what cannot change
 its numbers: where it writes and reads (out, data_dir, dataset.mirror), how it is
 run (device, threads, progress, checkpointing, torch.compile, CUDA graphs, the
-evaluation batch size) and the `scale` block, whose values for this run's model
+evaluation batch size, the experiment tracker) and the `scale` block, whose values for this run's model
 are already resolved into train.*, eval.*, dataset.* and model.* (so an edit to
 the CNN part of a scale does not touch an MLP run).
 
@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 # engine.cuda_graphs: a setting of earlier versions (how steps were replayed, never what they computed);
 # runs that still carry it keep their identity.
 NOT_DEFINING = ("out", "data_dir", "device", "threads", "progress", "checkpoint", "checkpoint_seconds",
-                "dataset.mirror", "engine.compile", "engine.cuda_graphs", "eval.batch_size", "scale")
+                "dataset.mirror", "engine.compile", "engine.cuda_graphs", "eval.batch_size", "logger", "scale")
 # Settings added after runs were trained, at the value that reproduces those runs: at that value a
 # setting is left out of the identity, so an older run (which does not record it) keeps its identity
 # and is not retrained, and a run that sets it otherwise is a different run.

@@ -42,7 +42,7 @@ from dropout_lab.settings.config import (
 )
 from dropout_lab.settings.datasets import SPECS
 from dropout_lab.settings.provenance import git_commit
-from dropout_lab.training import checkpoint, data
+from dropout_lab.training import checkpoint, data, tracking
 from dropout_lab.training.engine import EngineSettings, Hyper, Member, PackTrainer
 from dropout_lab.training.evaluation import final_metrics, run_record
 from dropout_lab.training.gates import REGISTRY
@@ -195,6 +195,7 @@ def check_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[Rates]:
     """Every check that can fail before any data is touched: settings, pack and folders; each run's rates."""
     rates = [check_run(cfg) for cfg in cfgs]
     check_pack(cfgs)
+    tracking.check(cfgs[0])  # the pack shares its logger (check_pack)
     run_folder.distinct_outs([c.out for c in cfgs])
     for c in cfgs:  # a result that cannot be written is found now, not after training
         run_folder.writable_folder("out", Path(c.out))
@@ -204,8 +205,9 @@ def check_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[Rates]:
 
 
 def _train_epoch(trainer: PackTrainer, cfgs: Sequence[DictConfig], tensors: dict, histories: checkpoint.Histories, epoch: int,
-                 started: float) -> list[int]:
-    """Train and evaluate one epoch, add it to the history of each run still training; return those runs."""
+                 started: float, tracker: tracking.PackTracker) -> list[int]:
+    """Train and evaluate one epoch, add it to the history of each run still training (and to its tracker);
+    return those runs."""
     cfg, K = cfgs[0], len(cfgs)
     (x_val, y_val), (x_test, y_test) = tensors["validation"], tensors["test"]
     epoch_start = time.perf_counter()
@@ -224,6 +226,7 @@ def _train_epoch(trainer: PackTrainer, cfgs: Sequence[DictConfig], tensors: dict
         if not (math.isfinite(train_loss[k]) and math.isfinite(test_loss[k])):
             histories.diverged[k] = epoch
             print(f"{cfgs[k].out}: diverged in epoch {epoch}: the loss is not finite; its run stops", flush=True)
+    tracker.log_new_epochs(histories.runs)
     live = [k for k in range(K) if histories.diverged[k] is None]
     epochs = cfg.train.epochs
     eta = (time.perf_counter() - started) / (epoch - histories.first_epoch + 1) * (epochs - epoch)
@@ -252,20 +255,24 @@ def train_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[dict]:
         members.append(Member(build_model(c, r, x_train.shape[1:]), s["order"], s["gates"]))
     trainer = PackTrainer(members, x_train, y_train, hyper(cfg), engine_settings(cfg), device)
     fingerprint = checkpoint.fingerprint(cfgs)
-    histories, saves = checkpoint.train_resumably(
-        trainer, cfgs[0], len(cfgs), state_path, fingerprint,
-        lambda histories, epoch: _train_epoch(trainer, cfgs, tensors, histories, epoch, started))
+    with tracking.PackTracker(cfgs) as tracker:  # logger=none: a tracker that does nothing
+        histories, saves = checkpoint.train_resumably(
+            trainer, cfgs[0], len(cfgs), state_path, fingerprint,
+            lambda histories, epoch: _train_epoch(trainer, cfgs, tensors, histories, epoch, started, tracker))
 
-    evaluated_at = time.perf_counter()
-    finals = final_metrics(trainer, cfgs, [s["mc"] for s in seeds], x_train, y_train, x_test, y_test, histories.runs)
-    pack = {"resumed_after_epoch": histories.first_epoch - 1 if histories.first_epoch > 1 else None,
-            "train_samples": len(y_train), "test_samples": len(y_test),
-            "validation_samples": len(tensors["validation"][1]), "validation_sha256": validation_digest,
-            "engine": trainer.effective, "pack_fingerprint": fingerprint, "started": started,
-            "evaluation_seconds": time.perf_counter() - evaluated_at, "checkpoints_saved": saves,
-            "device": device_info(device), "versions": training_versions(), "git": git_commit()}
-    return [run_record(c, r, s, model, histories.runs[k], histories.diverged[k], finals[k], pack)
-            for k, (c, r, s, model) in enumerate(zip(cfgs, rates, seeds, trainer.trained_models()))]
+        evaluated_at = time.perf_counter()
+        finals = final_metrics(trainer, cfgs, [s["mc"] for s in seeds], x_train, y_train, x_test, y_test,
+                               histories.runs)
+        pack = {"resumed_after_epoch": histories.first_epoch - 1 if histories.first_epoch > 1 else None,
+                "train_samples": len(y_train), "test_samples": len(y_test),
+                "validation_samples": len(tensors["validation"][1]), "validation_sha256": validation_digest,
+                "engine": trainer.effective, "pack_fingerprint": fingerprint, "started": started,
+                "evaluation_seconds": time.perf_counter() - evaluated_at, "checkpoints_saved": saves,
+                "device": device_info(device), "versions": training_versions(), "git": git_commit()}
+        records = [run_record(c, r, s, model, histories.runs[k], histories.diverged[k], finals[k], pack)
+                   for k, (c, r, s, model) in enumerate(zip(cfgs, rates, seeds, trainer.trained_models()))]
+        tracker.finish(records)
+    return records
 
 
 def main(cfg: DictConfig) -> dict:
