@@ -144,6 +144,7 @@ def digest_tree(folder: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_make_reference_builds_the_paper_scale_pdf_without_training_or_touching_results(tmp_path):
+    """... and a paper job that fails keeps the PDF it would have replaced."""
     if shutil.which("latexmk") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("CI must have latexmk (.ci/run installs it)")
@@ -168,3 +169,14 @@ def test_make_reference_builds_the_paper_scale_pdf_without_training_or_touching_
     verdicts = (built / "claims" / "verdicts.csv").read_text()
     assert verdicts.startswith("claim,estimate,verdict")
     assert digest_tree(checkout / "results") == before
+
+    # A paper build that fails (here a LaTeX error) leaves the previous PDF in place, byte for byte.
+    pdf = (built / "paper" / "paper.pdf").read_bytes()
+    tex = checkout / "paper" / "paper.tex"
+    tex.write_text(tex.read_text().replace("\\begin{document}", "\\begin{document}\\undefinedcommand", 1))
+    failed = subprocess.run([str(venv / "bin" / "snakemake"), "-s", str(checkout / "Snakefile"), "--directory",
+                             str(checkout / "build" / "reference"), "--cores", "2", "--configfile",
+                             str(checkout / "reference" / "grid.yaml"), "--allowed-rules", "paper", "everything"],
+                            capture_output=True, text=True, timeout=600)
+    assert failed.returncode != 0 and "error: latexmk failed: Undefined control sequence" in failed.stderr
+    assert (built / "paper" / "paper.pdf").read_bytes() == pdf

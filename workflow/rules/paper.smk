@@ -1,5 +1,5 @@
 rule paper:
-    """Build the PDF with latexmk and move it into place atomically."""
+    """Build the PDF with latexmk and move it into place atomically; a failed build leaves the previous PDF."""
     input:
         tex=f"{PAPER_DIR}/paper.tex",
         bib=f"{PAPER_DIR}/refs.bib",
@@ -8,7 +8,8 @@ rule paper:
         figures=expand("results/figures/{stem}.pdf", stem=FIGURES),
         theory_figures=expand("results/figures/theory/{part}.pdf", part=["gradient", "regression"]),
     output:
-        report("results/paper/paper.pdf", caption="../report/paper.rst", category="Paper"),
+        # update(): Snakemake keeps the previous PDF while the job runs and puts it back if the job fails.
+        report(update("results/paper/paper.pdf"), caption="../report/paper.rst", category="Paper"),
     log:
         "results/logs/paper.log",
     localrule: True
