@@ -19,7 +19,7 @@ import pytest
 import torch
 import torchvision.datasets
 
-from dropout_lab.training import data
+from dropout_lab.training import data, parsers
 from tests.conftest import make_cifar_archive
 
 MNIST_NAMES = list(data.MNIST.files)
@@ -201,7 +201,7 @@ def test_the_mnist_parse_is_torchvisions_on_the_verified_files_offline(mnist_mir
     splits = data.load("mnist", tmp_path / "data", mnist_mirror)
     assert [(c["train"], c["download"]) for c in calls] == [(True, False), (False, False)]
     # torchvision saw the four verified files, under its own names, and nothing else (no processed/ legacy cache).
-    assert all(c["files"] == [f"MNIST/raw/{name}" for name in sorted(data.TORCHVISION_MNIST_FILES)] for c in calls)
+    assert all(c["files"] == [f"MNIST/raw/{name}" for name in sorted(parsers.TORCHVISION_MNIST_FILES)] for c in calls)
     assert torch.equal(splits.train_x, calls[0]["data"]) and torch.equal(splits.test_x, calls[1]["data"])
     assert not [f for f in leftovers(tmp_path / "data") if ".torchvision-" in f]  # the staging folder is gone
 
@@ -223,7 +223,7 @@ def test_an_idx_file_whose_header_disagrees_with_its_size_is_one_line(tmp_path):
              "test-x": _idx(raw / "test-x", (1, 2, 2), bytes(4)), "test-y": _idx(raw / "test-y", (1,), b"\0")}
     pins = {name: data.sha256_file(path) for name, path in paths.items()}
     with pytest.raises(data.DataError, match="torchvision.datasets.MNIST could not read the training split") as info:
-        data.PARSERS["idx"](paths, pins)
+        parsers.PARSERS["idx"](paths, pins)
     assert "\n" not in str(info.value) and "train-y" in str(info.value) and "dataset.checksums" in str(info.value)
     assert leftovers(tmp_path / "data" / "toy") == sorted(f"raw/{name}" for name in paths)
 
@@ -234,7 +234,7 @@ def test_more_labels_than_images_is_one_line(tmp_path):
     paths = {"train-x": _idx(raw / "train-x", (2, 2, 2), bytes(8)), "train-y": _idx(raw / "train-y", (3,), bytes(3)),
              "test-x": _idx(raw / "test-x", (1, 2, 2), bytes(4)), "test-y": _idx(raw / "test-y", (1,), b"\0")}
     with pytest.raises(data.DataError, match="the training split has 2 images but 3 labels"):
-        data.PARSERS["idx"](paths, {name: data.sha256_file(path) for name, path in paths.items()})
+        parsers.PARSERS["idx"](paths, {name: data.sha256_file(path) for name, path in paths.items()})
 
 
 def test_a_tampered_raw_file_is_refused_before_any_parse(mnist_idx, tmp_path, monkeypatch):
@@ -340,7 +340,7 @@ def test_the_cifar_parse_is_torchvisions_on_the_extracted_verified_batches(cifar
     calls = spy_on_torchvision(monkeypatch, "CIFAR10")
     splits = data.load("cifar10", tmp_path / "data", url, {"cifar-10-python.tar.gz": contents["sha256"]}, official=False)
     assert [(c["train"], c["download"]) for c in calls] == [(True, False), (False, False)]
-    assert all(c["files"] == sorted(f"cifar-10-batches-py/{m}" for m in data.CIFAR_MEMBERS) for c in calls)
+    assert all(c["files"] == sorted(f"cifar-10-batches-py/{m}" for m in parsers.CIFAR_MEMBERS) for c in calls)
     # torchvision's (N, H, W, C) images, in the project's (N, C, H, W) layout.
     assert np.array_equal(calls[0]["data"].transpose(0, 3, 1, 2), splits.train_x.numpy())
     assert not [f for f in leftovers(tmp_path / "data") if ".torchvision-" in f]
@@ -352,7 +352,7 @@ def test_torchvisions_own_md5_check_applies_to_the_official_archive(tmp_path):
     archive = tmp_path / "cifar-10-python.tar.gz"
     make_cifar_archive(archive)
     with pytest.raises(data.DataError, match="torchvision.datasets.CIFAR10 could not read .*corrupted") as info:
-        data.PARSERS["cifar-pickle"]({archive.name: archive}, dict(data.CIFAR10.files))
+        parsers.PARSERS["cifar-pickle"]({archive.name: archive}, dict(data.CIFAR10.files))
     assert "\n" not in str(info.value)
 
 
@@ -360,7 +360,7 @@ def test_a_cifar_archive_with_a_wrong_digest_is_never_extracted_or_unpickled(cif
     url, _ = cifar_mirror
     opened, unpickled = [], []
     monkeypatch.setattr(tarfile, "open", lambda *a, **k: opened.append(a) or pytest.fail("tarfile.open called"))
-    monkeypatch.setattr(data._CifarUnpickler, "load", lambda self: unpickled.append(self) or pytest.fail("unpickled"))
+    monkeypatch.setattr(parsers._CifarUnpickler, "load", lambda self: unpickled.append(self) or pytest.fail("unpickled"))
     built = refuse_torchvision(monkeypatch, "CIFAR10")
     with pytest.raises(data.DataError, match="is not the pinned") as info:
         data.load("cifar10", tmp_path / "data", url, official=False)  # the pinned digest of the real archive
@@ -373,7 +373,7 @@ def test_a_cifar_archive_that_is_not_gzip_is_one_line(tmp_path):
     archive = tmp_path / "cifar-10-python.tar.gz"
     archive.write_bytes(b"not a tar.gz")
     with pytest.raises(data.DataError, match="is not a readable tar.gz archive") as info:
-        data.PARSERS["cifar-pickle"]({archive.name: archive}, {archive.name: data.sha256_file(archive)})
+        parsers.PARSERS["cifar-pickle"]({archive.name: archive}, {archive.name: data.sha256_file(archive)})
     assert "\n" not in str(info.value)
 
 
@@ -385,7 +385,7 @@ def test_a_cifar_archive_missing_a_batch_is_named(tmp_path):
         info.size = len(blob)
         tar.addfile(info, io.BytesIO(blob))
     with pytest.raises(data.DataError, match="has no file cifar-10-batches-py/data_batch_2"):
-        data.PARSERS["cifar-pickle"]({archive.name: archive}, {archive.name: data.sha256_file(archive)})
+        parsers.PARSERS["cifar-pickle"]({archive.name: archive}, {archive.name: data.sha256_file(archive)})
 
 
 def test_cifar_missing_on_server_is_named(http_folder, tmp_path):

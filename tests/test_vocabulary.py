@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from dropout_lab.planning import grid, packs
+from dropout_lab.planning.scales import AUTO
 from dropout_lab.settings import datasets, vocabulary
 from dropout_lab.settings.config import CONFIG_DIR
 from dropout_lab.training import gate_contract, gates
@@ -29,7 +30,7 @@ SCALES = tuple(sorted(path.stem for path in Path(CONFIG_DIR, "scale").glob("*.ya
 # ($defs.name, test below) and dropout_lab.planning.checks.check_names what exists, so a new gate, dataset or
 # model needs no schema edit.
 SCHEMA_ENUMS = {
-    "properties.scale": SCALES,
+    "properties.scale": (AUTO, *SCALES),  # the scale files, and auto (dropout_lab.planning.scales)
     "properties.protocols.properties.run.items": vocabulary.PROTOCOLS,
     "properties.protocols.properties.judge": vocabulary.PROTOCOLS,
     "properties.claims.properties.optimum.properties.gap": vocabulary.GAPS,
