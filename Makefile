@@ -43,9 +43,12 @@ paper: env tex
 # The paper-scale report from the reference runs shipped in reference/ (trained on an H200), built in
 # build/reference/ without a GPU, data or training (the train and fetch rules may not run); results/ untouched.
 REFERENCE := build/reference
+ARCHIVE := reference/mnist_mlp-paper-h200.tgz
 reference: env tex
+	@test -f $(ARCHIVE) || { echo "error: $(ARCHIVE) is missing; restore it with: git checkout -- $(ARCHIVE)" >&2; exit 1; }
+	@tar -tzf $(ARCHIVE) >/dev/null 2>&1 || { echo "error: $(ARCHIVE) cannot be read (a damaged archive); restore it with: git checkout -- $(ARCHIVE)" >&2; exit 1; }
 	rm -rf $(REFERENCE) && mkdir -p $(REFERENCE)
-	tar -xzf reference/mnist_mlp-paper-h200.tgz -C $(REFERENCE)
+	tar -xzf $(ARCHIVE) -C $(REFERENCE)
 	$(BIN)/snakemake -s $(CURDIR)/Snakefile --directory $(REFERENCE) --cores $(CORES) $(ARGS) \
 		--configfile $(CURDIR)/reference/grid.yaml \
 		--allowed-rules check_runs aggregate theory theory_figure figure claims paper all everything

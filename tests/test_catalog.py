@@ -180,3 +180,21 @@ def test_make_reference_builds_the_paper_scale_pdf_without_training_or_touching_
                             capture_output=True, text=True, timeout=600)
     assert failed.returncode != 0 and "error: latexmk failed: Undefined control sequence" in failed.stderr
     assert (built / "paper" / "paper.pdf").read_bytes() == pdf
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_missing_or_damaged_reference_archive_is_one_line_before_any_work(tmp_path, damage):
+    checkout = copy_checkout(tmp_path / "checkout")
+    archive = checkout / "reference" / "mnist_mlp-paper-h200.tgz"
+    if damage == "missing":
+        archive.unlink()
+    else:
+        archive.write_bytes(archive.read_bytes()[:1000])
+    venv = ROOT / ".venv"
+    proc = subprocess.run(["make", "reference", f"VENV={venv}"], cwd=checkout, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"})
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr
+    assert errors[0].startswith("error: reference/mnist_mlp-paper-h200.tgz ")
+    assert errors[0].endswith("restore it with: git checkout -- reference/mnist_mlp-paper-h200.tgz")
+    assert not (checkout / "build").exists()

@@ -203,7 +203,9 @@ def plan_lines(config: Mapping[str, Any], templates: Mapping[str, Mapping[str, A
                      f"{runs - train} finished, {train} to train now, about {_duration(seconds)} ({source})")
     if not gpu and config["scale"] == "paper" and training_jobs:
         lines.append(f"plan: WARNING: the paper scale is meant for a GPU; on this CPU it would take about "
-                     f"{_duration(total)}. Use --config scale=quick (minutes) or train on a GPU (README).")
+                     f"{_duration(total)}. Ways on: a GPU host (docs/gpu.md: train there, build the paper here), the "
+                     "SLURM GPU profile (--profile profiles/slurm --profile profiles/slurm-gpu), scale=quick here, "
+                     "or make reference for the shipped paper-scale runs")
     return lines
 
 
