@@ -15,7 +15,7 @@ ifneq (,$(findstring --config,$(ARGS)))
 $(error ARGS holds --config, which would replace scale=$(SCALE); pass settings as CONFIG="key=value ...")
 endif
 
-.PHONY: env tex test paper reference report bench bench-grid clean-env
+.PHONY: env tex test paper reference report bench bench-grid bench-pipeline clean-env
 
 env: $(VENV)/.installed
 
@@ -51,7 +51,7 @@ reference: env tex
 	tar -xzf $(ARCHIVE) -C $(REFERENCE)
 	$(BIN)/snakemake -s $(CURDIR)/Snakefile --directory $(REFERENCE) --cores $(CORES) $(ARGS) \
 		--configfile $(CURDIR)/reference/grid.yaml \
-		--allowed-rules check_runs aggregate theory theory_figure figure claims paper all everything
+		--allowed-rules check_runs aggregate theory theory_figure figures claims paper all everything
 	@echo "reference: $(REFERENCE)/results/paper/paper.pdf"
 
 report: env
@@ -63,6 +63,10 @@ bench: env
 # Grid throughput: K models per step against one at a time (sizes for the device found).
 bench-grid: env
 	$(BIN)/python bench/grid_bench.py
+
+# The pipeline's overhead: wall time against the training floor, smoke grid and the reference build.
+bench-pipeline: env tex
+	$(BIN)/python bench/pipeline_bench.py --scales smoke --reference
 
 clean-env:
 	rm -rf $(VENV)

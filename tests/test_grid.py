@@ -357,9 +357,17 @@ def test_a_sweep_set_to_null_is_left_out():
     assert runs and not any("width_sweep" in r.sweeps or r.width for r in runs)
 
 
-def test_runs_per_job_auto_packs_a_whole_experiment_on_a_gpu_and_a_cell_per_job_on_a_cpu(monkeypatch):
-    assert packs.runs_per_job(config(runs_per_job="auto", device="cpu")) == "cell"
+def test_runs_per_job_auto_packs_a_whole_experiment_on_a_gpu_and_a_few_jobs_per_grid_on_a_cpu(monkeypatch):
+    assert packs.runs_per_job(config(runs_per_job="auto", device="cpu")) == packs.CPU_PACK == 16
     assert packs.runs_per_job(config(runs_per_job="auto", device="cuda:0")) == "all"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a GPU hidden from this process is no GPU
-    assert packs.runs_per_job(config(runs_per_job="auto", device="auto")) == "cell"
+    assert packs.runs_per_job(config(runs_per_job="auto", device="auto")) == packs.CPU_PACK
+    # The shipped smoke grid: a few jobs, not one per cell, and still more jobs than two cores.
+    smoke = copy.deepcopy(SHIPPED)
+    smoke.update(scale="smoke", experiments=["mnist_mlp"], device="cpu")
+    grid.drop_switched_off(smoke)
+    runs = grid.expand_runs(smoke)
+    made = packs.make_packs(runs, packs.runs_per_job(smoke))
+    assert 4 < len(made) <= len(packs.make_packs(runs, "cell")) / 3
+    assert max(len(p.runs) for p in made) == packs.CPU_PACK
     assert packs.runs_per_job(config(runs_per_job="cell", device="cuda")) == "cell"

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from dropout_lab.planning import grid
-from dropout_lab.planning.packs import make_packs
+from dropout_lab.planning.packs import make_packs, runs_per_job
 from tests.conftest import ROOT, as_snakemake_sees, grids_overlay
 
 LOCAL_SLURM = ROOT / "tools" / "local-slurm"
@@ -90,13 +90,13 @@ def test_smoke_workflow_through_the_slurm_profile(tmp_path, slurm, mnist_mirror)
     assert len(list((work / "results" / "runs").rglob("metrics.json"))) == len(runs)
     assert "localrule train" not in output  # training never ran on the submitting machine
 
-    # The scheduler's own record: one completed job per group of eight training jobs (a pack of a cell's seeds
-    # each: runs_per_job auto on a CPU), in our folder.
+    # The scheduler's own record: one completed job per group of eight training jobs (packs as runs_per_job
+    # auto makes them on a CPU), in our folder.
     profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
     per_group = int(profile["group-components"][0].split("=")[1])
     records = (slurm / "log" / "jobcomp.log").read_text().splitlines()
     ours = [r for r in records if f"WorkDir={work}" in r]
-    assert len(ours) == -(-len(make_packs(runs, "cell")) // per_group)
+    assert len(ours) == -(-len(make_packs(runs, runs_per_job(as_snakemake_sees(overrides)))) // per_group)
     assert all("JobState=COMPLETED" in r for r in ours)
     submitted = set(re.findall(r"submitted with SLURM jobid (\d+)", output))
     assert {re.search(r"JobId=(\d+)", r).group(1) for r in ours} == submitted

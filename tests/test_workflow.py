@@ -21,7 +21,7 @@ import yaml
 
 from dropout_lab.paper import layout
 from dropout_lab.planning import grid
-from dropout_lab.planning.packs import make_packs
+from dropout_lab.planning.packs import make_packs, runs_per_job
 from tests.conftest import ROOT, as_snakemake_sees, grids_overlay, make_cifar_archive
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -100,9 +100,10 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     work = tmp_path / "work"
     work.mkdir()
 
-    # Interrupt it (Ctrl-C) once some packs have finished. With runs_per_job: auto on a
-    # CPU each training job is a pack of one cell's seeds: results/packs/.../pack.json.
-    packs = {f"results/packs/{p.name}/pack.json" for p in make_packs(grid.expand_runs(full), "cell")}
+    # Interrupt it (Ctrl-C) once some packs have finished: results/packs/.../pack.json, packed as runs_per_job
+    # auto packs them here (on a CPU, up to 16 runs that share their architecture and schedule).
+    per_job = runs_per_job(full)
+    packs = {f"results/packs/{p.name}/pack.json" for p in make_packs(grid.expand_runs(full), per_job)}
     assert len(expected) > len(packs) > 6
     proc = snakemake(work, config, background=True)
     finished: list[Path] = []
@@ -206,9 +207,9 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     plan = snakemake(work, config, "-n", env={"DROPOUT_LAB_CONFIG_DIR": str(configs)})
     planned = plan.stdout + plan.stderr
     # Every MNIST run retrains: at the scale's epochs their identity changed, and the budget sweep's 1-epoch
-    # budget is now a run of its own (packs of a cell's seeds: runs_per_job auto on a CPU).
+    # budget is now a run of its own (packed as runs_per_job auto packs them).
     edited = grid.expand_runs(full, str(configs))
-    mnist_packs = [p for p in make_packs(edited, "cell") if p.runs[0].experiment == "mnist_mlp"]
+    mnist_packs = [p for p in make_packs(edited, per_job) if p.runs[0].experiment == "mnist_mlp"]
     assert plan.returncode == 0 and planned.count("rule train:") == len(mnist_packs), planned[-3000:]
     assert "wildcards: pack=cifar10_cnn" not in planned
 

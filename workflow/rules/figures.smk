@@ -1,20 +1,29 @@
-rule figure:
-    """Draw one seaborn figure (PDF and PNG) from the aggregated tables."""
+rule figures:
+    """Draw every seaborn figure of the paper (PDF and PNG) from the aggregated tables, in one process."""
     input:
         runs="results/aggregate/runs.parquet",
         curves="results/aggregate/curves.parquet",
         mc="results/aggregate/mc_curves.parquet",
         anchors=f"{PAPER_DIR}/anchors.yaml",
     output:
-        pdf="results/figures/{stem}.pdf",
-        png=report("results/figures/{stem}.png", caption="../report/figure.rst", category="Figures"),
+        pdf=expand("results/figures/{stem}.pdf", stem=FIGURES),
+        png=[
+            report(
+                f"results/figures/{stem}.png",
+                caption="../report/figure.rst",
+                category="Figures",
+                labels={"figure": stem},
+            )
+            for stem in FIGURES
+        ],
     log:
-        "results/logs/figures/{stem}.log",
+        "results/logs/figures/figures.log",
     localrule: True
     conda:
         "../envs/analysis.yaml"
     params:
-        # The thresholds, margins and bands a figure draws.
+        # The figures to draw, and the thresholds, margins and bands they draw.
+        stems=FIGURES,
         claims=config["claims"],
     script:
         "../scripts/figure.py"
