@@ -31,7 +31,8 @@ def grid(rates: list[float]) -> dict:
 
 
 def run(work: Path, mirror: str, rates: list[float], seeds: int = 2, *args: str) -> subprocess.CompletedProcess:
-    overlay = {"scale": "smoke", "experiments": ["mnist_mlp"], "seeds": {"smoke": seeds},
+    # A pack per cell, so that each cell's pack and log can be named (runs_per_job auto packs them all together).
+    overlay = {"scale": "smoke", "experiments": ["mnist_mlp"], "seeds": {"smoke": seeds}, "runs_per_job": "cell",
                "data": {"dir": "data", "mirrors": {"mnist": mirror}}, "protocols": {"run": ["fixed"], "judge": "fixed"},
                "grids": grids_overlay(grid(rates))}
     (work / "grid.yaml").write_text(yaml.safe_dump(overlay))
