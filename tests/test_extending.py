@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import copy_checkout
 
 pytestmark = pytest.mark.slow
 
@@ -27,17 +26,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def copy(tmp_path) -> Path:
     """A scratch repository holding the project's tracked files, committed."""
-    repo = tmp_path / "project"
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for name in filter(None, files.decode().split("\0")):
-        source, target = ROOT / name, repo / name
-        if not source.exists() and not source.is_symlink():
-            continue  # deleted in the work tree
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_symlink():
-            target.symlink_to(os.readlink(source))
-        else:
-            shutil.copy2(source, target)
+    repo = copy_checkout(tmp_path / "project")
     for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]):
         subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
     return repo
