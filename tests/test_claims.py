@@ -162,6 +162,20 @@ def test_tost_known_answer():
     assert statistics.tost(diffs, 0.0025) == pytest.approx(max(lower, upper), rel=1e-9)
 
 
+def test_holm_known_answer_and_statsmodels_agree():
+    # m = 4, sorted 0.005, 0.01, 0.03, 0.04: steps 4 x 0.005, 3 x 0.01, 2 x 0.03, 1 x 0.04 = 0.02, 0.03, 0.06, 0.04,
+    # then the running maximum: 0.02, 0.03, 0.06, 0.06, put back in the order given.
+    assert statistics.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-15)
+    assert statistics.holm([0.5, float("nan"), 0.2]) == pytest.approx([1.0, 1.0, 0.6])  # clipped at 1
+    assert statistics.holm([]) == []
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 7, 30):
+        pvalues = list(rng.uniform(0, 0.2, size) ** 2)
+        assert statistics.holm(pvalues) == pytest.approx(list(multipletests(pvalues, method="holm")[1]), rel=1e-12)
+
+
 def mc_table(shift: float, noise: float, runs: int = 10, shifted_rates=(0.2, 0.5, 0.8)):
     rng = np.random.default_rng(0)
     rows = []

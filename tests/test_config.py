@@ -181,3 +181,26 @@ def test_multirun_gives_each_job_its_own_folder_and_writes_nothing_else(tmp_path
     rates = {json.loads((tmp_path / "runs" / n / "metrics.json").read_text())["rates"]["hidden"][0] for n in "01"}
     assert rates == {0.1, 0.5}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no multirun/ or outputs/ in the folder
+
+
+def test_composing_a_packs_runs_together_gives_hydras_own_config_for_each():
+    """compose_configs (each group choice composed once, then the run's values set) is compose_config, run by
+    run, for every run of the shipped grids at the smoke scale, and for overrides it cannot take the fast way."""
+    from omegaconf import OmegaConf
+
+    from dropout_lab.planning import grid
+    from dropout_lab.settings.config import compose_configs
+    from tests.conftest import as_snakemake_sees
+
+    config = as_snakemake_sees({"scale": "smoke"})
+    settings = grid.run_settings(config)
+    runs = [run.overrides(settings) for run in grid.expand_runs(config)]
+    odd = [[*runs[0], "train.lr=0.25", "seed=7", "+eval.extra=1"], [*runs[0], "dropout.hidden=0.25", "dropout=none"]]
+    chosen = runs[::7] + odd
+    for fast, run in zip(compose_configs(chosen), chosen):
+        slow = compose_config(run)
+        assert OmegaConf.to_container(fast) == OmegaConf.to_container(slow), run
+        assert OmegaConf.is_struct(fast) and OmegaConf.get_type(fast) is OmegaConf.get_type(slow)
+    # A value of the wrong type is refused by Hydra, as when composed alone.
+    with pytest.raises(COMPOSITION_ERRORS, match="seed"):
+        compose_configs([runs[0], [*runs[0], "seed=abc"]])

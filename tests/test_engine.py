@@ -303,3 +303,59 @@ def test_a_weight_gate_masks_only_its_own_models_in_both_ways_of_computing_the_l
     torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _sgd_pair(weight_decay: float):
+    from dropout_lab.training.sgd import SGD
+
+    torch.manual_seed(0)
+    start = [torch.randn(3, 5, 4), torch.randn(3, 4), torch.randn(2, 2)]
+    ours = [p.clone().requires_grad_() for p in start]
+    theirs = [p.clone().requires_grad_() for p in start]
+    return (SGD(ours, lr=0.1, momentum=0.5, weight_decay=weight_decay), ours,
+            torch.optim.SGD(theirs, lr=0.1, momentum=0.5, weight_decay=weight_decay), theirs)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+def test_the_engines_sgd_is_torch_optim_sgd_bit_for_bit_and_their_checkpoints_load_in_each_other(weight_decay):
+    """Per-step lr, momentum and dampening (the recipe's ramps), a weight left without a gradient, and a
+    checkpoint written by either optimizer resumed by the other."""
+    ours, a, theirs, b = _sgd_pair(weight_decay)
+    for step in range(12):
+        if step == 6:  # resume each from the other's checkpoint, from here on
+            mine, torchs = ours.state_dict(), theirs.state_dict()
+            ours.load_state_dict(torchs)
+            theirs.load_state_dict(mine)
+        for opt in (ours, theirs):
+            group = opt.param_groups[0]
+            group["lr"], group["momentum"] = 0.1 / (1 + step), min(0.9, 0.5 + 0.05 * step)
+            group["dampening"] = group["momentum"] if step >= 3 else 0.0
+        torch.manual_seed(step)
+        grads = [torch.randn_like(p) for p in a]
+        for params in (a, b):
+            for i, (p, g) in enumerate(zip(params, grads)):
+                p.grad = None if (i == 2 and step % 4 == 1) else g.clone()
+        ours.step()
+        theirs.step()
+        ours.zero_grad(set_to_none=True)
+        theirs.zero_grad(set_to_none=True)
+        for p, q in zip(a, b):
+            assert torch.equal(p, q), step
+    saved = ours.state_dict()
+    assert set(saved["state"]) == {0, 1, 2} and saved["param_groups"][0]["params"] == [0, 1, 2]
+    for i, p in enumerate(b):
+        assert torch.equal(saved["state"][i]["momentum_buffer"], theirs.state[p]["momentum_buffer"])
+
+
+def test_training_imports_no_compiler():
+    """A pack on the CPU never imports torch._dynamo (2.5 s of each job's start-up); engine.compile would."""
+    code = ("import sys, torch\n"
+            "from dropout_lab.training.sgd import SGD\n"
+            "w = torch.zeros(4, requires_grad=True)\n"
+            "opt = SGD([w], lr=0.1, momentum=0.9, weight_decay=0.0)\n"
+            "(w * torch.arange(4.0)).sum().backward(); opt.step(); opt.zero_grad(); opt.state_dict()\n"
+            "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo was imported'\n"
+            "print(w.tolist())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == pytest.approx([0.0, -0.1, -0.2, -0.3], abs=1e-6)  # w -= lr * gradient

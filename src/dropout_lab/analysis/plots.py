@@ -70,6 +70,8 @@ def save(fig: plt.Figure, stem: Path) -> None:
     for suffix in (".pdf", ".png"):
         with atomic_path(stem.with_suffix(suffix)) as tmp:
             fig.savefig(tmp, format=suffix[1:], dpi=PNG_DPI)
+        # The layout is solved once, for the PDF; the PNG keeps it (a second solve costs as much as a draw).
+        fig.set_layout_engine("none")
     plt.close(fig)
 
 

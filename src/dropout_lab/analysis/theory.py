@@ -128,35 +128,50 @@ def effective_penalty(rate: float) -> float:
     return (1 - p) / p
 
 
-def sgd_dropout_regression(
-    x: np.ndarray, y: np.ndarray, rate: float, epochs: int = 60, batch: int = SGD_BATCH, lr: float = SGD_LR,
+def sgd_dropout_regressions(
+    x: np.ndarray, y: np.ndarray, rates, epochs: int = 60, batch: int = SGD_BATCH, lr: float = SGD_LR,
     seed: int = 0,
-) -> np.ndarray:
-    """Train w' by SGD on the inverted-dropout loss with real masks; return the averaged iterate.
+) -> dict[float, np.ndarray]:
+    """Train w' by SGD on the inverted-dropout loss with real masks, for each rate; return the averaged iterates.
 
     The step size decays as 1/sqrt(step) and the second half of the iterates is
     averaged (Polyak-Ruppert), so the estimate converges to the minimiser of the
     expected loss rather than rattling around it.
+
+    Each rate's run is the one it would have alone, with its own generator seeded `seed`: the rates above 0
+    draw the same batches and uniforms, so they step together (one draw, a mask per rate); rate 0 draws no
+    masks, so its batches differ and it steps on its own.
     """
-    rng = np.random.default_rng(seed)
-    n, d = x.shape
-    p = 1.0 - rate
-    w = np.zeros(d)
-    total = epochs * math.ceil(n / batch)
-    average, counted, step = np.zeros(d), 0, 0
-    for _ in range(epochs):
-        order = rng.permutation(n)
-        for start in range(0, n, batch):
-            idx = order[start : start + batch]
-            masks = (rng.random((len(idx), d)) < p) / p if rate > 0 else np.ones((len(idx), d))
-            xb = x[idx] * masks
-            grad = -xb.T @ (y[idx] - xb @ w) / len(idx)
-            step += 1
-            w -= lr / math.sqrt(step / 100 + 1) * grad
-            if step > total // 2:
-                average += w
-                counted += 1
-    return average / counted
+    out = {}
+    dropped = [rate for rate in rates if rate > 0]
+    for group in ([rate for rate in rates if rate <= 0], dropped):
+        if not group:
+            continue
+        rng = np.random.default_rng(seed)
+        n, d = x.shape
+        p = (1.0 - np.asarray(group, dtype=float))[:, None, None]
+        w = np.zeros((len(group), d))
+        total = epochs * math.ceil(n / batch)
+        average, counted, step = np.zeros_like(w), 0, 0
+        for _ in range(epochs):
+            order = rng.permutation(n)
+            for start in range(0, n, batch):
+                idx = order[start : start + batch]
+                xb = x[idx] * ((rng.random((len(idx), d)) < p) / p) if group is dropped else x[idx][None]
+                residual = y[idx] - np.einsum("rbd,rd->rb", xb, w)
+                grad = -np.einsum("rbd,rb->rd", xb, residual) / len(idx)
+                step += 1
+                w -= lr / math.sqrt(step / 100 + 1) * grad
+                if step > total // 2:
+                    average += w
+                    counted += 1
+        out.update(zip(group, average / counted))
+    return out
+
+
+def sgd_dropout_regression(x: np.ndarray, y: np.ndarray, rate: float, **settings) -> np.ndarray:
+    """One rate of sgd_dropout_regressions."""
+    return sgd_dropout_regressions(x, y, [rate], **settings)[rate]
 
 
 def regression_problem(n: int = 2000, d: int = 10, noise: float = 0.5, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -212,9 +227,10 @@ def _regression_rows(reg: dict) -> list[dict]:
     x, y, _ = regression_problem(reg["samples"], reg["features"], reg["noise"], reg["seed"])
     ols = np.linalg.lstsq(x, y, rcond=None)[0]
     rows = []
+    fitted = sgd_dropout_regressions(x, y, reg["rates"], epochs=reg["epochs"], seed=reg["seed"])
     for rate in reg["rates"]:
         exact = closed_form(x, y, rate)
-        sgd = sgd_dropout_regression(x, y, rate, epochs=reg["epochs"], seed=reg["seed"])
+        sgd = fitted[rate]
         rows.append({
             "rate": rate,
             "raw_penalty": raw_penalty(rate),

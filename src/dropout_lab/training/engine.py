@@ -46,6 +46,7 @@ from tqdm import tqdm
 from dropout_lab.settings.config import PRECISIONS, TF32
 from dropout_lab.training.gates import REGISTRY
 from dropout_lab.training.models import Network
+from dropout_lab.training.sgd import SGD
 from dropout_lab.training.stacked import EngineError, GateNoise, SlotNoise, StackedNet
 
 MC_CURVE = (1, 2, 5, 10, 20, 50, 100)  # Monte-Carlo accuracy is also read after this many masks
@@ -116,12 +117,12 @@ class PackTrainer:
             self._forward = torch.compile(self._losses)
             self._update = torch.compile(self.optimizer.step)
 
-    def _optimizer(self, compiled: bool) -> torch.optim.SGD:
+    def _optimizer(self, compiled: bool) -> SGD:
         # SGD is elementwise, so each model is updated exactly as alone. On a GPU the fused
         # kernel reads and writes each weight once per step; compiled, lr is a tensor so
-        # that a new value does not recompile.
+        # that a new value does not recompile. torch's update without its class (dropout_lab.training.sgd).
         h, cuda = self.hyper, self.device.type == "cuda"
-        return torch.optim.SGD(
+        return SGD(
             self.params, lr=torch.tensor(h.lr, device=self.device) if compiled else h.lr,
             momentum=h.momentum, weight_decay=h.weight_decay, fused=True if cuda and not compiled else None,
         )

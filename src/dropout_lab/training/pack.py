@@ -25,7 +25,8 @@ from omegaconf import OmegaConf
 
 from dropout_lab.settings import metrics_schema, run_folder
 from dropout_lab.settings.atomic import WriteError, write_result
-from dropout_lab.settings.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error
+from dropout_lab.settings.config import (COMPOSITION_ERRORS, ConfigError, compose_config, compose_configs,
+                                         describe_composition_error)
 from dropout_lab.training import data
 from dropout_lab.training.checkpoint import CHECKPOINT, interrupted_line
 from dropout_lab.training.engine import EngineError
@@ -53,12 +54,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args, shared = parse(sys.argv[1:] if argv is None else argv)
     if unknown := [arg for arg in shared if arg.startswith("-")]:
         raise ConfigError(f"{unknown[0]} is not an option; see python -m dropout_lab.training.pack --help")
-    cfgs = []
-    for i, run in enumerate(args.run):
-        try:
-            cfgs.append(compose_config([*shared, *shlex.split(run)]))
-        except COMPOSITION_ERRORS as err:
-            raise ConfigError(f"run {i} ({run}): {describe_composition_error(err)}") from err
+    runs = [[*shared, *shlex.split(run)] for run in args.run]
+    try:
+        cfgs = compose_configs(runs)
+    except COMPOSITION_ERRORS as err:  # name the first run that does not compose
+        for i, run in enumerate(args.run):
+            try:
+                compose_config(runs[i])
+            except COMPOSITION_ERRORS as err:
+                raise ConfigError(f"run {i} ({run}): {describe_composition_error(err)}") from err
+        raise
     folder = Path(args.dir)
     check_runs(cfgs, folder / CHECKPOINT)
     with run_folder.writing([folder, *(cfg.out for cfg in cfgs)]):
