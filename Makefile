@@ -51,7 +51,7 @@ reference: env tex
 	tar -xzf $(ARCHIVE) -C $(REFERENCE)
 	$(BIN)/snakemake -s $(CURDIR)/Snakefile --directory $(REFERENCE) --cores $(CORES) $(ARGS) \
 		--configfile $(CURDIR)/reference/grid.yaml \
-		--allowed-rules check_runs aggregate theory theory_figure figures claims paper all everything
+		--allowed-rules check_runs aggregate theory figures claims paper all everything
 	@echo "reference: $(REFERENCE)/results/paper/paper.pdf"
 
 report: env

@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-NO_TRAINING = ["check_runs", "aggregate", "theory", "theory_figure", "figures", "claims", "paper", "all", "everything"]
+NO_TRAINING = ["check_runs", "aggregate", "theory", "figures", "claims", "paper", "all", "everything"]
 
 
 def snakemake(work: Path, cores: int, *args: str) -> float:

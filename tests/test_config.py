@@ -189,7 +189,7 @@ def test_composing_a_packs_runs_together_gives_hydras_own_config_for_each():
     from omegaconf import OmegaConf
 
     from dropout_lab.planning import grid
-    from dropout_lab.settings.config import compose_configs
+    from dropout_lab.settings.composing import compose_configs
     from tests.conftest import as_snakemake_sees
 
     config = as_snakemake_sees({"scale": "smoke"})

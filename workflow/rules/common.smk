@@ -59,6 +59,7 @@ PACK_BY_NAME = {pack.name: pack for pack in PACKS}
 PACK_OF_FOLDER = {run.folder: pack.name for pack in PACKS for run in pack.runs}
 RUN_SETTINGS = grid.run_settings(config)
 FIGURES = grid.figure_stems(config)
+THEORY_FIGURES = ["gradient", "regression"]  # the numerical checks' figures (dropout_lab.analysis.theory_plots)
 CLAIM_SECTIONS = claim_registry.sections()  # the paper sections of the registered claims (dropout_lab.settings.claims)
 GENERATED_TEX = paper_report.GENERATED  # the paper's other generated LaTeX files (dropout_lab.paper.report)
 

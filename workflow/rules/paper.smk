@@ -5,8 +5,8 @@ rule paper:
         bib=f"{PAPER_DIR}/refs.bib",
         generated=rules.claims.output.generated,
         sections=rules.claims.output.sections,
-        figures=expand("results/figures/{stem}.pdf", stem=FIGURES),
-        theory_figures=expand("results/figures/theory/{part}.pdf", part=["gradient", "regression"]),
+        figures=rules.figures.output.pdf,
+        theory_figures=rules.figures.output.theory_pdf,
     output:
         # update(): Snakemake keeps the previous PDF while the job runs and puts it back if the job fails.
         report(update("results/paper/paper.pdf"), caption="../report/paper.rst", category="Paper"),

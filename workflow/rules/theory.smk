@@ -7,23 +7,8 @@ rule theory:
     localrule: True
     conda:
         "../envs/analysis.yaml"
+    params:
+        # The checks' settings (config theory:): an edit reruns them and reaches the paper.
+        settings=config["theory"],
     script:
         "../scripts/theory.py"
-
-
-rule theory_figure:
-    """Draw the figures of the numerical theory checks."""
-    input:
-        "results/theory/theory.json",
-    output:
-        pdf="results/figures/theory/{part}.pdf",
-        png=report("results/figures/theory/{part}.png", caption="../report/theory_figure.rst", category="Figures"),
-    log:
-        "results/logs/figures/theory_{part}.log",
-    wildcard_constraints:
-        part="gradient|regression",
-    localrule: True
-    conda:
-        "../envs/analysis.yaml"
-    script:
-        "../scripts/theory_figure.py"

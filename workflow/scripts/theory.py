@@ -6,7 +6,7 @@ from dropout_lab.analysis.theory import run_checks
 
 sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
 
-result = run_checks(snakemake.config["theory"])  # noqa: F821
+result = run_checks(snakemake.params.settings)  # noqa: F821
 write_json(snakemake.output[0], result)  # noqa: F821
 for name, part in result.items():
     print(f"{name}: {part['verdict']} ({part['reason']})", file=sys.stderr)

@@ -61,6 +61,8 @@ class Context:
     stem: Path
     every: pd.DataFrame | None = None  # the experiment's runs under every protocol (for the protocols figure)
     protocol: str | None = None  # the protocol whose runs `own` marks, named in titles when several ran
+    chosen: pd.DataFrame | None = None  # the tuned protocol's choices (protocol.selection)
+    computed: Mapping[str, Any] | None = None  # the claims rule's document (claims.json), when drawn after it
 
     @property
     def hidden_sweep(self) -> pd.DataFrame:
@@ -178,10 +180,13 @@ def _budget_sweep(c: Context) -> None:
     spec = c.grid["budget_sweep"]
     rows = c.own[c.own["in_budget_sweep"] & (c.own["gate"] == REFERENCE_GATE)]
     claims = c.config["claims"]
-    col = f"{spec['vary']}_rate"
-    result = budget_claim(rows, col, claims["budget"], claims["alpha"], claims["bootstrap_samples"])
-    budget_sweep(rows, spec["vary"], result["budgets"], c.titled(rows, "the optimum against the training budget"),
-                 c.stem)
+    judged = (c.computed or {}).get("claims", {}).get("budget")
+    if judged is not None and claims["budget"].get("experiment") == c.name:
+        budgets = judged["budgets"]  # the claims rule's numbers, as the verdict table states them
+    else:  # an experiment the claim is not judged on: its own best rates, computed here only
+        col = f"{spec['vary']}_rate"
+        budgets = budget_claim(rows, col, claims["budget"], claims["alpha"], claims["bootstrap_samples"])["budgets"]
+    budget_sweep(rows, spec["vary"], budgets, c.titled(rows, "the optimum against the training budget"), c.stem)
 
 
 def _protocols(c: Context) -> None:
@@ -189,13 +194,13 @@ def _protocols(c: Context) -> None:
     sweep = next(s for s in protocols.tuned_sweeps(c.config) if s in c.grid)
     spec = c.grid[sweep]
     every = c.every if c.every is not None else c.own
-    chosen = protocol.selection(every, c.config)
+    chosen = c.chosen[c.chosen["experiment"] == c.name]
     vary = spec["vary"]
     fixed_rates = dict(spec.get("fixed", {}))
     own = chosen[chosen["gate"] == REFERENCE_GATE]
     for slot, rate in fixed_rates.items():
         own = own[np.isclose(own[f"{slot}_rate"], rate)]
-    tuned_runs = protocol.view(every, "tuned", c.config)
+    tuned_runs = protocol.view(every, "tuned", c.config, c.chosen)
     pick = lambda rows: rows[rows[f"in_{sweep}"] & (rows["gate"] == REFERENCE_GATE)]  # noqa: E731
     protocols_figure(every, own, pick(every), pick(tuned_runs), vary,
                      c.titled(pick(tuned_runs), f"learning rate chosen on validation ({sweep.replace('_', ' ')})"),
@@ -220,12 +225,26 @@ FIGURES = {
 }
 
 
+def chosen_rates(runs: pd.DataFrame, config: Mapping[str, Any],
+                 computed: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The tuned protocol's choice per cell: the claims rule's (claims.json), else computed from the runs."""
+    if computed is None:
+        return protocol.selection(runs, config)
+    columns = protocol.selection(runs.iloc[:0], config).columns
+    table = pd.DataFrame(computed["protocols"]["selection"], columns=columns)
+    floats = ["input_rate", "hidden_rate", "conv_rate", "fc_rate", "lr", "val_mean"]
+    return table.astype({**dict.fromkeys(floats, float), "runs": int, "failed": int, "chosen": bool})
+
+
 def draw(stem: str, runs: pd.DataFrame, curves: pd.DataFrame, config: Mapping[str, Any], out_dir: Path,
-         mc: pd.DataFrame | None = None, anchors: list[Mapping[str, Any]] | None = None) -> None:
+         mc: pd.DataFrame | None = None, anchors: list[Mapping[str, Any]] | None = None,
+         computed: Mapping[str, Any] | None = None, chosen: pd.DataFrame | None = None) -> None:
     """Draw one figure named by `dropout_lab.planning.grid.figure_stems` (dropout_lab.settings.experiments says its kind).
 
     Each figure plots the runs that trained and counts the failed ones (diverged or
-    collapsed) in its title and at their rate.
+    collapsed) in its title and at their rate. `computed` is the claims rule's document: what it computed (the
+    tuned protocol's choices, the budget claim's best rates) is read from there, not computed again;
+    `chosen` is chosen_rates(), passed when several figures are drawn from one table.
     """
     name = next(n for n in config["experiments"] if stem.startswith(f"{n}_"))
     grid = config["grids"][name]
@@ -234,8 +253,9 @@ def draw(stem: str, runs: pd.DataFrame, curves: pd.DataFrame, config: Mapping[st
         raise ValueError(f"unknown figure {stem!r}")
     sweep = stem[len(name) + 1:]
     judged = protocols.judged_protocol(config)  # the figures show the runs the headline verdicts read
-    own = protocol.view(runs, judged, config)
+    chosen = chosen_rates(runs, config, computed) if chosen is None else chosen
+    own = protocol.view(runs, judged, config, chosen)
     context = Context(name, sweep, grid, own[own["experiment"] == name], curves, mc, anchors or [], config,
                       out_dir / stem, runs[runs["experiment"] == name],
-                      judged if len(protocols.protocols(config)) > 1 else None)
+                      judged if len(protocols.protocols(config)) > 1 else None, chosen, computed)
     FIGURES[kinds[stem]](context)

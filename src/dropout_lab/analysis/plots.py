@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import matplotlib
-
 matplotlib.use("Agg")  # isort: skip  (before pyplot: figures are drawn without a display)
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
@@ -70,8 +69,7 @@ def save(fig: plt.Figure, stem: Path) -> None:
     for suffix in (".pdf", ".png"):
         with atomic_path(stem.with_suffix(suffix)) as tmp:
             fig.savefig(tmp, format=suffix[1:], dpi=PNG_DPI)
-        # The layout is solved once, for the PDF; the PNG keeps it (a second solve costs as much as a draw).
-        fig.set_layout_engine("none")
+        fig.set_layout_engine("none")  # the PNG keeps the layout solved for the PDF (a second solve is a draw)
     plt.close(fig)
 
 

@@ -9,7 +9,6 @@ rates, raising `ConfigError` with one line that names the bad value and the fix.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import re
@@ -19,8 +18,6 @@ from typing import Any, List, Optional, Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
@@ -193,43 +190,6 @@ def compose_config(overrides: Sequence[str] = (), config_dir: str = CONFIG_DIR) 
     """Compose config/train.yaml with Hydra overrides, as the command line does."""
     with initialize_config_dir(config_dir, version_base="1.3"):
         return compose("train", list(overrides))
-
-
-def compose_configs(runs: Sequence[Sequence[str]], config_dir: str = CONFIG_DIR) -> list[DictConfig]:
-    """compose_config for each run's overrides, each group choice composed once (a pack's runs share them).
-
-    Hydra composes in two steps: the defaults list with the group choices (`gate=gaussian`, a folder of
-    config/), then every value override (`seed=3`, `dropout.hidden=0.5`) set on the result in order. So a run
-    is its group choices' composition, copied, with its value overrides set in order, as Hydra sets them
-    (OmegaConf.update, merging). A quarter of a second per run, otherwise: seconds per pack. An override that
-    this cannot set (a new key, a value of the wrong type) is composed by Hydra itself, for its own error.
-    """
-    groups = {entry.name for entry in os.scandir(config_dir) if entry.is_dir()}
-    parser = OverridesParser.create()
-    composed: dict[tuple[str, ...], DictConfig] = {}
-    out = []
-    for overrides in runs:
-        overrides = list(overrides)
-        try:
-            parsed = parser.parse_overrides(overrides)
-        except OverrideParseException:
-            parsed = None
-        if parsed is None or any(o.type is not OverrideType.CHANGE or o.package is not None for o in parsed):
-            out.append(compose_config(overrides, config_dir))  # additions, deletions, bad syntax: Hydra's own
-            continue
-        choice = [o.key_or_group in groups or "/" in o.key_or_group for o in parsed]
-        choices = tuple(text for text, is_choice in zip(overrides, choice) if is_choice)
-        values = [o for o, is_choice in zip(parsed, choice) if not is_choice]
-        if choices not in composed:
-            composed[choices] = compose_config(choices, config_dir)
-        cfg = copy.deepcopy(composed[choices])
-        try:
-            for override in values:
-                OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
-        except (OmegaConfBaseException, ValueError, TypeError):
-            cfg = compose_config(overrides, config_dir)
-        out.append(cfg)
-    return out
 
 
 def _schema_keys(dotted: str) -> list[str]:

@@ -25,8 +25,8 @@ from omegaconf import OmegaConf
 
 from dropout_lab.settings import metrics_schema, run_folder
 from dropout_lab.settings.atomic import WriteError, write_result
-from dropout_lab.settings.config import (COMPOSITION_ERRORS, ConfigError, compose_config, compose_configs,
-                                         describe_composition_error)
+from dropout_lab.settings.composing import compose_configs
+from dropout_lab.settings.config import COMPOSITION_ERRORS, ConfigError, compose_config, describe_composition_error
 from dropout_lab.training import data
 from dropout_lab.training.checkpoint import CHECKPOINT, interrupted_line
 from dropout_lab.training.engine import EngineError
