@@ -1,5 +1,8 @@
 """The plan printed before work: known FLOP counts, and a loud warning for a paper grid on a CPU."""
 
+import os
+from types import SimpleNamespace
+
 from dropout_lab.planning import grid, plan
 from tests.conftest import SMALL_GRIDS, small_config
 
@@ -144,3 +147,23 @@ def test_a_benchmark_file_reads_the_mean_of_its_rows_and_nothing_from_a_broken_o
     path.write_bytes(b"\xff\xfe\x00")
     assert plan.benchmark_seconds(path) is None
     assert plan.benchmark_seconds(tmp_path / "absent.tsv") is None
+
+
+def test_the_next_plan_says_how_far_off_the_last_runs_estimate_was(tmp_path):
+    packs_made = [SimpleNamespace(name=f"mnist_mlp/part{i}of3") for i in (1, 2, 3)]
+    assert plan.last_estimate_line(tmp_path) is None  # no run yet
+    plan.remember_estimate(packs_made, 60.0, 2, tmp_path)
+    bench = tmp_path / plan.BENCHMARKS / "mnist_mlp"
+    bench.mkdir(parents=True)
+    for i, seconds in ((1, 40.0), (2, 50.0)):
+        (bench / f"part{i}of3.tsv").write_text(f"s\th:m:s\n{seconds}\t0:00:{seconds:.0f}\n")
+    assert plan.last_estimate_line(tmp_path).endswith("for its 3 jobs; 2 of them finished (the run stopped early), "
+                                                      "so it cannot be compared")
+    (bench / "part3of3.tsv").write_text("s\th:m:s\n80.0\t0:01:20\n")
+    # 40 + 50 + 80 s over 2 jobs at once: 85 s of wall against the 60 s expected.
+    assert plan.last_estimate_line(tmp_path) == ("plan: the last run expected about 60 s of training for its 3 jobs; "
+                                                 "they took about 85 s (1.4x the estimate, their seconds over 2 at "
+                                                 "once)")
+    # A measurement older than the run is not the run's.
+    os.utime(bench / "part3of3.tsv", (0, 0))
+    assert "2 of them finished" in plan.last_estimate_line(tmp_path)

@@ -9,6 +9,8 @@ A run whose folder holds its metrics.json is finished: its pack keeps it, so it 
 from __future__ import annotations
 
 import csv
+import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 from dropout_lab.planning import checks, grid, packs
 from dropout_lab.settings import run_folder
+from dropout_lab.settings.atomic import write_json
 from dropout_lab.settings.architectures import architecture, layer_shapes
 from dropout_lab.settings.datasets import SPECS
 
@@ -28,6 +31,7 @@ GPU_FLOPS = 3.8e13
 EVAL_SHARE = 0.3  # final evaluation (both splits, Monte-Carlo masks), as a share of training
 JOB_START_SECONDS = 3.0  # a training job's start on the CPU: Python, torch and the data cache
 BENCHMARKS = "results/benchmarks/train"  # the train rule's benchmark: {pack}.tsv, Snakemake's columns (s, h:m:s, ...)
+LAST_ESTIMATE = "results/benchmarks/plan.json"  # what the last run expected of its training jobs
 
 
 def checked_grid(config: dict[str, Any], schema_file: str | Path | None) -> tuple[list, int | str, list, dict]:
@@ -174,6 +178,55 @@ def _scaling(experiment: str, measured: Mapping[str, Measured]) -> tuple[float, 
     return 1.0, "estimate"
 
 
+def parallel_jobs(config: Mapping[str, Any], cores: int) -> int:
+    """Training jobs side by side on `cores` (each takes threads_per_run)."""
+    return max(cores // int(config["threads_per_run"]), 1)
+
+
+def expected_seconds(config: Mapping[str, Any], templates: Mapping[str, Mapping[str, Any]],
+                     runs_per_experiment: Mapping[str, int], to_train: Mapping[str, int], training_jobs: int,
+                     gpu: bool, cores: int, measured: Mapping[str, Measured] | None = None) -> dict[str, tuple]:
+    """Per experiment: (the wall seconds its runs still to train should take, where that figure comes from)."""
+    out = {}
+    for experiment in runs_per_experiment:
+        train = to_train.get(experiment, 0)
+        factor, source = _scaling(experiment, measured or {})
+        seconds = estimate_seconds(templates[experiment], train, gpu, parallel_jobs(config, cores),
+                                   training_jobs if train else 0)
+        out[experiment] = (factor * seconds, source)
+    return out
+
+
+def remember_estimate(training: Sequence[Any], seconds: float, parallel: int, root: str | Path = ".") -> None:
+    """Record what a run that starts now expects of its training jobs (LAST_ESTIMATE), for the next plan."""
+    write_json(Path(root) / LAST_ESTIMATE, {"packs": [pack.name for pack in training], "seconds": seconds,
+                                            "parallel": parallel, "started": time.time()})
+
+
+def last_estimate_line(root: str | Path = ".") -> str | None:
+    """How far off the last run's estimate was: its training jobs' measured seconds (benchmark files written
+    since it started), shared over the jobs it ran side by side, against what it expected. None before any."""
+    try:
+        last = json.loads((Path(root) / LAST_ESTIMATE).read_text())
+        names, expected, parallel, started = last["packs"], float(last["seconds"]), int(last["parallel"]), last["started"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    took = []
+    for name in names:
+        path = Path(root) / BENCHMARKS / f"{name}.tsv"
+        seconds = benchmark_seconds(path)
+        if seconds is not None and path.stat().st_mtime >= started:
+            took.append(seconds)
+    if not names or not took:
+        return None
+    head = f"plan: the last run expected about {_duration(expected)} of training for its {_jobs(len(names))}"
+    if len(took) < len(names):
+        return head + f"; {len(took)} of them finished (the run stopped early), so it cannot be compared"
+    wall = sum(took) / max(parallel, 1)
+    ratio = f"{wall / expected:.2g}x the estimate" if expected > 0 else "no estimate"
+    return head + f"; they took about {_duration(wall)} ({ratio}, their seconds over {parallel} at once)"
+
+
 def plan_lines(config: Mapping[str, Any], templates: Mapping[str, Mapping[str, Any]], runs_per_experiment:
                Mapping[str, int], to_train: Mapping[str, int], packs: int, training_jobs: int, gpu: bool,
                cores: int, measured: Mapping[str, Measured] | None = None) -> list[str]:
@@ -182,20 +235,18 @@ def plan_lines(config: Mapping[str, Any], templates: Mapping[str, Mapping[str, A
     `templates`: one run's defining settings per experiment (all runs of an experiment share model, data and
     epochs); `to_train`: the runs per experiment still to train (the rest are finished), in `training_jobs`
     jobs; `measured`: jobs timed on this machine (measured_jobs), which scale the estimate."""
-    measured = measured or {}
-    parallel = max(cores // int(config["threads_per_run"]), 1)
+    parallel = parallel_jobs(config, cores)
     device = "a GPU" if gpu else f"the CPU ({cores} cores, {parallel} training jobs at once)"
     total_runs, left = sum(runs_per_experiment.values()), sum(to_train.values())
     lines = [f"plan: scale={config['scale']}, {total_runs} runs in {packs} pack{'s' if packs != 1 else ''} "
              f"(runs_per_job={config['runs_per_job']}): {total_runs - left} finished, {left} to train now in "
              f"{training_jobs} pack{'s' if training_jobs != 1 else ''}, on {device}"]
-    total = 0.0
+    expected = expected_seconds(config, templates, runs_per_experiment, to_train, training_jobs, gpu, cores, measured)
+    total = sum(seconds for seconds, _ in expected.values())
     for experiment, runs in runs_per_experiment.items():
         settings = templates[experiment]
         train = to_train.get(experiment, 0)
-        factor, source = _scaling(experiment, measured)
-        seconds = factor * estimate_seconds(settings, train, gpu, parallel, training_jobs if train else 0)
-        total += seconds
+        seconds, source = expected[experiment]
         size = architecture(settings["model.name"]).describe(_model(settings))
         low, high = settings.get("plan.epochs", (settings["train.epochs"],) * 2)
         epochs = f"{low:g} epochs" if low == high else f"{low:g}-{high:g} epochs (mean {settings['train.epochs']:.1f})"
@@ -211,12 +262,14 @@ def plan_lines(config: Mapping[str, Any], templates: Mapping[str, Mapping[str, A
 
 def plan_report(config: Mapping[str, Any], runs: Sequence[Any], made: Sequence[Any],
                 expected: Mapping[str, Mapping[str, Any]], cores: int, scale_choice: str = "",
-                training: Sequence[Any] | None = None, root: str | Path = ".") -> list[str]:
+                training: Sequence[Any] | None = None, root: str | Path = ".", remember: bool = False) -> list[str]:
     """Every line of the plan, each starting "plan: ", as `dropout-lab plan`, a dry run and a run print it.
 
     `training`: the packs Snakemake will run (a run's DAG); None counts, from the files under `root`, the
     packs that still have a run without its metrics.json (the command and a dry run, which has no DAG hook).
-    Only runs without a metrics.json count as to train: a pack that runs again keeps its finished runs."""
+    Only runs without a metrics.json count as to train: a pack that runs again keeps its finished runs.
+    The last run's estimate is checked against its measured jobs; `remember` (a run that starts now)
+    records this estimate for the next plan to check."""
     if training is None:
         left = {run.folder for run in unfinished(runs, root)}
         training = [pack for pack in made if any(run.folder in left for run in pack.runs)]
@@ -225,4 +278,8 @@ def plan_report(config: Mapping[str, Any], runs: Sequence[Any], made: Sequence[A
     gpu = packs.gpu_visible(str(config["device"]))
     measured = measured_jobs(made, expected, gpu, root)
     lines = plan_lines(config, templates, counts, to_train, len(made), len(training), gpu, cores, measured=measured)
-    return ([f"plan: {scale_choice}"] if scale_choice else []) + lines
+    checked = last_estimate_line(root)
+    if remember and training:
+        seconds = expected_seconds(config, templates, counts, to_train, len(training), gpu, cores, measured)
+        remember_estimate(training, sum(s for s, _ in seconds.values()), parallel_jobs(config, cores), root)
+    return ([f"plan: {scale_choice}"] if scale_choice else []) + lines + ([checked] if checked else [])
