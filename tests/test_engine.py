@@ -241,12 +241,37 @@ def test_pack_cli_writes_pack_json_and_each_run(tmp_path, mnist_data_dir, mnist_
     assert sorted(p.name for p in (tmp_path / "pack").iterdir()) == ["pack.json"]  # checkpoint removed
 
 
+def test_a_pack_of_several_architectures_trains_a_stack_each_and_every_run_as_alone(tmp_path, mnist_data_dir,
+                                                                                    mnist_mirror, capfd):
+    """Runs that differ in width or learning rate share a job (runs_per_job auto on a CPU), a stack each: each
+    run's numbers are its numbers alone; a stack's runs are written when it ends, so a rerun keeps them."""
+    shared = [f"data_dir={mnist_data_dir}", f"dataset.mirror={mnist_mirror or 'null'}", *MLP, "train.epochs=1",
+              "progress=false"]
+    own = ["seed=0 model.width=24", "seed=1 model.width=24 dropout.hidden=0.5", "seed=0 train.lr=0.2",
+           "seed=2 model.width=24"]
+    runs = [f"{r} out={tmp_path / f'run{i}'}" for i, r in enumerate(own)]
+    argv = ["--dir", str(tmp_path / "pack"), *shared, *[a for r in runs for a in ("--run", r)], "--write-runs"]
+    together = pack.main(argv)
+    assert [r["engine"]["pack_size"] for r in together] == [3, 3, 1, 3]  # width 24 (three seeds) and lr 0.2
+    for i, run in enumerate(runs):
+        alone = pack.main(["--dir", str(tmp_path / f"alone{i}"), *shared, "--run", run.replace("/run", "/alone-run")])
+        assert comparable(alone[0]) == comparable(together[i]) | {"config": comparable(alone[0])["config"]}, i
+    assert sorted(p.name for p in (tmp_path / "pack").iterdir()) == ["pack.json"]  # every stack's checkpoint gone
+    # The width-24 stack's runs kept, the other stack's run trained again: the same numbers.
+    (tmp_path / "pack" / "pack.json").unlink()
+    (tmp_path / "run2" / "metrics.json").unlink()
+    capfd.readouterr()
+    again = pack.main(argv)
+    assert "kept 3 finished run(s)" in capfd.readouterr().err
+    assert comparable(again) == comparable(together)
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["--run", "seed=0 out=x", "model=nonsense"], "model"),
     (["--run", "seed=-1 out=x"], "seed=-1"),
     (["--run", "seed=0 out=x", "engine.precision=fp8"], "engine.precision='fp8'"),
     (["--run", "seed=0 out=x", "--bogus"], "--bogus is not an option"),
-    (["--run", "seed=0 out=x", "--run", "seed=1 out=y train.epochs=7"], "differ in train.epochs"),
+    (["--run", "seed=0 out=x", "--run", "seed=1 out=x"], "both have out=x"),
 ])
 def test_pack_cli_bad_input_is_one_line(tmp_path, argv, expected):
     proc = subprocess.run(

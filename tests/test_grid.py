@@ -294,7 +294,7 @@ def test_snakemake_rejects_bad_config_before_running(tmp_path, args, message):
 def test_packs_cover_every_run_once_and_share_what_a_pack_must():
     cfg = config(scale="smoke")
     runs = grid.expand_runs(cfg)
-    for runs_per_job in (1, 7, "cell", "all"):
+    for runs_per_job in (1, 7, "cell", "all", packs.MIXED):
         made = packs.make_packs(runs, runs_per_job)
         members = [run for p in made for run in p.runs]
         assert sorted(r.folder for r in members) == sorted(r.folder for r in runs)
@@ -305,6 +305,8 @@ def test_packs_cover_every_run_once_and_share_what_a_pack_must():
                 assert len({(r.gate, r.convention, r.cell) for r in p.runs}) == 1
             if isinstance(runs_per_job, int):
                 assert len(p.runs) <= runs_per_job
+            if runs_per_job != packs.MIXED:  # one architecture and schedule: one stack
+                assert len({(r.width, r.lr, r.epochs) for r in p.runs}) == 1
     assert len(packs.make_packs(runs, 1)) == len(runs)
     mnist = [r for r in runs if r.experiment == "mnist_mlp"]
     packed = [len(p.runs) for p in packs.make_packs(mnist, "all")]
@@ -358,16 +360,24 @@ def test_a_sweep_set_to_null_is_left_out():
 
 
 def test_runs_per_job_auto_packs_a_whole_experiment_on_a_gpu_and_a_few_jobs_per_grid_on_a_cpu(monkeypatch):
-    assert packs.runs_per_job(config(runs_per_job="auto", device="cpu")) == packs.CPU_PACK == 16
+    assert packs.runs_per_job(config(runs_per_job="auto", device="cpu")) == packs.MIXED
     assert packs.runs_per_job(config(runs_per_job="auto", device="cuda:0")) == "all"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a GPU hidden from this process is no GPU
-    assert packs.runs_per_job(config(runs_per_job="auto", device="auto")) == packs.CPU_PACK
-    # The shipped smoke grid: a few jobs, not one per cell, and still more jobs than two cores.
+    assert packs.runs_per_job(config(runs_per_job="auto", device="auto")) == packs.MIXED
+    with pytest.raises(checks.GridError, match="runs_per_job='mixed' is not allowed"):  # a word for the planner only
+        packs.runs_per_job(config(runs_per_job=packs.MIXED, device="cpu"))
+    # The shipped smoke grid: a few jobs (start-up paid a few times, not once per cell or width), still more
+    # jobs than two cores; the runs that share an architecture and schedule side by side, so that a job holds few
+    # stacks (one per width of the width sweep, one per learning rate and budget).
     smoke = copy.deepcopy(SHIPPED)
     smoke.update(scale="smoke", experiments=["mnist_mlp"], device="cpu")
     grid.drop_switched_off(smoke)
     runs = grid.expand_runs(smoke)
     made = packs.make_packs(runs, packs.runs_per_job(smoke))
-    assert 4 < len(made) <= len(packs.make_packs(runs, "cell")) / 3
-    assert max(len(p.runs) for p in made) == packs.CPU_PACK
+    assert 2 < len(made) == -(-len(runs) // packs.CPU_PACK) <= len(packs.make_packs(runs, packs.CPU_PACK)) / 2
+    sizes = [len(p.runs) for p in made]
+    assert max(sizes) <= packs.CPU_PACK and max(sizes) - min(sizes) <= 1  # even jobs: none left small at the end
+    schedules = [(r.width, r.lr, r.epochs) for p in made for r in p.runs]
+    changes = sum(a != b for a, b in zip(schedules, schedules[1:]))
+    assert changes == len(set(schedules)) - 1  # each architecture and schedule in one run of neighbours
     assert packs.runs_per_job(config(runs_per_job="cell", device="cuda")) == "cell"

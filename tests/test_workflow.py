@@ -100,23 +100,23 @@ def test_smoke_workflow_end_to_end(tmp_path, mnist_mirror, http_folder):
     work = tmp_path / "work"
     work.mkdir()
 
-    # Interrupt it (Ctrl-C) once some packs have finished: results/packs/.../pack.json, packed as runs_per_job
-    # auto packs them here (on a CPU, up to 16 runs that share their architecture and schedule).
+    # Interrupt it (Ctrl-C) once a pack has finished: results/packs/.../pack.json, packed as runs_per_job
+    # auto packs them here (on a CPU, up to 32 runs of an experiment, a stack per architecture and schedule).
     per_job = runs_per_job(full)
     packs = {f"results/packs/{p.name}/pack.json" for p in make_packs(grid.expand_runs(full), per_job)}
-    assert len(expected) > len(packs) > 6
+    assert len(expected) > len(packs) > 2
     proc = snakemake(work, config, background=True)
     finished: list[Path] = []
     while proc.poll() is None:  # no wall-clock limit: a busy machine is only slower
         finished = list((work / "results" / "packs").rglob("pack.json")) if (work / "results").exists() else []
-        if len(finished) >= 6:
+        if finished:
             break
         time.sleep(0.5)
     assert proc.poll() is None, (work / "snakemake-background.log").read_text()[-3000:]
     os.killpg(proc.pid, signal.SIGINT)
     proc.communicate()  # Snakemake finishes the jobs it is stopping, however long that takes
     kept = {p: p.stat().st_mtime_ns for p in (work / "results" / "packs").rglob("pack.json")}
-    assert 6 <= len(kept) < len(packs)
+    assert 1 <= len(kept) < len(packs)
     for path in [*kept, *(work / "results" / "runs").rglob("metrics.json")]:
         json.loads(path.read_text())  # every file left behind is complete
 

@@ -30,13 +30,14 @@ class Pack:
     runs: tuple[Run, ...]
 
     def arguments(self, settings: Mapping[str, Any], extra: list[str]) -> str:
-        """The pack command's arguments: shared overrides, then one --run per run."""
+        """The pack command's arguments: shared overrides, then one --run per run with its own (PER_RUN, and in
+        a pack of several architectures or schedules those that are not every run's: its width, lr, epochs)."""
         per_run = tuple(f"{key}{sep}" for key in PER_RUN for sep in "=.")  # a run's own overrides
-        shared = [a for a in self.runs[0].overrides(settings) if not a.startswith(per_run)]
+        overrides = [run.overrides(settings) for run in self.runs]
+        shared = [a for a in overrides[0] if not a.startswith(per_run) and all(a in other for other in overrides)]
         args = [*shared, *extra]
-        for run in self.runs:
-            own = [a for a in run.overrides(settings) if a.startswith(per_run)]
-            args += ["--run", " ".join(own)]
+        for own in overrides:
+            args += ["--run", " ".join(a for a in own if a not in shared)]
         return " ".join(shlex.quote(arg) for arg in args)
 
 
@@ -75,18 +76,20 @@ def gpu_visible(device: str) -> bool:
     return False
 
 
-# runs_per_job auto on a CPU: up to this many runs of an experiment that share their architecture and schedule
-# in one job. A job's start-up (about 5 s of imports) is then paid a few times per grid, not once per cell,
-# while the smoke and quick grids still make more jobs than a laptop has cores (21 and 31 on MNIST).
-CPU_PACK = 16
+# runs_per_job auto on a CPU: up to this many runs of an experiment in one job, whatever their architecture and
+# schedule (the job trains its runs that share them together, one such stack after another). A job's start-up
+# (about 5 s: Python, torch, Hydra) is then paid a few times per grid, not once per cell or width, while the
+# smoke and quick grids still make more jobs than a laptop has cores (6 and 11 on MNIST).
+CPU_PACK = 32
+MIXED = "mixed"  # runs_per_job auto on a CPU, as make_packs takes it: up to CPU_PACK runs of any architecture
 
 
 def runs_per_job(config: Mapping[str, Any]) -> int | str:
-    """The configured runs_per_job; auto is all on a GPU (many small nets keep it busy) and CPU_PACK on a CPU
-    (packs side by side on the cores)."""
+    """The configured runs_per_job; auto is all on a GPU (many small nets keep it busy) and MIXED on a CPU
+    (jobs of up to CPU_PACK runs side by side on the cores)."""
     value = check_runs_per_job(config["runs_per_job"])
     if value == "auto":
-        return "all" if gpu_visible(config["device"]) else CPU_PACK
+        return "all" if gpu_visible(config["device"]) else MIXED
     return value
 
 
@@ -115,28 +118,40 @@ def _group(run: Run, runs_per_job: int | str) -> str:
     if runs_per_job == "cell":
         return f"{run.experiment}/{_gate_folder(run)}/{run.cell}"
     key = run.experiment
+    if runs_per_job == MIXED:
+        return key
     for part, value in (("width", run.width), ("lr", run.lr), ("ep", run.epochs)):
         key += "" if value is None else f"/{part}{value:g}"
     return key
 
 
+def _schedule(run: Run) -> tuple:
+    """A run's width, learning rate and budget, the defaults (None) first: what a mixed pack's stacks differ in."""
+    return tuple((value is not None, value or 0) for value in (run.width, run.lr, run.epochs))
+
+
 def make_packs(runs: list[Run], runs_per_job: int | str) -> list[Pack]:
     """Split the runs into jobs: 1 (a job per run), cell (the seeds of a grid cell, for one
-    gate), N (up to N runs of an experiment) or all (every run of an experiment)."""
-    check_runs_per_job(runs_per_job)
+    gate), N (up to N runs of an experiment that share an architecture and schedule), all (every such
+    run of an experiment) or MIXED (up to CPU_PACK runs of an experiment, those that share an architecture and
+    schedule side by side, so that a job holds few stacks)."""
+    if runs_per_job != MIXED:
+        check_runs_per_job(runs_per_job)
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(_group(run, runs_per_job), []).append(run)
     packs = []
     for key, members in groups.items():
-        members.sort(key=lambda r: (_gate_folder(r), r.cell, r.seed))
+        members.sort(key=lambda r: (_schedule(r) if runs_per_job == MIXED else (), _gate_folder(r), r.cell, r.seed))
         if runs_per_job in (1, "cell"):
             packs.append(Pack(key, tuple(members)))
         elif runs_per_job == "all":
             packs.append(Pack(f"{key}/all", tuple(members)))
         else:
-            size = int(runs_per_job)
+            size = CPU_PACK if runs_per_job == MIXED else int(runs_per_job)
             parts = -(-len(members) // size)
+            if runs_per_job == MIXED:  # jobs of even sizes (a core's worth each), not a small one left at the end
+                size = -(-len(members) // parts)
             packs += [Pack(f"{key}/part{i + 1}of{parts}", tuple(members[i * size:(i + 1) * size]))
                       for i in range(parts)]
     return packs

@@ -49,7 +49,7 @@ def checked_grid(config: dict[str, Any], schema_file: str | Path | None) -> tupl
     runs = grid.expand_runs(config)
     checks.check_claims(config)
     grid.check_train_overrides(config, runs)
-    per_job = packs.runs_per_job(config)  # auto: all on a GPU, packs of 16 on a CPU
+    per_job = packs.runs_per_job(config)  # auto: all on a GPU, mixed packs of up to 32 on a CPU
     made = packs.make_packs(runs, per_job)
     # What each run folder should hold (dropout_lab.settings.identity), from the Hydra files: a change retrains.
     expected = grid.expected_settings(config, runs)

@@ -5,8 +5,11 @@
         --run "dropout.hidden=0.2 seed=1 out=results/runs/b" [--write-runs]
 
 Arguments outside --run are Hydra overrides shared by every run; each --run
-adds that run's own (seed, dropout rates, out). The runs of a pack may differ
-only in those. DIR/pack.json holds every run's metrics, in --run order; with
+adds that run's own (seed, dropout rates, out; a width, learning rate or
+budget too). The runs that share everything but seed, gate, rates and out are
+trained together (a stack, dropout_lab.training.engine); a pack of several
+stacks trains them one after another, writing each stack's runs when it ends,
+a checkpoint per stack. DIR/pack.json holds every run's metrics, in --run order; with
 --write-runs each run's metrics.json is also written to its own `out` folder
 (refused before training where that folder holds another run's finished result;
 a run whose folder holds its own finished result is kept, not retrained).
@@ -30,7 +33,7 @@ from dropout_lab.settings.config import COMPOSITION_ERRORS, ConfigError, compose
 from dropout_lab.training import data
 from dropout_lab.training.checkpoint import CHECKPOINT, interrupted_line
 from dropout_lab.training.engine import EngineError
-from dropout_lab.training.train import check_runs, train_runs
+from dropout_lab.training.train import check_runs, stacks, train_runs
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -65,21 +68,32 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 raise ConfigError(f"run {i} ({run}): {describe_composition_error(err)}") from err
         raise
     folder = Path(args.dir)
-    check_runs(cfgs, folder / CHECKPOINT)
+    run_folder.distinct_outs([c.out for c in cfgs])
+    groups = stacks(cfgs)
+    states = [stack_checkpoint(folder, g, len(groups)) for g in range(len(groups))]
+    for group, state in zip(groups, states):
+        check_runs([cfgs[i] for i in group], state)
     with run_folder.writing([folder, *(cfg.out for cfg in cfgs)]):
         kept = finished_runs(cfgs, args.retrain_changed) if args.write_runs else {}
         if kept:
             print(f"kept {len(kept)} finished run(s), not retrained: "
                   + ", ".join(str(cfgs[i].out) for i in sorted(kept)), file=sys.stderr)
-        trained = iter(train_runs([c for i, c in enumerate(cfgs) if i not in kept], folder / CHECKPOINT)
-                       if len(kept) < len(cfgs) else [])
-        metrics = [kept[i] if i in kept else next(trained) for i in range(len(cfgs))]
-        for i, (cfg, run) in enumerate(zip(cfgs, metrics)):
-            if args.write_runs and i not in kept:
-                write_result(Path(cfg.out) / run_folder.METRICS, run)
-        write_result(folder / "pack.json", {"runs": metrics})
-        (folder / CHECKPOINT).unlink(missing_ok=True)  # finished: pack.json is the record
-    return metrics
+        metrics: dict[int, dict] = dict(kept)
+        for group, state in zip(groups, states):  # one stack after another; each run written when its stack ends
+            left = [i for i in group if i not in kept]
+            for i, run in zip(left, train_runs([cfgs[i] for i in left], state) if left else []):
+                metrics[i] = run
+                if args.write_runs:
+                    write_result(Path(cfgs[i].out) / run_folder.METRICS, run)
+        write_result(folder / "pack.json", {"runs": [metrics[i] for i in range(len(cfgs))]})
+        for state in states:
+            state.unlink(missing_ok=True)  # finished: pack.json is the record
+    return [metrics[i] for i in range(len(cfgs))]
+
+
+def stack_checkpoint(folder: Path, stack: int, count: int) -> Path:
+    """Where a stack's checkpoint is kept while it trains: DIR/checkpoint.pt for a job of one stack."""
+    return folder / (CHECKPOINT if count == 1 else f"{Path(CHECKPOINT).stem}-{stack}{Path(CHECKPOINT).suffix}")
 
 
 def finished_runs(cfgs: list, retrain_changed: bool) -> dict[int, dict]:

@@ -126,12 +126,24 @@ def build_model(cfg: DictConfig, rates: Rates, image_shape: torch.Size) -> Netwo
 # --------------------------------------------------------------------------- main
 
 
+def _shared(cfg: DictConfig) -> dict:
+    """A run's settings but PER_RUN: what the runs stacked in one trainer must share."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    return {key: value for key, value in settings.items() if key not in PER_RUN}
+
+
+def stacks(cfgs: Sequence[DictConfig]) -> list[list[int]]:
+    """The positions of the runs that share everything but PER_RUN, by first appearance: the runs one trainer
+    stacks (a job of several architectures or schedules trains its stacks one after another)."""
+    groups: dict[str, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        groups.setdefault(json.dumps(_shared(cfg), sort_keys=True, default=str), []).append(i)
+    return list(groups.values())
+
+
 def check_pack(cfgs: Sequence[DictConfig]) -> None:
     """Runs train together only if they differ in nothing but PER_RUN; else one line naming the key."""
-    def shared(cfg):
-        settings = OmegaConf.to_container(cfg, resolve=True)
-        return {key: value for key, value in settings.items() if key not in PER_RUN}
-
+    shared = _shared
     first = shared(cfgs[0])
     for k, cfg in enumerate(cfgs[1:], 1):
         other = shared(cfg)
