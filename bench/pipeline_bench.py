@@ -2,8 +2,8 @@
 
     python bench/pipeline_bench.py [--scales smoke quick] [--runs-per-job auto cell] [--reference] [--cores 2]
 
-For each scale, in a fresh folder: the MNIST grid (experiments=[mnist_mlp]) from an empty results/ to the
-aggregate, then on to the PDF. The floor is the packs' own training seconds (each pack.json's wall_seconds) summed and divided by
+For each scale, in a fresh folder: the MNIST grid (experiments=[mnist_mlp]) from an empty results/ to the PDF
+in one command, and the time at which its aggregate tables were written. The floor is the packs' own training seconds (each pack.json's wall_seconds) summed and divided by
 the cores: the wall time if training were all the pipeline did. The train jobs' whole seconds (Snakemake's
 benchmark files, start-up included) are printed beside it. The ratio wall / floor is the overhead (start-up of each job, data, analysis). --runs-per-job repeats each
 grid with each packing named (e.g. `auto cell`: today's default against a pack per cell). --reference also times
@@ -63,8 +63,9 @@ def grid(scale: str, packing: str, cores: int) -> dict:
     config = ["--config", f"scale={scale}", "experiments=[mnist_mlp]", f"runs_per_job={packing}"]
     if mirror:
         config.append(f"data={{dir: data, mirrors: {{mnist: {mirror}}}}}")
-    to_aggregate = snakemake(work, cores, "--until", "aggregate", *config)
-    to_pdf = to_aggregate + snakemake(work, cores, *config)
+    started = time.time()
+    to_pdf = snakemake(work, cores, *config)  # one command, as a user runs it: the theory beside the training
+    to_aggregate = (work / "results" / "aggregate" / "runs.parquet").stat().st_mtime - started
     return measured(work, scale, packing, cores, to_aggregate, to_pdf)
 
 
@@ -83,8 +84,8 @@ def reference(cores: int) -> dict:
     started = time.perf_counter()
     with tarfile.open(ROOT / "reference" / "mnist_mlp-paper-h200.tgz") as tar:
         tar.extractall(work, filter="data")
-    wall = snakemake(work, cores, "--configfile", str(ROOT / "reference" / "grid.yaml"), "--allowed-rules",
-                     *NO_TRAINING) + (time.perf_counter() - started)
+    snakemake(work, cores, "--configfile", str(ROOT / "reference" / "grid.yaml"), "--allowed-rules", *NO_TRAINING)
+    wall = time.perf_counter() - started  # the archive's extraction and the build
     return {"what": "paper-scale PDF from the 145 shipped H200 runs (no training)", "aggregate": float("nan"),
             "pdf": wall, "floor": 0.0, "ratio": float("nan"), "work": work}
 
