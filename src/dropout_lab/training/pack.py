@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     run_folder.distinct_outs([c.out for c in cfgs])
     groups = stacks(cfgs)
     states = [stack_checkpoint(folder, g, len(groups)) for g in range(len(groups))]
+    rates = {}  # every stack checked before the first trains
     for group, state in zip(groups, states):
-        check_runs([cfgs[i] for i in group], state)
+        rates.update(zip(group, check_runs([cfgs[i] for i in group], state)))
     with run_folder.writing([folder, *(cfg.out for cfg in cfgs)]):
         kept = finished_runs(cfgs, args.retrain_changed) if args.write_runs else {}
         if kept:
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         metrics: dict[int, dict] = dict(kept)
         for group, state in zip(groups, states):  # one stack after another; each run written when its stack ends
             left = [i for i in group if i not in kept]
-            for i, run in zip(left, train_runs([cfgs[i] for i in left], state) if left else []):
+            trained = train_runs([cfgs[i] for i in left], state, [rates[i] for i in left]) if left else []
+            for i, run in zip(left, trained):
                 metrics[i] = run
                 if args.write_runs:
                     write_result(Path(cfgs[i].out) / run_folder.METRICS, run)

@@ -246,13 +246,14 @@ def _train_epoch(trainer: PackTrainer, cfgs: Sequence[DictConfig], tensors: dict
     return live
 
 
-def train_runs(cfgs: Sequence[DictConfig], state_path: Path) -> list[dict]:
+def train_runs(cfgs: Sequence[DictConfig], state_path: Path, rates: Sequence[Rates] | None = None) -> list[dict]:
     """Train the runs `cfgs` together (one pack) and return each run's metrics.
 
     A checkpoint of the whole pack is kept at `state_path` while it trains
-    (dropout_lab.training.checkpoint); a rerun with the same runs resumes from it.
+    (dropout_lab.training.checkpoint); a rerun with the same runs resumes from it. `rates`: what check_runs
+    returned for these runs when the caller has just checked them; else they are checked here.
     """
-    rates = check_runs(cfgs, state_path)
+    rates = check_runs(cfgs, state_path) if rates is None else list(rates)
     cfg = cfgs[0]
     started = time.perf_counter()
     if cfg.threads is not None:
