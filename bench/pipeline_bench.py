@@ -3,7 +3,7 @@
     python bench/pipeline_bench.py [--scales smoke quick] [--runs-per-job auto cell] [--reference] [--cores 2]
 
 For each scale, in a fresh folder: the MNIST grid (experiments=[mnist_mlp]) from an empty results/ to the PDF
-in one command, and the time at which its aggregate tables were written. The floor is the packs' own training seconds (each pack.json's wall_seconds) summed and divided by
+in one command, and the time at which its aggregate tables were written. The floor is the packs' own training seconds (the wall_seconds of each stack of each pack.json) summed and divided by
 the cores: the wall time if training were all the pipeline did. The train jobs' whole seconds (Snakemake's
 benchmark files, start-up included) are printed beside it. The ratio wall / floor is the overhead (start-up of each job, data, analysis). --runs-per-job repeats each
 grid with each packing named (e.g. `auto cell`: today's default against a pack per cell). --reference also times
@@ -42,10 +42,15 @@ def snakemake(work: Path, cores: int, *args: str) -> float:
 
 
 def training_seconds(work: Path) -> tuple[float, int]:
-    """The packs' own training seconds (each pack's wall_seconds: from its first epoch's data to its last
-    evaluation, the process's start-up and imports left out), summed, and how many packs there were."""
+    """The packs' own training seconds (each stack's wall_seconds: from its data to its last evaluation, the
+    process's start-up and imports left out; a pack of several stacks has one per stack), summed, and how many
+    packs there were."""
     files = list((work / "results" / "packs").rglob("pack.json"))
-    return sum(json.loads(path.read_text())["runs"][0]["wall_seconds"] for path in files), len(files)
+    total = 0.0
+    for path in files:
+        stacks = {run["pack_fingerprint"]: run["wall_seconds"] for run in json.loads(path.read_text())["runs"]}
+        total += sum(stacks.values())
+    return total, len(files)
 
 
 def job_seconds(work: Path) -> float:
