@@ -115,6 +115,19 @@ def test_the_budget_statistic_is_inconclusive_when_the_seeds_cannot_tell():
     assert result["verdict"] == (NOT_SUPPORTED if lo > 0 or hi < 0 else INCONCLUSIVE)
 
 
+def test_the_budget_bootstrap_resamples_seeds_within_each_rate_and_breaks_ties_to_the_smaller_rate():
+    # At 1 epoch rate 0.5's two seeds (0.8, 1.0) resample to a mean of 0.8, 0.9 or 1.0 (1/4, 1/2, 1/4) against
+    # rate 0's 0.9: 0.5 is best only at 1.0 (a tie goes to 0), so the shift 0 - best is -0.5 in a quarter of the
+    # samples and 0 otherwise. Its 30 % and 70 % quantiles are both 0 (they would be -0.5 with ties to 0.5).
+    rows = [(1, 0.0, 0.9), (1, 0.0, 0.9), (1, 0.5, 0.8), (1, 0.5, 1.0), (2, 0.0, 0.9), (2, 0.0, 0.9), (2, 0.5, 0.5),
+            (2, 0.5, 0.5)]
+    df = pd.DataFrame([{"epochs": e, "hidden_rate": r, "seed": i % 2, "status": "ok", "test_acc": a}
+                       for i, (e, r, a) in enumerate(rows)])
+    assert budget_claim(df, "hidden_rate", {"tolerance": 0.1}, 0.6, 4000)["interval"] == [0.0, 0.0]
+    wide = budget_claim(df, "hidden_rate", {"tolerance": 0.1}, 0.05, 4000)
+    assert wide["estimate"] == 0 and wide["interval"] == [-0.5, 0.0] and wide["verdict"] == INCONCLUSIVE
+
+
 def test_the_grid_trains_every_tuned_cell_at_every_learning_rate_and_shares_the_scales_own():
     cfg = config(scale="smoke", experiments=["mnist_mlp"])
     runs = grid.expand_runs(cfg)

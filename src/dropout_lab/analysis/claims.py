@@ -115,10 +115,16 @@ def budget_claim(df: pd.DataFrame, rate_col: str, settings: Mapping[str, Any], a
                 "reason": "fewer than two budgets have runs that trained"}
     shift = round(best_rate(ends[1]) - best_rate(ends[0]), 9)
     rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(samples):
-        picks = [{r: rng.choice(v, size=len(v), replace=True) for r, v in cells.items()} for cells in ends]
-        boot.append(round(best_rate(picks[1]) - best_rate(picks[0]), 9))
+
+    def resampled_best(cells: Mapping[float, np.ndarray]) -> np.ndarray:
+        """The best rate of each bootstrap sample (seeds resampled within each rate; a tie to the smaller rate)."""
+        rates = sorted(cells)
+        means = np.stack([rng.choice(cells[r], size=(samples, len(cells[r])), replace=True).mean(axis=1)
+                          for r in rates], axis=1)
+        return np.asarray(rates)[np.argmax(means, axis=1)]
+
+    first, last = resampled_best(ends[0]), resampled_best(ends[1])
+    boot = np.round(last - first, 9)
     lo, hi = (float(q) for q in np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
     if -tolerance - 1e-9 <= lo and hi <= tolerance + 1e-9:
         verdict, reason = SUPPORTED, (f"the best rate moves by {shift:+g} from {budgets[0]} to {budgets[-1]} epochs, "
