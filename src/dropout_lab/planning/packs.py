@@ -151,7 +151,11 @@ def make_packs(runs: list[Run], runs_per_job: int | str) -> list[Pack]:
             size = CPU_PACK if runs_per_job == MIXED else int(runs_per_job)
             parts = -(-len(members) // size)
             if runs_per_job == MIXED:  # jobs of even sizes (a core's worth each), not a small one left at the end
-                size = -(-len(members) // parts)
-            packs += [Pack(f"{key}/part{i + 1}of{parts}", tuple(members[i * size:(i + 1) * size]))
+                base, extra = divmod(len(members), parts)
+                sizes = [base + 1] * extra + [base] * (parts - extra)
+            else:
+                sizes = [min(size, len(members) - i * size) for i in range(parts)]
+            starts = [sum(sizes[:i]) for i in range(parts)]
+            packs += [Pack(f"{key}/part{i + 1}of{parts}", tuple(members[starts[i]:starts[i] + sizes[i]]))
                       for i in range(parts)]
     return packs
