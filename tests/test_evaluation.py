@@ -135,3 +135,47 @@ def test_a_models_evaluation_does_not_depend_on_its_pack():
         loss, acc, curve = alone.evaluate_mc(x, y, 32, SAMPLES, [seeds[k]])
         assert torch.equal(loss[0], together[0][k]) and torch.equal(acc[0], together[1][k])
         assert all(torch.equal(curve[n][0], together[2][n][k]) for n in curve)
+
+
+def _layer_calls(monkeypatch, method: str) -> list[int]:
+    """The layer numbers StackedNet.<method> is called with, from now on."""
+    from dropout_lab.training.stacked import StackedNet
+
+    calls, original = [], getattr(StackedNet, method)
+
+    def counted(self, i, *args, **kwargs):
+        calls.append(i)
+        return original(self, i, *args, **kwargs)
+
+    monkeypatch.setattr(StackedNet, method, counted)
+    return calls
+
+
+@pytest.mark.parametrize("input_dropout", [False, True], ids=["no-input-dropout", "input-dropout"])
+def test_monte_carlo_runs_the_layers_before_the_first_mask_once_per_batch(monkeypatch, input_dropout):
+    """Without input dropout in the pack an MLP's first layer runs once per batch (3 here), not once per
+    mask; with one model dropping its input, once per mask; each model's numbers are its own either way."""
+    models = [m for m in mlps() if input_dropout or m.input_gate.rate == 0]
+    trainer, x, y = trained_pack(models, (1, 8, 8))
+    calls = _layer_calls(monkeypatch, "linear")
+    seeds = [5 + k for k in range(len(models))]
+    mc_loss, mc_acc, _ = trainer.evaluate_mc(x, y, 32, SAMPLES, seeds)
+    batches = 3
+    assert calls.count(0) == (batches * SAMPLES if input_dropout else batches)
+    assert calls.count(1) == batches * SAMPLES  # the hidden layers' masks are drawn anew for every sample
+    for k, model in enumerate(models):
+        ref_loss, ref_acc, _ = monte_carlo(model, x, y, SAMPLES, seeds[k], 32)
+        assert float(mc_loss[k]) == pytest.approx(ref_loss, rel=1e-5) and float(mc_acc[k]) == ref_acc
+
+
+def test_monte_carlo_with_fully_connected_dropout_only_runs_each_convolution_once_per_batch(monkeypatch):
+    torch.manual_seed(0)
+    models = [CNN(3, 8, 10, [4, 6], 3, 12, gate, 0.0, [0.0, 0.0], [0.4], "inverted")
+              for gate in ("bernoulli", "gaussian")]
+    trainer, x, y = trained_pack(models, (3, 8, 8))
+    calls = _layer_calls(monkeypatch, "conv")
+    mc_loss, mc_acc, _ = trainer.evaluate_mc(x, y, 32, SAMPLES, [3, 4])
+    assert calls == [0, 1] * 3
+    for k, model in enumerate(models):
+        ref_loss, ref_acc, _ = monte_carlo(model, x, y, SAMPLES, [3, 4][k], 32)
+        assert float(mc_loss[k]) == pytest.approx(ref_loss, rel=1e-5) and float(mc_acc[k]) == ref_acc

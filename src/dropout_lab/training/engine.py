@@ -30,7 +30,8 @@ Evaluation is batched across the pack too: the deterministic net on any split
 (with or without the scaled convention's factor p) and Monte-Carlo averaging
 over sampled masks, each model drawing its masks from its own generator in the
 order its own network would (gates.Gate), so a model's Monte-Carlo numbers
-do not depend on its pack either.
+do not depend on its pack either. The layers before the first slot where some
+model draws run once per batch, not once per mask (stacked.StackedPass).
 """
 
 from __future__ import annotations
@@ -252,11 +253,11 @@ class PackTrainer:
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             inputs, target = self._stacked_inputs(xb), yb.unsqueeze(0).expand(self.K, -1)
             buffers = self._mc_buffers(len(yb))
-            probs = None
+            probs, unmasked = None, {}  # the layers before any mask run once per batch (StackedPass)
             for k in range(1, samples + 1):
                 noise = self._draw_mc(buffers, len(yb), generators)
                 with self._autocast():
-                    logits = self.net(inputs, noise).float()
+                    logits = self.net(inputs, noise, unmasked=unmasked).float()
                 probs = F.softmax(logits, dim=2) if probs is None else probs + F.softmax(logits, dim=2)
                 if k in correct:
                     correct[k] += (probs.argmax(2) == target).sum(1)

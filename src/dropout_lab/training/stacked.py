@@ -239,10 +239,10 @@ class StackedNet(nn.Module):
         return getattr(self, f"eval_scale{s}")
 
     def forward(self, x: torch.Tensor, noise: Sequence[SlotNoise] | None = None,
-                scaled_inference: bool = True) -> torch.Tensor:
+                scaled_inference: bool = True, unmasked: dict | None = None) -> torch.Tensor:
         """Logits (K, B, classes) for inputs (K, B, ...); `noise` per slot, or None for the deterministic net
-        (without the scaled convention's factor p if not scaled_inference)."""
-        return self.stacked_forward(StackedPass(self, noise, scaled_inference), x)
+        (without the scaled convention's factor p if not scaled_inference). `unmasked`: see StackedPass."""
+        return self.stacked_forward(StackedPass(self, noise, scaled_inference, unmasked), x)
 
     @torch.no_grad()
     def apply_max_norm(self, max_norm: float) -> None:
@@ -270,18 +270,34 @@ class StackedPass:
     and `linear` act on the stacked activations (K, B, ...); `gate_each` and `conv_each` on
     a list of each model's own (B, ...), for the layers that run model by model. A weight
     gate's factor waits here for the fully connected layer that reads its slot.
+
+    `unmasked` (a dict, by layer) keeps the outputs of the layers that no mask reaches: those before
+    the first slot where some model draws. Monte-Carlo evaluation passes one dict for all the masks
+    of a batch, so those layers run once per batch, not once per mask (with no input dropout, an
+    MLP's first layer, most of its work); a kept output is the very tensor the layer would make again.
     """
 
-    def __init__(self, net: StackedNet, noise: Sequence[SlotNoise] | None, scaled_inference: bool) -> None:
+    def __init__(self, net: StackedNet, noise: Sequence[SlotNoise] | None, scaled_inference: bool,
+                 unmasked: dict | None = None) -> None:
         self.net, self.noise, self.scaled_inference = net, noise, scaled_inference
         self.kinds = net.layer_kinds  # per layer: linear | conv
         self.layers = len(net.layer_kinds)
         self._pending: Masked | None = None
+        self._unmasked = unmasked
+        self._masked = False  # some model has drawn noise in a slot before the layer that runs now
 
     def _slot_noise(self, s: int) -> SlotNoise | None:
         slot_noise = None if self.noise is None else self.noise[s]
+        self._masked = self._masked or bool(slot_noise)
         self._pending = self.net.weight_factor(s, slot_noise)
         return slot_noise
+
+    def _layer(self, i: int, compute: Callable[[], torch.Tensor | list[torch.Tensor]]):
+        if self._unmasked is None or self._masked:
+            return compute()
+        if i not in self._unmasked:
+            self._unmasked[i] = compute()
+        return self._unmasked[i]
 
     def gate(self, x: torch.Tensor, s: int) -> torch.Tensor:
         return self.net.gate(x, s, self._slot_noise(s), None, self.scaled_inference)
@@ -292,10 +308,10 @@ class StackedPass:
 
     def linear(self, x: torch.Tensor, i: int) -> torch.Tensor:
         masked, self._pending = self._pending, None
-        return self.net.linear(i, x, masked)
+        return self._layer(i, lambda: self.net.linear(i, x, masked))
 
     def conv_each(self, xs: Sequence[torch.Tensor], i: int) -> list[torch.Tensor]:
-        return self.net.conv(i, xs)
+        return self._layer(i, lambda: self.net.conv(i, xs))
 
 
 class GateNoise:
