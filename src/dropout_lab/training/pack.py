@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             except COMPOSITION_ERRORS as err:
                 raise ConfigError(f"run {i} ({run}): {describe_composition_error(err)}") from err
         raise
+    for cfg in cfgs:  # once: every check, stack key and record reads them resolved, the costly part of each
+        OmegaConf.resolve(cfg)
     folder = Path(args.dir)
     run_folder.distinct_outs([c.out for c in cfgs])
     groups = stacks(cfgs)
