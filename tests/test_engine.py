@@ -8,6 +8,8 @@ identities, and the models' arithmetic shares nothing but the kernel calls.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 
@@ -384,3 +386,13 @@ def test_training_imports_no_compiler():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == pytest.approx([0.0, -0.1, -0.2, -0.3], abs=1e-6)  # w -= lr * gradient
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_a_training_process_keeps_freed_memory_unless_the_malloc_variables_say_otherwise():
+    """glibc takes both settings (mallopt says so); a user's own MALLOC_*_ variables are left to rule."""
+    code = "from dropout_lab.training.machine import keep_freed_memory\nprint(keep_freed_memory())\n"
+    for env, expected in (({}, "True"), ({"MALLOC_TRIM_THRESHOLD_": "131072"}, "False")):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, **env})
+        assert done.returncode == 0 and done.stdout.strip() == expected, (env, done.stdout, done.stderr)

@@ -46,7 +46,7 @@ from dropout_lab.training import checkpoint, data, tracking
 from dropout_lab.training.engine import EngineSettings, Hyper, Member, PackTrainer
 from dropout_lab.training.evaluation import final_metrics, run_record
 from dropout_lab.training.gates import REGISTRY
-from dropout_lab.training.machine import device_info, training_versions
+from dropout_lab.training.machine import device_info, keep_freed_memory, training_versions
 from dropout_lab.training.models import Network, network
 
 # --------------------------------------------------------------------------- set-up
@@ -256,6 +256,7 @@ def train_runs(cfgs: Sequence[DictConfig], state_path: Path, rates: Sequence[Rat
     rates = check_runs(cfgs, state_path) if rates is None else list(rates)
     cfg = cfgs[0]
     started = time.perf_counter()
+    keep_freed_memory()  # before the data and the models are made
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
