@@ -3,6 +3,7 @@ the job's cores (processes forked after the imports), what the claims rule compu
 import json
 import multiprocessing
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -29,11 +30,12 @@ THEORY = {"theory/gradient": lambda stem: theory_plots.theory_gradient(theory["g
 
 
 def draw_one(stem: str) -> str:
+    started = time.perf_counter()
     if stem in THEORY:
         THEORY[stem](out_dir / stem)
     else:
         draw(stem, runs, curves, config, out_dir, mc, anchors, computed, chosen)
-    return stem
+    return f"{stem} ({time.perf_counter() - started:.1f} s)"
 
 
 stems = [*snakemake.params.stems, *THEORY]  # noqa: F821
