@@ -204,3 +204,50 @@ def test_composing_a_packs_runs_together_gives_hydras_own_config_for_each():
     # A value of the wrong type is refused by Hydra, as when composed alone.
     with pytest.raises(COMPOSITION_ERRORS, match="seed"):
         compose_configs([runs[0], [*runs[0], "seed=abc"]])
+
+
+def test_the_workflows_kept_compositions_are_hydras_own_and_are_used(tmp_path, monkeypatch):
+    """expected_settings from the cache equals expected_settings composed anew, and a second workflow start
+    composes nothing (compose_config is made to fail there)."""
+    from dropout_lab.planning import grid
+    from dropout_lab.settings import composing
+    from tests.conftest import as_snakemake_sees
+
+    config = as_snakemake_sees({"scale": "smoke"})
+    runs = grid.expand_runs(config)
+    monkeypatch.setenv("DROPOUT_LAB_COMPOSITION_CACHE", "off")
+    fresh = grid.expected_settings(config, runs)
+    assert composing.composition_cache() is None
+    monkeypatch.delenv("DROPOUT_LAB_COMPOSITION_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert grid.expected_settings(config, runs) == fresh  # composed, then kept
+    kept = list((tmp_path / "dropout-lab" / "compositions").glob("*.json"))
+    assert kept
+
+    def no_composing(*args, **kwargs):
+        raise AssertionError("composed again")
+
+    monkeypatch.setattr(composing, "compose_config", no_composing)
+    assert grid.expected_settings(config, runs) == fresh
+    kept[0].write_text("{not json")  # a damaged entry is composed again, not believed
+    with pytest.raises(AssertionError, match="composed again"):
+        grid.expected_settings(config, runs)
+
+
+def test_an_edited_hydra_file_or_an_interpolated_variable_is_another_composition(tmp_path, monkeypatch):
+    import shutil
+
+    from dropout_lab.settings.composing import resolved_composition
+    from dropout_lab.settings.config import CONFIG_DIR
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    config_dir = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, config_dir)
+    before = resolved_composition(["scale=smoke"], str(config_dir))
+    assert before == resolved_composition(["scale=smoke"], str(config_dir))
+    smoke = config_dir / "scale" / "smoke.yaml"
+    smoke.write_text(smoke.read_text().replace("epochs: 1", "epochs: 7", 1))
+    edited = resolved_composition(["scale=smoke"], str(config_dir))
+    assert (before["train"]["epochs"], edited["train"]["epochs"]) == (1, 7)
+    monkeypatch.setenv("DROPOUT_LAB_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert resolved_composition(["scale=smoke"], str(config_dir))["data_dir"] == str(tmp_path / "elsewhere")

@@ -27,6 +27,7 @@ from dropout_lab.settings.config import (
     describe_composition_error,
     validate,
 )
+from dropout_lab.settings.composing import resolved_composition
 from dropout_lab.settings.identity import defining_settings
 from dropout_lab.settings.protocols import tuned_lrs, tuned_sweeps
 from dropout_lab.settings.vocabulary import CONVENTIONS, INVERTED, MODEL_SLOTS, REFERENCE_GATE
@@ -132,7 +133,7 @@ def drop_switched_off(config: dict[str, Any]) -> None:
 def scale_settings(scale: str, config_dir: str = CONFIG_DIR) -> dict[str, Any]:
     """Each model's settings at a scale (config/scale/SCALE.yaml), {model: {epochs, lr, width...}}, read through
     Hydra as every run reads them (train.yaml's ${scale.${model.name}.X})."""
-    return OmegaConf.to_container(compose_config([f"scale={scale}"], config_dir).scale, resolve=True)
+    return resolved_composition([f"scale={scale}"], config_dir)["scale"]
 
 
 def preset_rates(preset: str, model: str, config_dir: str = CONFIG_DIR) -> tuple[tuple[str, float], ...]:
@@ -264,7 +265,7 @@ def expected_settings(config: Mapping[str, Any], runs: Sequence[Run], config_dir
         group = tuple((key, value) for key, value in pairs if key in COMPOSED)
         if group not in composed:
             overrides = [*(_override(key, value) for key, value in group), *run.workflow_overrides(settings), *extra]
-            composed[group] = OmegaConf.to_container(compose_config(overrides, config_dir), resolve=True)
+            composed[group] = resolved_composition(overrides, config_dir)  # kept between invocations
         resolved = composed[group]
         for key, value in pairs:
             if key not in COMPOSED:
