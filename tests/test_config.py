@@ -210,15 +210,15 @@ def test_the_workflows_kept_compositions_are_hydras_own_and_are_used(tmp_path, m
     """expected_settings from the cache equals expected_settings composed anew, and a second workflow start
     composes nothing (compose_config is made to fail there)."""
     from dropout_lab.planning import grid
-    from dropout_lab.settings import composing
+    from dropout_lab.settings import composing, kept
     from tests.conftest import as_snakemake_sees
 
     config = as_snakemake_sees({"scale": "smoke"})
     runs = grid.expand_runs(config)
-    monkeypatch.setenv("DROPOUT_LAB_COMPOSITION_CACHE", "off")
+    monkeypatch.setenv("DROPOUT_LAB_CACHE", "off")
     fresh = grid.expected_settings(config, runs)
-    assert composing.composition_cache() is None
-    monkeypatch.delenv("DROPOUT_LAB_COMPOSITION_CACHE")
+    assert kept.cache_folder("compositions") is None
+    monkeypatch.delenv("DROPOUT_LAB_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert grid.expected_settings(config, runs) == fresh  # composed, then kept
     kept = list((tmp_path / "dropout-lab" / "compositions").glob("*.json"))

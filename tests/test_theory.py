@@ -112,3 +112,24 @@ def test_scaled_convention_without_scaling_is_off_by_p():
     x = torch.ones(4)
     assert torch.allclose(gate(x), torch.full((4,), 0.5), atol=1e-4)
     assert torch.equal(make_gate("bernoulli", 0.5, "inverted").eval()(x), x)
+
+
+def test_the_checks_are_kept_for_their_settings_and_made_anew_for_others(tmp_path, monkeypatch):
+    """The second workflow folder takes the checks' results from the cache, exactly as computed (floats through
+    JSON); another seed is another result, computed again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    settings = {"gradient": {"samples": [10, 100], "tolerance": 0.5, "seed": 0},
+                "regression": {"rates": [0.0, 0.5], "samples": 200, "features": 3, "noise": 0.5, "epochs": 5,
+                               "tolerance": 0.5, "seed": 0}}
+    first, was_kept = th.kept_checks(settings)
+    assert not was_kept and first["regression"]["rows"]
+
+    def not_again(_settings):
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(th, "run_checks", not_again)
+    again, was_kept = th.kept_checks(settings)
+    assert was_kept and again == first
+    other = {**settings, "regression": {**settings["regression"], "seed": 1}}
+    with pytest.raises(AssertionError, match="computed again"):
+        th.kept_checks(other)

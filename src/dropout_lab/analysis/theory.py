@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from dropout_lab.settings import kept
+from dropout_lab.settings.atomic import finite_or_none
 
 GATE_KINDS = ("bernoulli", "gaussian")
 # The random linear units of the gradient check and the regression's SGD: fixed by the method, recorded with
@@ -283,3 +287,11 @@ def run_checks(settings: dict) -> dict:
             + ("; shrinkage grows monotonically with the rate" if monotone else ""),
         },
     }
+
+
+def kept_checks(settings: dict) -> tuple[dict, bool]:
+    """(run_checks(settings) as theory.json holds it, whether it was kept): made once per machine for these
+    settings, this module's code and numpy's version (dropout_lab.settings.kept), not again in every folder;
+    the checks are seeded, so a kept result is the very one they would make."""
+    key = kept.digest([settings, np.__version__], [Path(__file__)])
+    return kept.kept("theory", key, lambda: finite_or_none(run_checks(settings)))

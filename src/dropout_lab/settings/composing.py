@@ -5,8 +5,6 @@ invocations, by everything they are made of."""
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import os
 from importlib.metadata import version
 from pathlib import Path
@@ -18,7 +16,7 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dropout_lab.settings.atomic import atomic_open
+from dropout_lab.settings import kept
 from dropout_lab.settings.config import CONFIG_DIR, compose_config
 
 
@@ -62,45 +60,18 @@ def compose_configs(runs: Sequence[Sequence[str]], config_dir: str = CONFIG_DIR)
 SETTINGS_CODE = Path(__file__).parent  # the schema (settings.config) and what it reads: part of every key
 
 
-def composition_cache() -> Path | None:
-    """Where resolved compositions are kept: $XDG_CACHE_HOME/dropout-lab/compositions (~/.cache by default);
-    None when DROPOUT_LAB_COMPOSITION_CACHE=off."""
-    if os.environ.get("DROPOUT_LAB_COMPOSITION_CACHE", "").lower() == "off":
-        return None
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "dropout-lab" / "compositions"
-
-
 def composition_key(overrides: Sequence[str], config_dir: str = CONFIG_DIR) -> str:
     """The digest of everything a resolved composition is made of: the overrides, every file of the Hydra
     config folder, the settings code (the schema), Hydra's and OmegaConf's versions, and the environment
     variables the files interpolate (oc.env: DROPOUT_LAB_*, TMPDIR)."""
-    digest = hashlib.sha256(json.dumps(list(overrides)).encode())
-    for folder in (Path(config_dir), SETTINGS_CODE):
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".yaml", ".py")):
-            digest.update(f"{path.relative_to(folder)}\0".encode() + path.read_bytes() + b"\0")
-    env = {k: v for k, v in os.environ.items() if k.startswith("DROPOUT_LAB_") or k == "TMPDIR"}
-    digest.update(json.dumps([version("hydra-core"), version("omegaconf"), sorted(env.items())]).encode())
-    return digest.hexdigest()
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith("DROPOUT_LAB_") or k == "TMPDIR")
+    return kept.digest([list(overrides), version("hydra-core"), version("omegaconf"), env],
+                       [Path(config_dir), SETTINGS_CODE])
 
 
 def resolved_composition(overrides: Sequence[str], config_dir: str = CONFIG_DIR) -> dict[str, Any]:
-    """OmegaConf.to_container(compose_config(overrides), resolve=True), from the cache when it holds this
-    composition of these very files (composition_key): the workflow composes a few each time it is started
-    (0.2 s each), on every dry run and, on a cluster, in every job. A cache that cannot be read or written is
-    passed by: the composition is made again."""
-    cache = composition_cache()
-    path = None if cache is None else cache / f"{composition_key(overrides, config_dir)}.json"
-    if path is not None and path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            pass
-    resolved = OmegaConf.to_container(compose_config(overrides, config_dir), resolve=True)
-    if path is not None:
-        try:
-            with atomic_open(path) as fh:
-                json.dump(resolved, fh, allow_nan=False)  # a value JSON cannot hold exactly is not kept
-        except (OSError, ValueError, TypeError):
-            pass
-    return resolved
+    """OmegaConf.to_container(compose_config(overrides), resolve=True), kept between invocations
+    (dropout_lab.settings.kept, by composition_key): the workflow composes a few each time it is started
+    (0.2 s each), on every dry run and, on a cluster, in every job."""
+    return kept.kept("compositions", composition_key(overrides, config_dir),
+                     lambda: OmegaConf.to_container(compose_config(overrides, config_dir), resolve=True))[0]
