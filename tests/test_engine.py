@@ -300,7 +300,7 @@ def test_provenance_counts_the_wall_time_of_a_pack_once():
               ({"path": "b"}, metrics(10.0, "p1", "bf16", [2.0, 3.0])),
               ({"path": "c"}, metrics(4.0, None, "fp32", [1.5]))]
     prov = provenance(loaded)
-    assert prov["train_wall_seconds"] == 14.0 and prov["training_jobs"] == 2
+    assert prov["train_wall_seconds"] == 14.0 and prov["training_stacks"] == 2
     assert prov["train_seconds"] == 6.5
     assert prov["precisions"] == ["bf16 with TF32", "fp32 with TF32"]
 

@@ -156,9 +156,9 @@ def _empty(columns: list[str]) -> pd.DataFrame:
 
 def provenance(loaded: Loaded) -> dict[str, Any]:
     """What the report states about where the numbers come from: data digests, versions, hardware, commits,
-    and the training time of the grid, counted once per job (runs trained together in a pack share it)."""
+    and the training time of the grid, counted once per stack (the runs one trainer steps together share it)."""
     data, versions, devices, commits, dirty = {}, {}, set(), set(), False
-    precisions, jobs = set(), {}
+    precisions, stacks = set(), {}
     for record, metrics in loaded:
         data[metrics["config"]["dataset"]["name"]] = metrics["data_sha256"]
         versions = metrics["versions"]
@@ -169,9 +169,9 @@ def provenance(loaded: Loaded) -> dict[str, Any]:
         engine = metrics.get("engine") or {}
         precisions.add(f"{engine.get('precision', 'fp32')}{' with TF32' if engine.get('tf32') else ''}")
         train = sum(e.get("train_seconds") or 0.0 for e in metrics["history"])
-        key = metrics.get("pack_fingerprint") or record["path"]
-        # A pack's runs finish their evaluation one after another: the job's wall time is the latest.
-        jobs[key] = (train, max(metrics["wall_seconds"], jobs.get(key, (0.0, 0.0))[1]))
+        key = metrics.get("pack_fingerprint") or record["path"]  # a stack: the runs one trainer steps together
+        # A stack's runs finish their evaluation one after another: its wall time is the latest.
+        stacks[key] = (train, max(metrics["wall_seconds"], stacks.get(key, (0.0, 0.0))[1]))
     return {
         "data_sha256": data,
         "versions": versions,
@@ -179,9 +179,9 @@ def provenance(loaded: Loaded) -> dict[str, Any]:
         "commits": sorted(commits),
         "dirty": dirty,
         "precisions": sorted(precisions),
-        "training_jobs": len(jobs),
-        "train_seconds": sum(train for train, _ in jobs.values()),
-        "train_wall_seconds": sum(wall for _, wall in jobs.values()),
+        "training_stacks": len(stacks),
+        "train_seconds": sum(train for train, _ in stacks.values()),
+        "train_wall_seconds": sum(wall for _, wall in stacks.values()),
     }
 
 
