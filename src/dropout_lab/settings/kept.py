@@ -26,15 +26,18 @@ def cache_folder(kind: str) -> Path | None:
     return Path(root) / "dropout-lab" / kind
 
 
-def digest(parts: Any, folders: Iterable[Path] = (), suffixes: tuple[str, ...] = (".py", ".yaml")) -> str:
-    """The SHA-256 of `parts` (JSON) and of every file with one of `suffixes` under each of `folders` (or the
-    file itself), by name and content."""
+SOURCES = (".py", ".yaml")  # what a digest reads of a folder: code and settings, never caches or notes
+
+
+def digest(parts: Any, folders: Iterable[Path] = ()) -> str:
+    """The SHA-256 of `parts` (JSON) and of every source file (SOURCES) under each of `folders` (or the file
+    itself), by name and content."""
     h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
     for folder in folders:
         folder = Path(folder)
         files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
         for path in files:
-            if path.suffix in suffixes:
+            if path.suffix in SOURCES:
                 name = path.name if path == folder else str(path.relative_to(folder))
                 h.update(f"{name}\0".encode() + path.read_bytes() + b"\0")
     return h.hexdigest()
